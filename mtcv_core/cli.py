@@ -1,0 +1,92 @@
+"""The ``mtcv`` command line.
+
+``mtcv run [CONFIG] [--out DIR] [--until STAGE] [--resume] [--scheduler ADDR]``
+runs the pipeline (see :mod:`mtcv_core.pipeline`); ``mtcv plugins [--json]``
+lists the installed components.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from mtcv_core import __version__
+from mtcv_core.plugins import load_plugins
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    registry = load_plugins()
+    rows = [c.as_dict() for c in registry]
+    broken = [b.as_dict() for b in registry.broken]
+    if args.json:
+        print(json.dumps({"components": rows, "broken": broken}, indent=2))
+        return 0
+    header = ("kind", "name", "plugin", "version")
+    widths = [max([len(h)] + [len(r[h]) for r in rows]) for h in header]
+    print("  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True)))
+    for r in rows:
+        print("  ".join(r[h].ljust(w) for h, w in zip(header, widths, strict=True)))
+    for b in broken:
+        print(f"BROKEN plugin {b['plugin']} ({b['stage']}): {b['error']}", file=sys.stderr)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mtcv_core.pipeline import run_pipeline
+
+    summary = run_pipeline(args.config, out=args.out, until=args.until, resume=args.resume,
+                           scheduler=args.scheduler, workers=args.workers,
+                           progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mtcv_core.pipeline import STAGES
+
+    parser = argparse.ArgumentParser(
+        prog="mtcv", description="Multitask-learned collective variables and free energies.")
+    parser.add_argument("--version", action="version", version=f"mtcv {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plugins", help="list installed components: kind, name, plugin, version")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_plugins)
+
+    r = sub.add_parser("run", help="run the pipeline (default: the built-in quick demo)")
+    r.add_argument("config", nargs="?", default=None,
+                   help="TOML config (default: the built-in examples/quick.toml)")
+    r.add_argument("--out", default=None, help="output directory (default: runs/<config name>)")
+    r.add_argument("--until", choices=STAGES, default=None, help="stop after this stage")
+    r.add_argument("--resume", action="store_true",
+                   help="reuse the outputs of stages already completed in --out")
+    r.add_argument("--scheduler", default=None,
+                   help="address of an existing Dask scheduler (default: a local cluster)")
+    r.add_argument("--workers", type=int, default=None,
+                   help="workers of the local Dask cluster (default: from the config)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from mtcv_core.config import ConfigError
+    from mtcv_core.io import DatasetError
+    from mtcv_core.plugins import PluginError
+    from mtcv_core.schema import SchemaError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, DatasetError, SchemaError, PluginError) as exc:
+        print(f"mtcv: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # pragma: no cover
+        print("mtcv: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The nouns of mtcv as small abstract interfaces.
+
+Units throughout: energies in eV, lengths in angstrom, time in fs,
+temperatures in K, masses in amu, forces in eV/angstrom. Arrays of
+positions have shape ``(n_frames, n_atoms, 3)``.
+
+``mtcv_core`` never imports ASE: the ``Atoms`` annotations below are
+strings, resolved only by type checkers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    import xarray as xr
+    from ase import Atoms
+
+
+class System(ABC):
+    """A physical system: an ``ase.Atoms`` with its calculator, plus what is
+    known about it (basins, true CVs, reference values).
+
+    Subclasses set :attr:`name`, :attr:`basins` and implement
+    :meth:`make_atoms` and :meth:`basin_index`. Systems whose potential can
+    be evaluated for many configurations at once also implement
+    :meth:`energy_and_forces`, which the fast MD paths use.
+    """
+
+    name: ClassVar[str]
+    #: basin names, in label order: label ``i`` means ``basins[i]``
+    basins: tuple[str, ...] = ()
+    #: names of the true collective variables, if any
+    true_cv_names: tuple[str, ...] = ()
+    #: default temperature of the system's experiments, K
+    temperature_K: float = 300.0
+
+    @abstractmethod
+    def make_atoms(self, basin: str | None = None) -> Atoms:
+        """A new ``Atoms`` with this system's calculator attached, placed at
+        the minimum of ``basin`` (the first basin when ``None``)."""
+
+    @abstractmethod
+    def basin_index(self, positions: np.ndarray) -> np.ndarray:
+        """Basin label of each frame.
+
+        positions: (n_frames, n_atoms, 3) angstrom -> (n_frames,) int, the
+        index into :attr:`basins`, or -1 for frames outside every basin.
+        """
+
+    def start_positions(self, basin: str, n: int, *, rng: np.random.Generator,
+                        split: str = "train") -> np.ndarray:
+        """(n, n_atoms, 3) starting configurations in ``basin``.
+
+        Systems that can should start the ``"train"`` and ``"test"`` splits
+        from disjoint regions of configuration space. The default places
+        every walker at the basin's minimum.
+        """
+        positions = self.make_atoms(basin).get_positions()
+        return np.repeat(positions[None], n, axis=0)
+
+    @property
+    def dof_mask(self) -> np.ndarray | None:
+        """(n_atoms, 3) bool of the active degrees of freedom, or None (all)."""
+        return None
+
+    def true_cv(self, positions: np.ndarray) -> np.ndarray:
+        """True CVs: (n_frames, n_atoms, 3) angstrom -> (n_frames, n_cv)."""
+        raise NotImplementedError(f"system {self.name!r} has no true CVs")
+
+    @property
+    def supports_batch(self) -> bool:
+        """Whether :meth:`energy_and_forces` is implemented."""
+        return type(self).energy_and_forces is not System.energy_and_forces
+
+    def energy_and_forces(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Potential energy and forces for many configurations at once.
+
+        positions: (n, n_atoms, 3) angstrom -> energy (n,) eV,
+        forces (n, n_atoms, 3) eV/angstrom.
+        """
+        raise NotImplementedError(f"system {self.name!r} has no batched evaluation")
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-serialisable description (name, basins, parameters)."""
+        return {"name": self.name, "basins": list(self.basins),
+                "true_cv_names": list(self.true_cv_names),
+                "temperature_K": self.temperature_K}
+
+
+class DataSource(ABC):
+    """Produces labelled frames (an xarray Dataset in the frame schema of
+    :mod:`mtcv_core.schema`)."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def run(self, system: System, *, seed: int, client: Any = None) -> xr.Dataset:
+        """Generate frames for ``system``. ``client`` is an optional
+        ``dask.distributed.Client`` for independent tasks; the result for a
+        given ``seed`` must not depend on it."""
+
+
+class Labeler(ABC):
+    """Assigns basin labels to frames."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def label(self, frames: xr.Dataset, system: System) -> np.ndarray:
+        """(n_frames,) int basin labels (-1 for unlabelled)."""
+
+
+class Featurizer(ABC):
+    """A differentiable map from positions to model input.
+
+    Implementations are ``torch.nn.Module`` subclasses too, so that they can
+    be exported with the CV as TorchScript.
+    """
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def n_features(self, n_atoms: int) -> int:
+        """Length of the feature vector for ``n_atoms`` atoms."""
+
+    @abstractmethod
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        """(n, n_atoms, 3) angstrom -> (n, n_features)."""
+
+
+class LossHead(ABC):
+    """A downstream network on the latent CV, with its loss term.
+
+    Implementations are ``torch.nn.Module`` subclasses; ``loss`` returns a
+    scalar tensor that must reach the encoder's parameters through
+    ``latent``.
+    """
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def loss(self, latent: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Scalar loss. latent: (n, latent_dim); batch holds the frame
+        tensors (``features``, ``energy`` eV, ``label``, ``weight`` ...)."""
+
+
+class Sampler(ABC):
+    """Enhanced sampling driven by a CV (umbrella windows, ...)."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def run(self, system: System, cv: Any, *, seed: int, client: Any = None) -> xr.Dataset:
+        """Biased samples with everything an estimator needs to reweight."""
+
+
+class Estimator(ABC):
+    """Free energies from biased samples."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def estimate(self, samples: xr.Dataset, *, temperature_K: float) -> xr.Dataset:
+        """Free-energy profile and differences with uncertainties (eV)."""
+
+
+__all__: Sequence[str] = ["System", "DataSource", "Labeler", "Featurizer", "LossHead",
+                          "Sampler", "Estimator"]

@@ -1,0 +1,94 @@
+"""netCDF I/O: atomic writes and validating reads.
+
+A file is written to a temporary name beside its destination and renamed
+into place, so an interrupted run never leaves a half-written file under a
+final name. Reading loads the file into memory, closes it and validates it;
+errors name the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import xarray as xr
+
+from mtcv_core.schema import FRAMES_SCHEMA, SCHEMA_ATTR, SchemaError, validate_frames
+
+PathLike = str | os.PathLike[str]
+
+#: schema name -> validator(ds, where=...) for :func:`read_dataset`
+VALIDATORS: dict[str, Callable[..., xr.Dataset]] = {FRAMES_SCHEMA: validate_frames}
+
+
+class DatasetError(OSError):
+    """A file cannot be read as an mtcv dataset; the message names it."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed to
+    ``path`` (atomically), on failure it is removed and ``path`` untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as fh:  # make the bytes durable before the rename
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_dataset(ds: xr.Dataset, path: PathLike) -> Path:
+    """Write ``ds`` to netCDF at ``path`` atomically; returns the path.
+
+    Frame datasets are written as classic 64-bit-offset netCDF (the AMBER
+    trajectory format that ASE, MDTraj and VMD read); everything else as
+    netCDF4.
+    """
+    path = Path(path)
+    fmt = "NETCDF3_64BIT" if ds.attrs.get(SCHEMA_ATTR) == FRAMES_SCHEMA else "NETCDF4"
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", format=fmt)
+    return path
+
+
+def read_dataset(path: PathLike, *, schema: str | None = None) -> xr.Dataset:
+    """Read a netCDF file written by mtcv into memory and validate it.
+
+    ``schema`` is the expected ``mtcv_schema`` attribute (e.g.
+    :data:`mtcv_core.schema.FRAMES_SCHEMA`); ``None`` accepts any known schema.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file")
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as handle:
+            ds = handle.load()
+    except Exception as exc:  # netCDF4/HDF5 raise a zoo of types for a bad file
+        raise DatasetError(f"{path}: not a readable netCDF file "
+                           f"({type(exc).__name__}: {exc})") from exc
+    found = ds.attrs.get(SCHEMA_ATTR)
+    if schema is not None and found != schema:
+        raise SchemaError(f"{path}: global attribute {SCHEMA_ATTR!r} is {found!r}, "
+                          f"expected {schema!r}")
+    validator = VALIDATORS.get(str(found))
+    if validator is None:
+        if schema is None and found is None:
+            raise SchemaError(f"{path}: no {SCHEMA_ATTR!r} global attribute; "
+                              "not a dataset written by mtcv")
+        return ds
+    return validator(ds, where=str(path))
+
+
+def read_frames(path: PathLike) -> xr.Dataset:
+    """Read and validate a frame dataset (``data.nc``)."""
+    return read_dataset(path, schema=FRAMES_SCHEMA)

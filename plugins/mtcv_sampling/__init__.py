@@ -1,0 +1,25 @@
+"""Built-in data sources (basin MD, TPS by one-way shooting, trajectory
+files) and basin labelers."""
+
+from __future__ import annotations
+
+from mtcv_core import __version__, hookimpl
+from mtcv_sampling.basin_md import BasinMD
+from mtcv_sampling.labelers import LABELERS
+from mtcv_sampling.reader import TrajectoryFiles
+from mtcv_sampling.tps import TPS
+
+__all__ = ["__version__", "BasinMD", "TPS", "TrajectoryFiles"]
+
+
+@hookimpl
+def mtcv_register_data_sources(register):
+    register("basin_md", BasinMD)
+    register("tps", TPS)
+    register("trajectory_files", TrajectoryFiles)
+
+
+@hookimpl
+def mtcv_register_labelers(register):
+    for name, cls in LABELERS.items():
+        register(name, cls)

@@ -1,0 +1,300 @@
+"""Transition path sampling by one-way shooting.
+
+Each chain holds a reactive path from basin ``initial`` to basin ``final``.
+A shot picks a shooting point uniformly among the path's interior frames,
+draws fresh Maxwell-Boltzmann velocities and integrates Langevin dynamics
+forward or (with reversed velocities) backward in time until the segment
+reaches a basin. The new path is the old one up to (from) the shooting point
+plus the segment; it is accepted if it is reactive, with the Metropolis factor
+``min(1, n_old / n_new)`` (interior frames) that uniform shooting-point
+selection requires.
+
+Every segment is kept: its frames (every ``stride`` steps, from the shooting
+point on) carry the basin the segment committed to (``committed_basin``).
+Segments that reach no basin within ``max_segment_steps`` are dropped and
+counted. The first ``burn_in_shots`` shots of each chain, which start from the
+high-temperature seed path, are not recorded.
+
+The seed path comes from a run at ``seed_temperature_K`` started in
+``initial`` (the stretch from its last visit of ``initial`` to its first
+arrival in ``final``), or from a file (``initial_path``), never from
+hand-placed points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import xarray as xr
+
+from mtcv_ase.frames import system_frames
+from mtcv_ase.md import LangevinParams, make_propagator, maxwell_boltzmann
+from mtcv_core.config import doc, nonneg, positive
+from mtcv_core.execution import map_tasks, task_rng
+from mtcv_core.interfaces import DataSource, System
+from mtcv_core.schema import concat_frames
+from mtcv_sampling.common import MDOptions, chunks
+
+
+@dataclass(kw_only=True)
+class TPS(MDOptions, DataSource):
+    """One-way shooting TPS between pairs of basins (see module docstring)."""
+
+    name: ClassVar[str] = "tps"
+    transitions: list[list[str]] = field(default_factory=lambda: [["A", "B"]], metadata={
+        "doc": "basin pairs [initial, final] to sample paths between"})
+    chains: int = positive(8, "independent chains per transition (train split)")
+    shots_per_chain: int = positive(50, "recorded shots per chain")
+    burn_in_shots: int = nonneg(5, "unrecorded shots per chain after the seed path")
+    stride: int = positive(5, "record every stride-th step of a segment")
+    max_segment_steps: int = positive(50000, "steps after which a segment is dropped")
+    seed_temperature_K: float = positive(2500.0, "temperature of the seed-path run, K")
+    seed_max_steps: int = positive(400000, "step limit of the seed-path run")
+    seed_walkers: int = positive(32, "walkers of the seed-path run")
+    seed_max_path_steps: int = positive(20000, "longest seed path kept, steps")
+    shooting_energy_width_eV: float = nonneg(
+        0.05, "shooting points are drawn with probability ~ exp(V / width) along the "
+              "path, favouring the transition region (0: uniform); the acceptance "
+              "corrects for the bias")
+    initial_path: str | None = doc(None, "a trajectory file holding a reactive path to "
+                                         "start from instead of the high-temperature run")
+
+    def run(self, system: System, *, seed: int, client: Any = None, split: str = "train",
+            scale: float = 1.0, temperature_K: float | None = None,
+            progress: bool = False) -> xr.Dataset:
+        params = self.params(temperature_K)
+        for pair in self.transitions:
+            if len(pair) != 2 or any(b not in system.basins for b in pair) or pair[0] == pair[1]:
+                raise ValueError(f"tps.transitions: {pair!r} is not a pair of two different "
+                                 f"basins of {list(system.basins)}")
+        fast = self.use_fast(system)
+        specs = []
+        traj_offset = 0
+        for initial, final in self.transitions:
+            n = max(1, round(self.chains * scale))
+            for k, (start, count) in enumerate(chunks(n, self.walkers_per_task)):
+                specs.append(dict(system=system, initial=initial, final=final, count=count,
+                                  first_id=traj_offset + start * (self.shots_per_chain +
+                                                                  self.burn_in_shots),
+                                  seed=seed, split=split, task=k, params=params, fast=fast,
+                                  options=self))
+            traj_offset += n * (self.shots_per_chain + self.burn_in_shots)
+        results = map_tasks(_tps_task, specs, client=client, progress=progress,
+                            desc=f"tps {split}")
+        frames = concat_frames([r["frames"] for r in results])
+        totals = {key: int(sum(r["stats"][key] for r in results))
+                  for key in results[0]["stats"]}
+        frames.attrs.update({f"tps_{k}": v for k, v in totals.items()})
+        return frames
+
+
+def seed_paths(system: System, initial: str, final: str, count: int, params: LangevinParams,
+               rng: np.random.Generator, *, split: str, fast: bool, max_steps: int,
+               n_walkers: int = 32, max_path_steps: int = 20000
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Reactive paths (every step) from ``n_walkers`` runs at
+    ``params.temperature_K`` started in ``initial``: each path runs from a
+    walker's last frame in ``initial`` to its first in ``final`` without
+    visiting a third basin. Returns ``count`` pairs of positions (L, n_atoms, 3)
+    and energies (L,) eV; if fewer
+    walkers than chains found a path, paths are shared between chains."""
+    i_idx, f_idx = system.basins.index(initial), system.basins.index(final)
+    n_walkers = max(n_walkers, count)
+    x0 = system.start_positions(initial, n_walkers, rng=rng, split=split)
+    masses = system.make_atoms().get_masses()
+    prop = make_propagator(system, params, rng, n_walkers, fast)
+    prop.reset(np.arange(n_walkers), x0, maxwell_boltzmann(
+        masses, params.temperature_K, rng, n=n_walkers, dof_mask=system.dof_mask))
+    buf = np.zeros((n_walkers, max_path_steps) + x0.shape[1:])
+    buf_e = np.zeros((n_walkers, max_path_steps))
+    buf[:, 0] = x0
+    buf_e[:, 0] = prop_energy(prop, np.arange(n_walkers))
+    ptr = np.zeros(n_walkers, dtype=int)
+    valid = np.ones(n_walkers, dtype=bool)  # the buffer starts in `initial`
+    paths: list[tuple[np.ndarray, np.ndarray]] = []
+    active = np.arange(n_walkers)
+    for _step in range(max_steps):
+        x, e, _ = prop.step(active)
+        basin = system.basin_index(x)
+        home = basin == i_idx
+        ptr[active] = np.where(home, 0, ptr[active] + 1)
+        valid[active] |= home
+        full = ptr[active] >= max_path_steps
+        valid[active] &= ~full & ~((basin >= 0) & (basin != i_idx) & (basin != f_idx))
+        ptr[active] = np.minimum(ptr[active], max_path_steps - 1)
+        buf[active, ptr[active]] = x
+        buf_e[active, ptr[active]] = e
+        done = (basin == f_idx) & valid[active]
+        for c in active[done]:
+            paths.append((buf[c, : ptr[c] + 1].copy(), buf_e[c, : ptr[c] + 1].copy()))
+        if len(paths) >= count:
+            break
+        active = active[~done]
+    if not paths:
+        raise RuntimeError(
+            f"tps: none of {n_walkers} seed runs at {params.temperature_K} K found a path "
+            f"{initial}->{final} within {max_steps} steps; raise seed_temperature_K or "
+            "seed_max_steps, or give initial_path")
+    return [paths[k % len(paths)] for k in range(count)]
+
+
+def prop_energy(prop: Any, slots: np.ndarray) -> np.ndarray:
+    """Energies (eV) of the propagator's current configurations in ``slots``."""
+    if hasattr(prop, "e"):
+        return prop.e[slots]
+    return np.array([prop.atoms[s].get_potential_energy() for s in slots])
+
+
+def _tps_task(spec: dict[str, Any]) -> dict[str, Any]:
+    """TPS for a group of chains, advanced together (one segment per chain at a time)."""
+    system: System = spec["system"]
+    opts: TPS = spec["options"]
+    params: LangevinParams = spec["params"]
+    count, split = spec["count"], spec["split"]
+    initial, final = spec["initial"], spec["final"]
+    i_idx, f_idx = system.basins.index(initial), system.basins.index(final)
+    rng = task_rng(spec["seed"], "tps", split, initial, final, spec["task"])
+    if opts.initial_path:
+        paths = [_read_path(opts.initial_path, system, i_idx, f_idx)] * count
+    else:
+        hot = LangevinParams(opts.seed_temperature_K, params.timestep_fs,
+                             params.friction_per_fs)
+        paths = seed_paths(system, initial, final, count, hot, rng, split=split,
+                           fast=spec["fast"], max_steps=opts.seed_max_steps,
+                           n_walkers=opts.seed_walkers, max_path_steps=opts.seed_max_path_steps)
+    masses = system.make_atoms().get_masses()
+    prop = make_propagator(system, params, rng, count, spec["fast"])
+    n_atoms = paths[0][0].shape[1]
+    seg_x = np.zeros((count, opts.max_segment_steps, n_atoms, 3))
+    seg_e = np.zeros((count, opts.max_segment_steps))
+    seg_f = np.zeros_like(seg_x)
+    seg_len = np.zeros(count, dtype=int)
+    shoot_at = np.zeros(count, dtype=int)
+    forward = np.zeros(count, dtype=bool)
+    shots_done = np.zeros(count, dtype=int)
+    n_shots = opts.shots_per_chain + opts.burn_in_shots
+    stats = dict(shots=0, accepted=0, reactive=0, dropped_segments=0, recorded_segments=0)
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "e", "f", "label", "traj", "t")}
+
+    def shoot(c: int) -> None:
+        path, energy = paths[c]
+        s = _pick_shooting_point(energy, width, rng)
+        shoot_at[c] = s
+        forward[c] = bool(rng.random() < 0.5)
+        v = maxwell_boltzmann(masses, params.temperature_K, rng, dof_mask=system.dof_mask)
+        prop.reset(np.array([c]), path[s][None], v[None])
+        seg_len[c] = 0
+
+    width = opts.shooting_energy_width_eV
+    for c in range(count):
+        shoot(c)
+    active = np.arange(count)
+    while active.size:
+        x, e, f = prop.step(active)
+        seg_x[active, seg_len[active]] = x
+        seg_e[active, seg_len[active]] = e
+        seg_f[active, seg_len[active]] = f
+        seg_len[active] += 1
+        basin = system.basin_index(x)
+        finished = (basin >= 0) | (seg_len[active] >= opts.max_segment_steps)
+        for j in np.flatnonzero(finished):
+            c = int(active[j])
+            n = int(seg_len[c])
+            committed = int(basin[j])
+            stats["shots"] += 1
+            record = shots_done[c] >= opts.burn_in_shots
+            if committed < 0:
+                stats["dropped_segments"] += 1
+            elif record:
+                sel = np.arange(opts.stride - 1, n, opts.stride)
+                if sel.size == 0 or sel[-1] != n - 1:
+                    sel = np.append(sel, n - 1)  # always keep the committed end
+                out["x"].append(seg_x[c, sel])
+                out["e"].append(seg_e[c, sel])
+                out["f"].append(seg_f[c, sel])
+                out["label"].append(np.full(sel.size, committed))
+                out["traj"].append(np.full(sel.size, spec["first_id"] + c * n_shots
+                                           + shots_done[c]))
+                out["t"].append((sel + 1) * params.timestep_fs)
+                stats["recorded_segments"] += 1
+            old, old_e = paths[c]
+            s = shoot_at[c]
+            seg, seg_en = seg_x[c, :n], seg_e[c, :n]
+            if forward[c]:
+                reactive = committed == f_idx
+                if reactive:
+                    new = (np.concatenate([old[: s + 1], seg]),
+                           np.concatenate([old_e[: s + 1], seg_en]))
+            else:
+                reactive = committed == i_idx
+                if reactive:
+                    new = (np.concatenate([seg[::-1], old[s:]]),
+                           np.concatenate([seg_en[::-1], old_e[s:]]))
+            if reactive:
+                stats["reactive"] += 1
+                # p_new(s) / p_old(s) for the shooting-point selection rule
+                ratio = _selection_norm(old_e, width) / _selection_norm(new[1], width)
+                if rng.random() < min(1.0, ratio):
+                    paths[c] = new
+                    stats["accepted"] += 1
+            shots_done[c] += 1
+            if shots_done[c] < n_shots:
+                shoot(c)
+        active = np.flatnonzero(shots_done < n_shots)
+    if out["x"]:
+        frames = system_frames(
+            system, np.concatenate(out["x"]), np.concatenate(out["e"]),
+            np.concatenate(out["f"]), label=np.concatenate(out["label"]),
+            label_source="committed_basin", source="tps", split=split,
+            trajectory=np.concatenate(out["traj"]), time=np.concatenate(out["t"]),
+            temperature=params.temperature_K)
+    else:
+        frames = system_frames(system, seg_x[0, :0], seg_e[0, :0], seg_f[0, :0],
+                               source="tps", split=split)
+    stats["path_steps"] = int(sum(len(p[0]) for p in paths))
+    return {"frames": frames, "stats": stats}
+
+
+def _selection_norm(energy: np.ndarray, width: float) -> float:
+    """Sum of the selection weights of a path's interior frames."""
+    inner = energy[1:-1]
+    if width <= 0:
+        return float(len(inner))
+    return float(np.exp((inner - energy.max()) / width).sum())
+
+
+def _pick_shooting_point(energy: np.ndarray, width: float, rng: np.random.Generator) -> int:
+    """Index of a shooting point: an interior frame, chosen uniformly
+    (``width`` 0) or with probability proportional to exp(V / width)."""
+    if len(energy) <= 2:
+        return 0
+    if width <= 0:
+        return int(rng.integers(1, len(energy) - 1))
+    w = np.exp((energy[1:-1] - energy.max()) / width)
+    return 1 + int(rng.choice(len(w), p=w / w.sum()))
+
+
+def _read_path(path: str, system: System, i_idx: int, f_idx: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of a supplied reactive path; its ends must lie in the basins."""
+    import ase.io
+
+    images = ase.io.read(path, ":")
+    x = np.array([a.get_positions() for a in images])
+    if system.supports_batch:
+        energy = system.energy_and_forces(x)[0]
+    else:
+        atoms = system.make_atoms()
+        energy = np.empty(len(x))
+        for k, xk in enumerate(x):
+            atoms.set_positions(xk)
+            energy[k] = atoms.get_potential_energy()
+    ends = system.basin_index(x[[0, -1]])
+    if ends[0] != i_idx or ends[1] != f_idx:
+        raise ValueError(f"{path}: the path must start in basin {system.basins[i_idx]!r} and "
+                         f"end in {system.basins[f_idx]!r}; its ends are in basins "
+                         f"{[system.basins[b] if b >= 0 else None for b in ends]}")
+    return x, energy
+

@@ -1,0 +1,390 @@
+"""5D model systems: a 2D potential embedded in five dimensions (Sun et al.,
+Eq. 7-9).
+
+``V(x1, ..., x5) = V2d(x~, y~)`` with ``x~ = sqrt(x1^2 + x2^2 + 1e-7 x5^2)``
+and ``y~ = sqrt(x3^2 + x4^2)``: ``x5`` barely changes the energy but, being
+nearly free, dominates Euclidean distances.
+
+ASE representation
+------------------
+A 5D point is stored as TWO pseudo-atoms of mass 1 amu, positions of shape
+``(2, 3)`` angstrom, with ``(x1, ..., x5) = positions.ravel()[:5]``, i.e.
+atom 0 holds ``(x1, x2, x3)`` and atom 1 holds ``(x4, x5, z)``. The sixth
+Cartesian coordinate (atom 1, z) is inactive: its force is always zero and
+:meth:`Embedded5DSystem.make_atoms` fixes it with
+``FixCartesian(1, mask=(False, False, True))``. :data:`DOF_MASK` marks the
+five active coordinates.
+
+Units: eV, angstrom, amu, K; forces in eV/angstrom.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+from ase.constraints import FixCartesian
+
+from mtcv_core.interfaces import System
+from mtcv_systems.potentials2d import (
+    CriticalPoints,
+    MullerBrown2D,
+    Potential2D,
+    ThreeWell2D,
+)
+
+#: weight of x5 in x~
+X5_WEIGHT = 1e-7
+#: (2, 3) bool: the active Cartesian coordinates of the two pseudo-atoms
+DOF_MASK = np.array([[1, 1, 1], [1, 1, 0]], bool)
+#: Floor (angstrom) for x~ and y~ in the DENOMINATORS of d x~/d x_k = x_k/x~
+#: and d y~/d x_k = x_k/y~ only; the energy uses the exact radii. At x~ = 0
+#: (y~ = 0) the numerators vanish too, so the force there is the zero
+#: subgradient instead of 0/0; for radii above 1e-12 angstrom nothing changes.
+RADIUS_EPS = 1e-12
+
+
+def to_5d(positions: np.ndarray) -> np.ndarray:
+    """(..., 2, 3) angstrom -> (..., 5): the active coordinates x1..x5."""
+    p = np.asarray(positions, float)
+    if p.shape[-2:] != (2, 3):
+        raise ValueError(f"5D positions must have shape (..., 2, 3), got {p.shape}")
+    return p.reshape(*p.shape[:-2], 6)[..., :5]
+
+
+def from_5d(x: np.ndarray) -> np.ndarray:
+    """(..., 5) -> (..., 2, 3) angstrom, the inactive 6th coordinate zero."""
+    x = np.asarray(x, float)
+    if x.shape[-1] != 5:
+        raise ValueError(f"5D points must have shape (..., 5), got {x.shape}")
+    out = np.zeros((*x.shape[:-1], 6))
+    out[..., :5] = x
+    return out.reshape(*x.shape[:-1], 2, 3)
+
+
+def radial_cvs(positions: np.ndarray) -> np.ndarray:
+    """(..., 2, 3) angstrom -> (..., 2): ``(x~, y~)``, angstrom."""
+    x = to_5d(positions)
+    xt = np.sqrt(x[..., 0] ** 2 + x[..., 1] ** 2 + X5_WEIGHT * x[..., 4] ** 2)
+    yt = np.sqrt(x[..., 2] ** 2 + x[..., 3] ** 2)
+    return np.stack([xt, yt], -1)
+
+
+class Embedded5DSystem(System):
+    """A 2D potential embedded in 5D (see the module docstring).
+
+    Basins
+    ------
+    :attr:`basins` names some minima of the 2D potential (which ones is set
+    by :meth:`_assign_basins` from the numerically found minima). A frame is
+    in basin ``i`` if
+
+    1. its nearest minimum in the ``(x~, y~)`` plane, among ALL minima of the
+       2D potential (named or not), is basin ``i``'s minimum, and
+    2. ``V2d(x~, y~) < E_i + basin_fraction * (E_s,i - E_i)``, where ``E_i``
+       is the minimum's energy and ``E_s,i`` the energy of the lowest saddle
+       connecting it to another minimum (``basin_fraction = 0.5``).
+
+    Frames nearest an unnamed minimum, or too high in energy, get ``-1``.
+
+    Parameters
+    ----------
+    potential : Potential2D
+        The 2D potential ``V2d(x~, y~)``, eV.
+    temperature_K : float
+        Default temperature of the experiments, K.
+    basin_fraction : float
+        Fraction of the lowest adjacent barrier that bounds a basin.
+    """
+
+    name: ClassVar[str] = "embedded_5d"
+    true_cv_names: tuple[str, ...] = ("x_tilde", "y_tilde")
+    #: mass of each pseudo-atom, amu
+    mass_amu: float = 1.0
+
+    def __init__(self, potential: Potential2D, *, temperature_K: float = 300.0,
+                 basin_fraction: float = 0.5) -> None:
+        self.potential = potential
+        self.temperature_K = float(temperature_K)
+        self.basin_fraction = float(basin_fraction)
+        self._cache: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
+
+    # --------------------------------------------------------- coordinates
+    @staticmethod
+    def to_5d(positions: np.ndarray) -> np.ndarray:
+        """(n, 2, 3) angstrom -> (n, 5) (any leading shape)."""
+        return to_5d(positions)
+
+    @staticmethod
+    def from_5d(x: np.ndarray) -> np.ndarray:
+        """(n, 5) -> (n, 2, 3) angstrom, inactive coordinate 0."""
+        return from_5d(x)
+
+    @property
+    def dof_mask(self) -> np.ndarray:
+        """(2, 3) bool: the five active coordinates (a copy of :data:`DOF_MASK`)."""
+        return DOF_MASK.copy()
+
+    def true_cv(self, positions: np.ndarray) -> np.ndarray:
+        """(n, 2, 3) angstrom -> (n, 2) ``(x~, y~)`` angstrom."""
+        return radial_cvs(positions)
+
+    def start_positions(self, basin: str | int | None, n: int, *, rng: np.random.Generator,
+                        split: str = "train") -> np.ndarray:
+        """(n, 2, 3) starting configurations at ``basin``'s minimum in
+        ``(x~, y~)``, disjoint in 5D between splits (as in the paper, which
+        started train and test from different x1/x~ and x3/y~ ratios).
+
+        The angles ``phi12`` (x1 = r cos phi12) and ``phi34`` are drawn
+        uniformly from ``[0, pi/2)`` for ``split="train"`` and from ``[pi,
+        3 pi/2)`` for ``split="test"``: opposite quadrants of the (x1, x2) and
+        (x3, x4) planes, with a quarter turn of margin on either side for the
+        angles' diffusion during a run; ``x5 = 0``.
+        """
+        if split == "train":
+            lo = 0.0
+        elif split == "test":
+            lo = np.pi
+        else:
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        xt, yt, _ = self.minimum(basin)
+        return self.embed(np.full(n, xt), yt, phi12=lo + rng.uniform(0.0, np.pi / 2, n),
+                          phi34=lo + rng.uniform(0.0, np.pi / 2, n))
+
+    def embed(self, x_tilde: Any, y_tilde: Any, phi12: Any = 0.0, phi34: Any = 0.0,
+              x5: Any = 0.0) -> np.ndarray:
+        """Positions with given true CVs.
+
+        ``x1 = r cos(phi12)``, ``x2 = r sin(phi12)`` with ``r = sqrt(x~^2 -
+        1e-7 x5^2)`` (so that x~ is exactly the target), ``x3 = y~
+        cos(phi34)``, ``x4 = y~ sin(phi34)``. All arguments broadcast
+        (angstrom, radians); returns ``(n, 2, 3)`` with ``n`` the broadcast
+        size (at least 1).
+        """
+        xt, yt, p12, p34, x5 = (np.ravel(np.asarray(v, float)) for v in
+                                np.broadcast_arrays(x_tilde, y_tilde, phi12, phi34, x5))
+        r2 = xt**2 - X5_WEIGHT * x5**2
+        if np.any(r2 < 0) or np.any(yt < 0):
+            raise ValueError("need x~^2 >= 1e-7 x5^2 and y~ >= 0")
+        r = np.sqrt(r2)
+        x = np.stack([r * np.cos(p12), r * np.sin(p12), yt * np.cos(p34),
+                      yt * np.sin(p34), x5], -1)
+        return from_5d(x)
+
+    # ------------------------------------------------------------- energy
+    def energy_and_forces(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Energy and forces, analytic and vectorised.
+
+        positions: (n, 2, 3) angstrom (any leading shape) -> energy (n,) eV,
+        forces (n, 2, 3) eV/angstrom; the inactive coordinate's force is 0.
+        """
+        x = to_5d(positions)
+        x1, x2, x3, x4, x5 = (x[..., k] for k in range(5))
+        xt = np.sqrt(x1 * x1 + x2 * x2 + X5_WEIGHT * x5 * x5)
+        yt = np.sqrt(x3 * x3 + x4 * x4)
+        e, gx, gy = self.potential.energy_and_gradient(xt, yt)
+        fx = -gx / np.maximum(xt, RADIUS_EPS)
+        fy = -gy / np.maximum(yt, RADIUS_EPS)
+        f = np.zeros((*x.shape[:-1], 6))
+        f[..., 0] = fx * x1
+        f[..., 1] = fx * x2
+        f[..., 2] = fy * x3
+        f[..., 3] = fy * x4
+        f[..., 4] = fx * (X5_WEIGHT * x5)
+        return e, f.reshape(*x.shape[:-1], 2, 3)
+
+    def energy(self, positions: np.ndarray) -> np.ndarray:
+        """(n, 2, 3) angstrom -> (n,) eV."""
+        xy = radial_cvs(positions)
+        return self.potential.energy(xy[..., 0], xy[..., 1])
+
+    # ------------------------------------------------------ critical points
+    def critical_points(self) -> CriticalPoints:
+        """Minima, saddles, maxima and connectivity of the 2D potential
+        (numerical, cached)."""
+        return self.potential.critical_points()
+
+    def _assign_basins(self, cp: CriticalPoints) -> dict[str, int]:
+        """Map each basin name to the index of its minimum in ``cp.minima``."""
+        return {name: i for i, name in enumerate(self.basins)}
+
+    def _basin_minima(self) -> dict[str, int]:
+        if "basin_minima" not in self._cache:
+            self._cache["basin_minima"] = self._assign_basins(self.critical_points())
+        return self._cache["basin_minima"]
+
+    def _basin_name(self, basin: str | int | None) -> str:
+        if basin is None:
+            return self.basins[0]
+        if isinstance(basin, int | np.integer):
+            return self.basins[int(basin)]
+        if basin not in self.basins:
+            raise KeyError(f"{self.name} has no basin {basin!r}; basins are {self.basins}")
+        return basin
+
+    def minimum(self, basin: str | int | None = None) -> tuple[float, float, float]:
+        """``(x~, y~, E)`` of the basin's minimum (angstrom, angstrom, eV)."""
+        m = self.critical_points().minima[self._basin_minima()[self._basin_name(basin)]]
+        return m.x, m.y, m.energy
+
+    def barrier(self, from_basin: str | int, to_basin: str | int, *,
+                direct: bool = False) -> float:
+        """Barrier (eV) from one basin to another.
+
+        Default: the lowest, over all paths through the saddle graph, of the
+        highest saddle on the path, minus the starting minimum's energy (the
+        barrier that governs the transition, possibly through other minima).
+        ``direct=True``: over the lowest saddle directly connecting the two
+        minima (``inf`` if none does).
+        """
+        bm = self._basin_minima()
+        i, j = bm[self._basin_name(from_basin)], bm[self._basin_name(to_basin)]
+        cp = self.critical_points()
+        return cp.direct_barrier(i, j) if direct else cp.barrier(i, j)
+
+    def _basin_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(minima xy (m, 2), label of each minimum (m,), energy bound (m,))."""
+        if "tables" not in self._cache:
+            cp = self.critical_points()
+            label = np.full(len(cp.minima), -1)
+            for k, name in enumerate(self.basins):
+                label[self._basin_minima()[name]] = k
+            bound = np.array([
+                m.energy + self.basin_fraction * (cp.lowest_adjacent_saddle_energy(i) - m.energy)
+                for i, m in enumerate(cp.minima)])
+            self._cache["tables"] = (cp.minima_xy, label, bound)
+        return self._cache["tables"]
+
+    def basin_index(self, positions: np.ndarray) -> np.ndarray:
+        """Basin label of each frame (see the class docstring).
+
+        positions: (n, 2, 3) angstrom -> (n,) int, index into
+        :attr:`basins` or -1.
+        """
+        xy = radial_cvs(positions)
+        return self.basin_index_2d(xy[..., 0], xy[..., 1])
+
+    def basin_index_2d(self, x_tilde: np.ndarray, y_tilde: np.ndarray) -> np.ndarray:
+        """Basin label of points of the ``(x~, y~)`` plane (broadcast shape)."""
+        mins, label, bound = self._basin_tables()
+        x, y = np.broadcast_arrays(np.asarray(x_tilde, float), np.asarray(y_tilde, float))
+        d2 = (x[..., None] - mins[:, 0]) ** 2 + (y[..., None] - mins[:, 1]) ** 2
+        near = np.argmin(d2, axis=-1)
+        inside = self.potential.energy(x, y) < bound[near]
+        return np.where(inside, label[near], -1).astype(int)
+
+    # ---------------------------------------------------------------- ASE
+    def make_atoms(self, basin: str | int | None = None, **embed_kwargs: Any) -> Atoms:
+        """Two pseudo-atoms (masses 1 amu) at the minimum of ``basin`` (the
+        first basin when ``None``), with an :class:`Embedded5DCalculator`
+        and the inactive coordinate fixed. ``embed_kwargs`` (``phi12``,
+        ``phi34``, ``x5``) go to :meth:`embed`."""
+        xt, yt, _ = self.minimum(basin)
+        pos = self.embed(xt, yt, **embed_kwargs)[0]
+        atoms = Atoms("H2", positions=pos, masses=[self.mass_amu, self.mass_amu], pbc=False)
+        atoms.set_constraint(FixCartesian(1, mask=(False, False, True)))
+        atoms.calc = Embedded5DCalculator(self)
+        return atoms
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        cp = self.critical_points()
+        bm = self._basin_minima()
+        d.update({
+            "potential": type(self.potential).__name__,
+            "coefficients": self.potential.parameters(),
+            "embedding": "x~ = sqrt(x1^2 + x2^2 + 1e-7 x5^2), y~ = sqrt(x3^2 + x4^2); "
+                         "positions (2, 3) with x1..x5 = positions.ravel()[:5]",
+            "mass_amu": self.mass_amu,
+            "basin_fraction": self.basin_fraction,
+            "critical_points": cp.as_dict(),
+            "basin_minima": {name: cp.minima[i].as_dict() for name, i in bm.items()},
+            "barriers_eV": {f"{a}->{b}": self.barrier(a, b)
+                            for a in self.basins for b in self.basins if a != b},
+            "direct_barriers_eV": {f"{a}->{b}": _finite(self.barrier(a, b, direct=True))
+                                   for a in self.basins for b in self.basins if a != b},
+        })
+        return d
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+class Embedded5DCalculator(Calculator):
+    """ASE calculator of an :class:`Embedded5DSystem`: energy (eV) and forces
+    (eV/angstrom, shape (2, 3)) of two pseudo-atoms in one vectorised pass; a
+    pure function of the positions."""
+
+    implemented_properties: ClassVar[list[str]] = ["energy", "forces"]  # type: ignore[misc]
+
+    def __init__(self, system: Embedded5DSystem, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.system = system
+
+    def calculate(self, atoms: Atoms | None = None,
+                  properties: Sequence[str] = ("energy", "forces"),
+                  system_changes: Sequence[str] = tuple(all_changes)) -> None:
+        super().calculate(atoms, properties, system_changes)
+        pos = self.atoms.positions
+        if pos.shape != (2, 3):
+            raise ValueError(f"{self.system.name} needs 2 pseudo-atoms, got {len(pos)}")
+        e, f = self.system.energy_and_forces(pos)
+        self.results = {"energy": float(e), "forces": f}
+
+
+class MullerBrown5D(Embedded5DSystem):
+    """5D Müller-Brown (:class:`~mtcv_systems.potentials2d.MullerBrown2D`).
+
+    Basin A is the deepest minimum, B the second deepest (the paper's
+    (41.98, 8.45) minimum); the third, intermediate minimum is unnamed, so
+    frames near it are labelled -1.
+    """
+
+    name: ClassVar[str] = "muller_brown_5d"
+    basins: tuple[str, ...] = ("A", "B")
+
+    def __init__(self, *, temperature_K: float = 300.0, basin_fraction: float = 0.5) -> None:
+        super().__init__(MullerBrown2D(), temperature_K=temperature_K,
+                         basin_fraction=basin_fraction)
+
+    def _assign_basins(self, cp: CriticalPoints) -> dict[str, int]:
+        if len(cp.minima) < 2:  # pragma: no cover - would be a search failure
+            raise RuntimeError("Müller-Brown: fewer than two minima found")
+        return {"A": 0, "B": 1}  # minima are sorted by energy
+
+
+class ThreeWell5D(Embedded5DSystem):
+    """5D three-well (:class:`~mtcv_systems.potentials2d.ThreeWell2D`,
+    ``V = V_std/2 + 2 eV``).
+
+    A and B are the two deepest minima (A at smaller x~, B at larger x~), C
+    the third (the upper well, at large y~).
+    """
+
+    name: ClassVar[str] = "three_well_5d"
+    basins: tuple[str, ...] = ("A", "B", "C")
+
+    def __init__(self, *, temperature_K: float = 300.0, basin_fraction: float = 0.5) -> None:
+        super().__init__(ThreeWell2D(), temperature_K=temperature_K,
+                         basin_fraction=basin_fraction)
+
+    def _assign_basins(self, cp: CriticalPoints) -> dict[str, int]:
+        if len(cp.minima) < 3:  # pragma: no cover - would be a search failure
+            raise RuntimeError("three-well: fewer than three minima found")
+        a, b = sorted((0, 1), key=lambda i: cp.minima[i].x)
+        return {"A": a, "B": b, "C": 2}
+
+
+__all__ = ["DOF_MASK", "X5_WEIGHT", "RADIUS_EPS", "to_5d", "from_5d", "radial_cvs",
+           "Embedded5DSystem", "Embedded5DCalculator", "MullerBrown5D", "ThreeWell5D"]

@@ -1,0 +1,117 @@
+"""Data sources: labels, the two engines, Dask determinism, the split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from mtcv_core.splits import overlap
+from mtcv_sampling import TPS, BasinMD
+from mtcv_sampling.basin_md import _kept_frames
+from mtcv_systems import MullerBrown5D, ThreeWell5D
+
+
+@pytest.fixture(scope="module")
+def mb():
+    system = MullerBrown5D()
+    system.critical_points()
+    return system
+
+
+def small_tps(**kw):
+    opts = dict(chains=4, shots_per_chain=3, burn_in_shots=1, stride=10,
+                temperature_K=300.0, seed_temperature_K=2500.0, walkers_per_task=2)
+    opts.update(kw)
+    return TPS(**opts)
+
+
+def test_kept_frames_rule():
+    assert _kept_frames(np.array([0, 0, -1, 0, -1]), 0) == (4, False)
+    assert _kept_frames(np.array([0, -1, 1, 0]), 0) == (1, True)
+    assert _kept_frames(np.array([1, 1]), 0) == (0, True)
+
+
+def test_basin_md_frames_carry_starting_basin(mb):
+    ds = BasinMD(trajectories_per_basin=6, n_steps=400, stride=10, equilibration_steps=100,
+                 temperature_K=300.0, walkers_per_task=4).run(mb, seed=11)
+    assert set(np.unique(ds.label.values)) == {0, 1}
+    basin = mb.basin_index(ds.coordinates.values)
+    for traj in np.unique(ds.trajectory.values):
+        sel = ds.trajectory.values == traj
+        labels = np.unique(ds.label.values[sel])
+        assert labels.size == 1
+        # the first frame is in the labelled basin; no frame is in another
+        assert basin[sel][0] == labels[0]
+        assert not np.any((basin[sel] >= 0) & (basin[sel] != labels[0]))
+    assert (ds.source.values == 1).all() and (ds.label_source.values == 1).all()
+
+
+@pytest.mark.parametrize("system_cls,transition", [(MullerBrown5D, ["A", "B"]),
+                                                   (ThreeWell5D, ["A", "C"])])
+def test_tps_segments_carry_committed_basin(system_cls, transition):
+    system = system_cls()
+    ds = small_tps(transitions=[transition]).run(system, seed=5)
+    assert ds.sizes["frame"] > 0
+    basin = system.basin_index(ds.coordinates.values)
+    traj = ds.trajectory.values
+    for t in np.unique(traj):
+        idx = np.flatnonzero(traj == t)
+        labels = np.unique(ds.label.values[idx])
+        assert labels.size == 1 and labels[0] >= 0
+        # the segment's last frame is where it committed
+        assert basin[idx[-1]] == labels[0]
+        # before that it was in no basin (it would have stopped there)
+        assert (basin[idx[:-1]] == -1).all()
+    assert ds.attrs["tps_shots"] == 4 * 4
+    assert (ds.label_source.values == 2).all()
+
+
+def test_fast_and_ase_engines_agree_in_basin(mb):
+    """Same physics: <V> and the x~ distribution in basin A at 300 K agree
+    within statistical error (independent trajectories give the error)."""
+    common = dict(n_steps=1500, stride=5, equilibration_steps=300, temperature_K=300.0,
+                  basins=["A"])
+    fast = BasinMD(trajectories_per_basin=48, engine="fast", **common).run(mb, seed=1)
+    ase = BasinMD(trajectories_per_basin=8, engine="ase", **common).run(mb, seed=2)
+
+    def per_traj(ds, values):
+        t = ds.trajectory.values
+        return np.array([values[t == k].mean() for k in np.unique(t)])
+
+    for name, f in [("V", lambda ds: ds.energy.values),
+                    ("x~", lambda ds: mb.true_cv(ds.coordinates.values)[:, 0]),
+                    ("x~^2", lambda ds: mb.true_cv(ds.coordinates.values)[:, 0] ** 2)]:
+        a, b = per_traj(fast, f(fast)), per_traj(ase, f(ase))
+        z = abs(a.mean() - b.mean()) / np.hypot(a.std(ddof=1) / np.sqrt(a.size),
+                                               b.std(ddof=1) / np.sqrt(b.size))
+        assert z < 4.0, (name, a.mean(), b.mean(), z)
+
+
+def test_dask_workers_do_not_change_results(mb):
+    from dask.distributed import Client, LocalCluster
+
+    basin = BasinMD(trajectories_per_basin=4, n_steps=200, stride=10, equilibration_steps=50,
+                    temperature_K=300.0, walkers_per_task=2)
+    tps = small_tps(chains=2, shots_per_chain=2, walkers_per_task=1)
+    results = []
+    for workers in (1, 2):
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            results.append([basin.run(mb, seed=3, client=client),
+                            tps.run(mb, seed=3, client=client)])
+    serial = [basin.run(mb, seed=3), tps.run(mb, seed=3)]
+    for one, two, ser in zip(results[0], results[1], serial, strict=True):
+        xr.testing.assert_identical(one, two)
+        xr.testing.assert_identical(one, ser)
+
+
+def test_split_disjoint_in_5d_overlapping_in_true_cvs(mb):
+    src = BasinMD(trajectories_per_basin=16, n_steps=1000, stride=10, temperature_K=300.0)
+    train = src.run(mb, seed=4, split="train")
+    test = src.run(mb, seed=4, split="test", scale=0.5)
+    assert (test.split.values == 1).all()
+    x_train, x_test = (mb.to_5d(d.coordinates.values) for d in (train, test))
+    cv_train, cv_test = (mb.true_cv(d.coordinates.values) for d in (train, test))
+    assert overlap(x_train, x_test) < 0.01
+    assert overlap(cv_train, cv_test) > 0.5
