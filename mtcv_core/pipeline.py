@@ -132,7 +132,10 @@ def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | Non
                 if runner is None:
                     break
                 t0 = time.perf_counter()
-                runner(ctx)
+                try:
+                    runner(ctx)
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: {exc}") from None
                 summary["timings_s"][stage] = round(time.perf_counter() - t0, 3)
                 summary["stages_done"].append(stage)
                 ctx.save_summary()

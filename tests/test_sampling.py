@@ -41,8 +41,8 @@ def test_basin_md_frames_carry_starting_basin(mb):
         sel = ds.trajectory.values == traj
         labels = np.unique(ds.label.values[sel])
         assert labels.size == 1
-        # the first frame is in the labelled basin; no frame is in another
-        assert basin[sel][0] == labels[0]
+        # no frame lies in another basin (-1: a thermal excursion)
+        assert basin[sel][0] in (labels[0], -1)
         assert not np.any((basin[sel] >= 0) & (basin[sel] != labels[0]))
     assert (ds.source.values == 1).all() and (ds.label_source.values == 1).all()
 

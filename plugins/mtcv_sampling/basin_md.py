@@ -21,7 +21,6 @@ from mtcv_core.execution import map_tasks, task_rng
 from mtcv_core.interfaces import DataSource, System
 from mtcv_core.schema import concat_frames
 from mtcv_sampling.common import MDOptions, chunks
-from mtcv_sampling.labelers import StartingBasin
 
 
 @dataclass(kw_only=True)
@@ -62,8 +61,6 @@ class BasinMD(MDOptions, DataSource):
         results = map_tasks(_basin_task, specs, client=client, progress=progress,
                             desc=f"basin_md {split}")
         frames = concat_frames([r["frames"] for r in results])
-        frames["label"] = ("frame", StartingBasin().label(frames, system),
-                           frames["label"].attrs)
         frames.attrs.update(
             n_trajectories=int(traj_offset),
             n_cut_trajectories=int(sum(r["n_cut"] for r in results)),
@@ -118,7 +115,7 @@ def _basin_task(spec: dict[str, Any]) -> dict[str, Any]:
         time.append(steps[:keep] * params.timestep_fs)
     frames = system_frames(
         system, np.concatenate(keep_pos), np.concatenate(keep_ene), np.concatenate(keep_frc),
-        label_source="starting_basin", source="basin_md", split=spec["split"],
+        label=target, label_source="starting_basin", source="basin_md", split=spec["split"],
         trajectory=np.concatenate(traj), time=np.concatenate(time),
         temperature=params.temperature_K)
     return {"frames": frames, "n_cut": n_cut, "n_dropped": n_dropped}

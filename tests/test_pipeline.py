@@ -1,0 +1,124 @@
+"""`mtcv run` end to end on tiny settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtcv_core.io import read_frames
+from mtcv_core.pipeline import load_config
+
+TINY = """
+name = "tiny"
+system = "muller_brown_5d"
+seed = 5
+[execution]
+workers = 1
+[sample]
+test_fraction = 0.25
+[sample.sources.basin_md]
+trajectories_per_basin = 4
+n_steps = 200
+stride = 10
+equilibration_steps = 50
+walkers_per_task = 2
+[sample.sources.tps]
+chains = 2
+shots_per_chain = 2
+burn_in_shots = 1
+stride = 20
+walkers_per_task = 1
+"""
+
+
+def mtcv(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "mtcv_core.cli", *args], capture_output=True,
+                          text=True, timeout=600, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    (root / "tiny.toml").write_text(TINY)
+    out = mtcv("run", str(root / "tiny.toml"), "--out", str(root / "out"), "--until", "sample",
+               "--quiet")
+    assert out.returncode == 0, out.stderr
+    return root
+
+
+def test_sample_stage_outputs(tiny_run):
+    out = tiny_run / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["system"] == "muller_brown_5d" and summary["temperature_K"] == 300.0
+    assert summary["stages_done"] == ["sample"]
+    data = read_frames(out / "data.nc")
+    assert summary["n_train"] + summary["n_test"] == data.sizes["frame"]
+    assert summary["n_test"] > 0 and summary["n_train"] > 0
+    assert set(summary["frame_counts"]["train"]) == {"basin_md", "tps"}
+    assert (out / "figures" / "data.png").stat().st_size > 10000
+    assert json.loads(data.attrs["config"])["seed"] == 5
+    # no temporary files are left behind
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_existing_run_needs_resume(tiny_run):
+    out = mtcv("run", str(tiny_run / "tiny.toml"), "--out", str(tiny_run / "out"),
+               "--until", "sample", "--quiet")
+    assert out.returncode == 2
+    assert "pass --resume" in out.stderr
+    again = mtcv("run", str(tiny_run / "tiny.toml"), "--out", str(tiny_run / "out"),
+                 "--until", "sample", "--resume", "--quiet")
+    assert again.returncode == 0, again.stderr
+    first = read_frames(tiny_run / "out" / "data.nc")
+    assert first.sizes["frame"] == json.loads(again.stdout)["n_train"] + json.loads(
+        again.stdout)["n_test"]
+
+
+def test_resume_reuses_finished_parts(tiny_run, tmp_path):
+    """A run interrupted after some source parts were saved reuses them."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(tiny_run / "out" / "sample", out / "sample")
+    (out / "sample" / "tps_test.nc").unlink()
+    res = mtcv("run", str(tiny_run / "tiny.toml"), "--out", str(out), "--until", "sample",
+               "--quiet")
+    assert res.returncode == 0, res.stderr
+    a = read_frames(out / "data.nc")
+    b = read_frames(tiny_run / "out" / "data.nc")
+    np.testing.assert_array_equal(a.coordinates.values, b.coordinates.values)
+
+
+@pytest.mark.parametrize("text,message", [
+    ('system = "muller_brown_5d"\nseed = "one"', "seed: expected an integer, got 'one'"),
+    ('system = "muller_brown_5d"\ntemperature_K = -3.0', "temperature_K: must be > 0"),
+    ('system = "muller_brown_5d"\ntemprature_K = 3.0', "temprature_K: unknown key"),
+    ('system = "nope"\n[sample.sources.basin_md]', "no system named 'nope'"),
+    ('system = "muller_brown_5d"\n[sample.sources.basin_mdd]', "no data_source named"),
+    ('system = "muller_brown_5d"\n[sample.sources.basin_md]\nn_steps = -1',
+     "sample.sources.basin_md.n_steps: must be > 0"),
+    ('system = "muller_brown_5d"\n[sample.sources.basin_md]\nnsteps = 1',
+     "sample.sources.basin_md.nsteps: unknown key"),
+    ("system = [", "not valid TOML"),
+])
+def test_bad_config_clear_error(tmp_path, capsys, text, message):
+    from mtcv_core.cli import main
+
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert str(cfg) in err or "no system named" in err or "no data_source" in err
+
+
+def test_builtin_quick_config_is_the_example():
+    quick = Path(__file__).parents[1] / "examples" / "quick.toml"
+    cfg, where = load_config(None)
+    assert cfg == load_config(quick)[0]
+    assert cfg.system == "muller_brown_5d"
