@@ -7,10 +7,17 @@ lists the installed components.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from collections.abc import Sequence
+import os
+
+# mtcv parallelises over Dask workers, not BLAS threads: threaded BLAS on
+# small arrays only spins (set before numpy is imported).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 
 from mtcv_core import __version__
 from mtcv_core.plugins import load_plugins

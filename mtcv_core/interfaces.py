@@ -73,6 +73,21 @@ class System(ABC):
         """True CVs: (n_frames, n_atoms, 3) angstrom -> (n_frames, n_cv)."""
         raise NotImplementedError(f"system {self.name!r} has no true CVs")
 
+    def true_cv_module(self) -> Any:
+        """The true CVs as a torch module positions (n, n_atoms, 3) -> (n, n_cv),
+        for umbrella sampling along them."""
+        raise NotImplementedError(f"system {self.name!r} has no true CVs")
+
+    def basin_index_cv(self, cv: np.ndarray) -> np.ndarray:
+        """Basin label from true-CV values: (n, n_cv) -> (n,) int, -1 outside."""
+        raise NotImplementedError(f"system {self.name!r} has no true CVs")
+
+    def reference_transitions(self, temperature_K: float) -> list[dict[str, Any]]:
+        """Independent reference free energies between basins (eV): a list of
+        ``{"from", "to", "barrier_eV", "delta_F_eV", "method"}``; empty when
+        the system has none."""
+        return []
+
     @property
     def supports_batch(self) -> bool:
         """Whether :meth:`energy_and_forces` is implemented."""

@@ -17,11 +17,16 @@ from pathlib import Path
 import xarray as xr
 
 from mtcv_core.schema import FRAMES_SCHEMA, SCHEMA_ATTR, SchemaError, validate_frames
+from mtcv_core.schema_umbrella import FES_SCHEMA, UMBRELLA_SCHEMA, validate_fes, validate_umbrella
 
 PathLike = str | os.PathLike[str]
 
 #: schema name -> validator(ds, where=...) for :func:`read_dataset`
-VALIDATORS: dict[str, Callable[..., xr.Dataset]] = {FRAMES_SCHEMA: validate_frames}
+VALIDATORS: dict[str, Callable[..., xr.Dataset]] = {
+    FRAMES_SCHEMA: validate_frames,
+    UMBRELLA_SCHEMA: validate_umbrella,
+    FES_SCHEMA: validate_fes,
+}
 
 
 class DatasetError(OSError):

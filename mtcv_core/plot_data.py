@@ -53,3 +53,36 @@ def plot_frames(frames: xr.Dataset, system: Any, path: str | Path, max_points: i
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
+
+
+def plot_fes(fes: xr.Dataset, path: str | Path) -> Path:
+    """The PMF of a free-energy dataset: 1D with its error band, 2D as a map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    names = str(fes.attrs.get("cv_names", "s")).split()
+    if "bin" in fes["pmf"].dims:
+        x = fes["bin_center"].values
+        y = fes["pmf"].values
+        e = fes["pmf_err"].values
+        ax.plot(x, y, color="C0")
+        ax.fill_between(x, y - e, y + e, color="C0", alpha=0.3)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel("F (eV)")
+    else:
+        pmf = fes["pmf"].values.T
+        mesh = ax.pcolormesh(fes["bin_center_x"].values, fes["bin_center_y"].values, pmf,
+                             shading="auto", cmap="viridis")
+        fig.colorbar(mesh, ax=ax, label="F (eV)")
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1] if len(names) > 1 else "s2")
+    ax.set_title(f"PMF at {fes.attrs.get('temperature_K', '?')} K")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path

@@ -3,7 +3,10 @@ writes its outputs under ``ctx.out`` atomically and updates ``ctx.summary``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
+
+from mtcv_core.config import ConfigError, doc, positive
 
 
 def _client(ctx: Any) -> Any:
@@ -82,3 +85,330 @@ def run_sample(ctx: Any) -> None:
         plot_frames(data, ctx.system, ctx.out / "figures" / "data.png")
     except NotImplementedError:
         pass  # no true CVs to plot against
+
+
+def _train_config(ctx: Any) -> Any:
+    """The ``[train]`` table as a TrainConfig; the system's active degrees of
+    freedom become the featurizer's ``dof_mask`` unless given."""
+    from mtcv_core.training import TrainConfig
+
+    raw = dict(ctx.config.train)
+    options = dict(raw.get("featurizer_options", {}))
+    mask = ctx.system.dof_mask
+    if mask is not None and raw.get("featurizer", "cartesian") == "cartesian":
+        options.setdefault("dof_mask", mask.tolist())
+    raw["featurizer_options"] = options
+    raw.setdefault("seed", ctx.config.seed)
+    return TrainConfig.from_mapping(raw, "train")
+
+
+def _split(frames: Any, name: str) -> Any:
+    codes = frames["split"].attrs["flag_meanings"].split()
+    return frames.isel(frame=frames["split"].values == codes.index(name))
+
+
+def run_train(ctx: Any) -> None:
+    """Train the multitask CV on the train split; evaluate on the test split.
+
+    Writes ``model.pt``, ``cv.ts``, ``training.nc`` and figures."""
+    from mtcv_core.export import export_torchscript
+    from mtcv_core.io import read_frames, write_dataset
+    from mtcv_core.training import evaluate, train
+
+    data = read_frames(ctx.out / "data.nc")
+    cfg = _train_config(ctx)
+    model, history = train(_split(data, "train"), cfg, ctx.registry, progress=ctx.progress)
+    model.save(ctx.out / "model.pt")
+    export_torchscript(model, ctx.out / "cv.ts")
+    test = _split(data, "test")
+    metrics = evaluate(model, test)
+    history.attrs.update({f"test_{k}": v for k, v in metrics.items()
+                          if isinstance(v, (int, float))})
+    write_dataset(history, ctx.out / "training.nc")
+    ctx.summary.update(test_accuracy=metrics.get("accuracy"),
+                       test_energy_mae_eV=metrics.get("energy_mae_eV"),
+                       n_train=int(_split(data, "train").sizes["frame"]),
+                       n_test=int(test.sizes["frame"]))
+    _train_figures(ctx, model, history, test)
+
+
+def _train_figures(ctx: Any, model: Any, history: Any, test: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mtcv_core.plots import plot_along_cv, plot_cv_plane, plot_history
+    from mtcv_core.training import predict
+
+    figs = ctx.out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    plt.close(plot_history(history, path=figs / "training_history.png"))
+    pred = predict(model, test)
+    try:
+        true = ctx.system.true_cv(test["coordinates"].values)
+    except NotImplementedError:
+        true = None
+    if true is not None and true.shape[1] >= 2:
+        names = [f"{n} (angstrom)" for n in ctx.system.true_cv_names[:2]]
+        plt.close(plot_cv_plane(true[:, 0], true[:, 1], pred["xi"], names=names,
+                                path=figs / "xi_plane.png"))
+    if pred["xi"].shape[1] == 1:
+        plt.close(plot_along_cv(pred["xi"], test["energy"].values,
+                                energy_pred=pred.get("energy"), label=test["label"].values,
+                                probability=pred.get("probability"),
+                                basins=list(ctx.system.basins), path=figs / "along_xi.png"))
+
+
+# ------------------------------------------------------------------ umbrella
+@dataclass
+class UmbrellaStageConfig:
+    """The ``[umbrella]`` table."""
+
+    transitions: list[list[str]] = field(default_factory=lambda: [["A", "B"]], metadata={
+        "doc": "basin pairs the windows must connect (1D CV: windows span the first pair)"})
+    n_windows: int = positive(24, "windows along a 1D CV (before refinement)")
+    width_factor: float = positive(1.0, "window width sqrt(kT/k) in units of the spacing")
+    refine_overlap: float = field(default=0.02, metadata={
+        "min": 0, "doc": "add a window between 1D neighbours whose overlap is below this "
+                         "(0: never)"})
+    grid_points: int = positive(14, "grid nodes per dimension for a 2D CV")
+    sampler: str = doc("umbrella", "sampler plugin")
+    sampler_options: dict[str, Any] = field(default_factory=dict, metadata={
+        "doc": "options of the sampler (walkers_per_window, n_steps, stride, ...)"})
+    reference: bool = doc(True, "also run umbrella sampling along the system's true CVs")
+    reference_spacing: float = positive(1.0, "grid spacing of the true-CV windows (their units)")
+
+
+def _sampler(ctx: Any, cfg: UmbrellaStageConfig) -> Any:
+    import dataclasses
+
+    from mtcv_core.config import check_options
+
+    factory = ctx.registry.get("sampler", cfg.sampler).factory
+    merged = dict(cfg.sampler_options)
+    if dataclasses.is_dataclass(factory):
+        names = {f.name for f in dataclasses.fields(factory)}
+        for key in ("engine", "timestep_fs", "friction_per_fs"):
+            if key in names and key not in merged:
+                merged[key] = getattr(ctx.config.sample, key)
+    return factory(**check_options(factory, merged, "umbrella.sampler_options"))
+
+
+def _kT(ctx: Any) -> float:
+    return 8.617333262e-5 * ctx.config.temperature_K
+
+
+def run_umbrella(ctx: Any) -> None:
+    """Umbrella windows along the learned CV (``umbrella.nc``) and, as a
+    reference, along the true CVs (``umbrella_reference.nc``)."""
+    from mtcv_core.config import from_mapping
+    from mtcv_core.execution import task_rng
+    from mtcv_core.export import load_cv
+    from mtcv_core.io import read_frames, write_dataset
+
+    cfg = from_mapping(UmbrellaStageConfig, ctx.config.umbrella, "umbrella")
+    for pair in cfg.transitions:
+        if len(pair) != 2 or any(b not in ctx.system.basins for b in pair):
+            raise ConfigError(f"umbrella.transitions: {pair!r} is not a pair of basins of "
+                              f"{list(ctx.system.basins)}")
+    data = read_frames(ctx.out / "data.nc")
+    train = _split(data, "train")
+    positions = train["coordinates"].values
+    labels = train["label"].values
+    cv = load_cv(ctx.out / "cv.ts").to(torch_float64())
+    xi = _evaluate_cv(cv, positions)
+    sampler = _sampler(ctx, cfg)
+    rng = task_rng(ctx.config.seed, "umbrella-plan")
+    windows = ctx.out / "umbrella_windows"
+    kT = _kT(ctx)
+    names = tuple(f"xi{i}" for i in range(xi.shape[1])) if xi.shape[1] > 1 else ("xi",)
+    run_kw = dict(seed=ctx.config.seed, client=_client(ctx),
+                  temperature_K=ctx.config.temperature_K, progress=ctx.progress)
+    if xi.shape[1] == 1:
+        a, b = (ctx.system.basins.index(n) for n in cfg.transitions[0])
+        plan = sampler.plan_line(xi[:, 0], labels, a, b, n_windows=cfg.n_windows, kT=kT,
+                                 rng=rng, width_factor=cfg.width_factor)
+    else:
+        span = xi.max(axis=0) - xi.min(axis=0)
+        plan = sampler.plan_grid(xi, spacing=span / cfg.grid_points, kT=kT, rng=rng,
+                                 width_factor=cfg.width_factor)
+    kw = dict(store=windows / "xi", cv_names=names, cv_units="1", **run_kw)
+    result = sampler.run(ctx.system, cv, centers=plan.centers,
+                         spring_constants=plan.spring_constants,
+                         start_positions=positions[plan.start_frames], **kw)
+    if xi.shape[1] == 1 and cfg.refine_overlap > 0:
+        # windows between poorly overlapping neighbours; the first pass's
+        # windows are reused from the store
+        plan = sampler.refine_line(result, plan, xi[:, 0], threshold=cfg.refine_overlap,
+                                   kT=kT, rng=rng)
+        ctx.summary["umbrella_windows_added"] = int(len(plan.centers) - result.sizes["window"])
+        result = sampler.run(ctx.system, cv, centers=plan.centers,
+                             spring_constants=plan.spring_constants,
+                             start_positions=positions[plan.start_frames], **kw)
+    write_dataset(result, ctx.out / "umbrella.nc")
+    ctx.summary["umbrella_windows"] = int(result.sizes["window"])
+    if cfg.reference:
+        try:
+            true_cv = ctx.system.true_cv_module()
+        except NotImplementedError:
+            return
+        s = ctx.system.true_cv(positions)
+        ref_plan = sampler.plan_grid(s, spacing=cfg.reference_spacing, kT=kT, rng=rng,
+                                          width_factor=cfg.width_factor)
+        ref = sampler.run(ctx.system, true_cv, centers=ref_plan.centers,
+                          spring_constants=ref_plan.spring_constants,
+                          start_positions=positions[ref_plan.start_frames],
+                          store=windows / "true_cv", cv_names=tuple(ctx.system.true_cv_names),
+                          cv_units="angstrom", **run_kw)
+        write_dataset(ref, ctx.out / "umbrella_reference.nc")
+        ctx.summary["umbrella_reference_windows"] = int(ref.sizes["window"])
+
+
+def torch_float64() -> Any:
+    import torch
+
+    return torch.float64
+
+
+def _evaluate_cv(cv: Any, positions: Any, chunk: int = 65536) -> Any:
+    import numpy as np
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(positions), chunk):
+            out.append(cv(torch.as_tensor(positions[s:s + chunk], dtype=torch.float64)).numpy())
+    return np.concatenate(out)
+
+
+
+# ------------------------------------------------------------------ estimate
+@dataclass
+class EstimateStageConfig:
+    """The ``[estimate]`` table."""
+
+    estimator: str = doc("mbar", "estimator plugin")
+    options: dict[str, Any] = field(default_factory=dict, metadata={
+        "doc": "options of the estimator (n_bins, n_bootstraps, ...)"})
+
+
+def _classifier_basins(model: Any) -> Any:
+    """xi (n, d) -> basin index by the model's linear classifier (argmax)."""
+    import numpy as np
+    import torch
+
+    head = model.heads["classifier"] if "classifier" in model.heads else None
+    if head is None:
+        raise ConfigError("estimate: the CV has no classifier head, so its basins in xi "
+                          "are unknown; train with the classifier head")
+
+    def basin_of(xi: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            t = torch.as_tensor(np.asarray(xi), dtype=model.dtype)
+            return head.predict(t).argmax(dim=1).cpu().numpy()
+
+    return basin_of
+
+
+def run_estimate(ctx: Any) -> None:
+    """MBAR along xi (``fes.nc``) and along the true CVs
+    (``fes_reference.nc``); barriers and free-energy differences beside the
+    quadrature reference in ``summary.json``."""
+    import math
+
+    from mtcv_core.config import check_options, from_mapping
+    from mtcv_core.export import load_model
+    from mtcv_core.io import read_dataset, write_dataset
+    from mtcv_core.schema_umbrella import transitions_table
+
+    cfg = from_mapping(EstimateStageConfig, ctx.config.estimate, "estimate")
+    factory = ctx.registry.get("estimator", cfg.estimator).factory
+    estimator = factory(**check_options(factory, cfg.options, "estimate.options"))
+    model = load_model(ctx.out / "model.pt", ctx.registry)
+    basins = list(ctx.system.basins)
+    umbrella = read_dataset(ctx.out / "umbrella.nc")
+    fes = estimator.estimate(umbrella, basin_of=_classifier_basins(model), basin_names=basins)
+    write_dataset(fes, ctx.out / "fes.nc")
+    along_xi = {(r["from"], r["to"]): r for r in transitions_table(fes)}
+    true_cv: dict[tuple[str, str], dict[str, Any]] = {}
+    if (ctx.out / "umbrella_reference.nc").exists():
+        ref = estimator.estimate(read_dataset(ctx.out / "umbrella_reference.nc"),
+                                 basin_of=ctx.system.basin_index_cv, basin_names=basins)
+        write_dataset(ref, ctx.out / "fes_reference.nc")
+        true_cv = {(r["from"], r["to"]): r for r in transitions_table(ref)}
+    quadrature = {(r["from"], r["to"]): r
+                  for r in ctx.system.reference_transitions(ctx.config.temperature_K)}
+    pairs = [tuple(p) for p in from_mapping(UmbrellaStageConfig, ctx.config.umbrella,
+                                            "umbrella").transitions]
+    rows = []
+    for a, b in pairs:
+        x = along_xi.get((a, b), {})
+        t = true_cv.get((a, b), {})
+        q = quadrature.get((a, b), {})
+
+        def num(d: dict[str, Any], key: str) -> float | None:
+            v = d.get(key)
+            return None if v is None or not math.isfinite(v) else round(float(v), 4)
+
+        rows.append({
+            "from": a, "to": b,
+            "barrier_eV": num(x, "barrier_eV"), "barrier_err_eV": num(x, "barrier_err_eV"),
+            "delta_F_eV": num(x, "delta_F_eV"), "delta_F_err_eV": num(x, "delta_F_err_eV"),
+            "reference_barrier_eV": num(q, "barrier_eV"),
+            "reference_delta_F_eV": num(q, "delta_F_eV"),
+            "reference_method": q.get("method"),
+            "true_cv_barrier_eV": num(t, "barrier_eV"),
+            "true_cv_barrier_err_eV": num(t, "barrier_err_eV"),
+            "true_cv_delta_F_eV": num(t, "delta_F_eV"),
+            "true_cv_delta_F_err_eV": num(t, "delta_F_err_eV"),
+        })
+    ctx.summary["transitions"] = rows
+    ctx.summary["min_neighbour_overlap"] = fes.attrs.get("min_neighbour_overlap")
+
+
+# -------------------------------------------------------------------- report
+def run_report(ctx: Any) -> None:
+    """``report.md`` and the free-energy figures."""
+    from mtcv_core.io import atomic_path, read_dataset
+    from mtcv_core.plot_data import plot_fes
+
+    figs = ctx.out / "figures"
+    for name in ("fes", "fes_reference"):
+        path = ctx.out / f"{name}.nc"
+        if path.exists():
+            plot_fes(read_dataset(path), figs / f"{name}.png")
+    s = ctx.summary
+    lines = [f"# mtcv run: {ctx.config.name}", "",
+             f"System `{s['system']}` at {s['temperature_K']} K, seed {ctx.config.seed}.", "",
+             "## Data and CV", "",
+             f"- frames: {s.get('n_train')} train, {s.get('n_test')} test",
+             f"- test accuracy: {_fmt(s.get('test_accuracy'), 4)}",
+             f"- test energy MAE: {_fmt(s.get('test_energy_mae_eV'), 4)} eV", "",
+             "## Free energies (eV)", "",
+             "| transition | barrier along xi | along true CVs | quadrature | "
+             "dF along xi | along true CVs | quadrature |", "|---|---|---|---|---|---|---|"]
+    for r in s.get("transitions", []):
+        lines.append(
+            f"| {r['from']}->{r['to']} | {_pm(r['barrier_eV'], r['barrier_err_eV'])} | "
+            f"{_pm(r['true_cv_barrier_eV'], r['true_cv_barrier_err_eV'])} | "
+            f"{_fmt(r['reference_barrier_eV'], 3)} | "
+            f"{_pm(r['delta_F_eV'], r['delta_F_err_eV'])} | "
+            f"{_pm(r['true_cv_delta_F_eV'], r['true_cv_delta_F_err_eV'])} | "
+            f"{_fmt(r['reference_delta_F_eV'], 3)} |")
+    lines += ["", "## Timings (s)", ""]
+    lines += [f"- {k}: {v}" for k, v in s.get("timings_s", {}).items()]
+    lines += ["", "## Figures", ""]
+    lines += [f"![{p.stem}](figures/{p.name})" for p in sorted(figs.glob("*.png"))]
+    with atomic_path(ctx.out / "report.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def _fmt(value: Any, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _pm(value: Any, err: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + ("" if err is None else f" ± {err:.3f}")

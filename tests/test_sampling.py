@@ -115,3 +115,13 @@ def test_split_disjoint_in_5d_overlapping_in_true_cvs(mb):
     cv_train, cv_test = (mb.true_cv(d.coordinates.values) for d in (train, test))
     assert overlap(x_train, x_test) < 0.01
     assert overlap(cv_train, cv_test) > 0.5
+
+
+def test_tps_frame_cap_keeps_committed_end(mb):
+    ds = small_tps(chains=2, shots_per_chain=2, stride=1, max_frames_per_segment=4).run(
+        mb, seed=8)
+    basin = mb.basin_index(ds.coordinates.values)
+    for t in np.unique(ds.trajectory.values):
+        idx = np.flatnonzero(ds.trajectory.values == t)
+        assert 1 <= idx.size <= 5
+        assert basin[idx[-1]] == ds.label.values[idx[-1]]

@@ -49,6 +49,9 @@ class TPS(MDOptions, DataSource):
     shots_per_chain: int = positive(50, "recorded shots per chain")
     burn_in_shots: int = nonneg(5, "unrecorded shots per chain after the seed path")
     stride: int = positive(5, "record every stride-th step of a segment")
+    max_frames_per_segment: int = nonneg(
+        0, "at most this many frames per segment, evenly spaced (0: no limit); long "
+           "segments that dwell in an intermediate minimum otherwise dominate the data")
     max_segment_steps: int = positive(50000, "steps after which a segment is dropped")
     seed_temperature_K: float = positive(2500.0, "temperature of the seed-path run, K")
     seed_max_steps: int = positive(400000, "step limit of the seed-path run")
@@ -209,6 +212,9 @@ def _tps_task(spec: dict[str, Any]) -> dict[str, Any]:
                 stats["dropped_segments"] += 1
             elif record:
                 sel = np.arange(opts.stride - 1, n, opts.stride)
+                cap = opts.max_frames_per_segment
+                if cap and sel.size > cap:
+                    sel = sel[np.unique(np.linspace(0, sel.size - 1, cap).round().astype(int))]
                 if sel.size == 0 or sel[-1] != n - 1:
                     sel = np.append(sel, n - 1)  # always keep the committed end
                 out["x"].append(seg_x[c, sel])

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.constraints import FixCartesian
@@ -283,6 +284,22 @@ class Embedded5DSystem(System):
         inside = self.potential.energy(x, y) < bound[near]
         return np.where(inside, label[near], -1).astype(int)
 
+    def true_cv_module(self) -> torch.nn.Module:
+        """(x~, y~) as a TorchScript module, positions (n, 2, 3) -> (n, 2) angstrom."""
+        return true_cv_module()
+
+    def basin_index_cv(self, cv: np.ndarray) -> np.ndarray:
+        """Basin label from (x~, y~) values (n, 2) -> (n,)."""
+        cv = np.asarray(cv, float)
+        return self.basin_index_2d(cv[..., 0], cv[..., 1])
+
+    def reference_transitions(self, temperature_K: float) -> list[dict[str, Any]]:
+        """Barriers and free-energy differences by quadrature of the
+        configurational integral (:mod:`mtcv_systems.reference`)."""
+        from mtcv_systems.reference import reference_transitions
+
+        return reference_transitions(self, temperature_K)
+
     # ---------------------------------------------------------------- ASE
     def make_atoms(self, basin: str | int | None = None, **embed_kwargs: Any) -> Atoms:
         """Two pseudo-atoms (masses 1 amu) at the minimum of ``basin`` (the
@@ -388,3 +405,21 @@ class ThreeWell5D(Embedded5DSystem):
 
 __all__ = ["DOF_MASK", "X5_WEIGHT", "RADIUS_EPS", "to_5d", "from_5d", "radial_cvs",
            "Embedded5DSystem", "Embedded5DCalculator", "MullerBrown5D", "ThreeWell5D"]
+
+
+def true_cv_module() -> torch.nn.Module:
+    """The true CVs (x~, y~) as a TorchScript module: positions (n, 2, 3)
+    angstrom -> (n, 2) angstrom, for umbrella sampling along them."""
+    return torch.jit.script(_TrueCV5D())
+
+
+class _TrueCV5D(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.x5_weight = float(X5_WEIGHT)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        x = positions.reshape(positions.shape[0], 6)
+        xt = torch.sqrt(x[:, 0] ** 2 + x[:, 1] ** 2 + self.x5_weight * x[:, 4] ** 2)
+        yt = torch.sqrt(x[:, 2] ** 2 + x[:, 3] ** 2)
+        return torch.stack([xt, yt], dim=1)

@@ -1,0 +1,134 @@
+"""Figures of a trained CV, from plain arrays (no ASE, no pyplot state).
+
+Every function draws on a new :class:`matplotlib.figure.Figure` rendered by
+the Agg canvas (no display needed, no global backend switch), optionally
+saves it as PNG, and returns the figure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from mtcv_core.io import atomic_path
+
+
+def _figure(ncols: int = 1, width: float = 5.0, height: float = 4.0) -> Figure:
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike[str] | None) -> None:
+    if path is not None:
+        with atomic_path(Path(path)) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
+
+
+def plot_cv_plane(cv1: np.ndarray, cv2: np.ndarray, xi: np.ndarray, *,
+                  names: Sequence[str] = ("x~ (angstrom)", "y~ (angstrom)"),
+                  xi_name: str = "xi", path: str | os.PathLike[str] | None = None,
+                  max_points: int = 50000, seed: int = 0) -> Figure:
+    """xi over the plane of two true CVs: one panel per latent component.
+
+    cv1, cv2 : (n,) true CVs; xi : (n,) or (n, latent_dim). At most
+    ``max_points`` random points are drawn.
+    """
+    xi = np.asarray(xi, dtype=float).reshape(len(cv1), -1)
+    cv1, cv2 = np.asarray(cv1, float), np.asarray(cv2, float)
+    if len(cv1) > max_points:
+        keep = np.random.default_rng(seed).choice(len(cv1), max_points, replace=False)
+        cv1, cv2, xi = cv1[keep], cv2[keep], xi[keep]
+    fig = _figure(ncols=xi.shape[1])
+    for k in range(xi.shape[1]):
+        ax = fig.add_subplot(1, xi.shape[1], k + 1)
+        sc = ax.scatter(cv1, cv2, c=xi[:, k], s=2, cmap="viridis", rasterized=True)
+        fig.colorbar(sc, ax=ax, label=xi_name if xi.shape[1] == 1 else f"{xi_name}[{k}]")
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+    _save(fig, path)
+    return fig
+
+
+def plot_along_cv(xi: np.ndarray, energy: np.ndarray, *,
+                  energy_pred: np.ndarray | None = None, label: np.ndarray | None = None,
+                  probability: np.ndarray | None = None, basins: Sequence[str] = (),
+                  path: str | os.PathLike[str] | None = None, max_points: int = 50000,
+                  seed: int = 0) -> Figure:
+    """True and predicted energy (eV) and basin label along a 1D xi.
+
+    xi : (n,) or (n, 1); energy, energy_pred : (n,) eV; label : (n,) int
+    (-1 unlabelled); probability : (n, n_classes) classifier output.
+    """
+    xi = np.asarray(xi, dtype=float).reshape(len(energy), -1)[:, 0]
+    energy = np.asarray(energy, float)
+    idx = np.arange(len(xi))
+    if len(xi) > max_points:
+        idx = np.random.default_rng(seed).choice(len(xi), max_points, replace=False)
+    panels = 1 + (label is not None or probability is not None)
+    fig = _figure(ncols=panels)
+    ax = fig.add_subplot(1, panels, 1)
+    ax.scatter(xi[idx], energy[idx], s=2, c="0.6", label="true V", rasterized=True)
+    if energy_pred is not None:
+        order = idx[np.argsort(xi[idx])]
+        ax.plot(xi[order], np.asarray(energy_pred, float)[order], ".", ms=1.5, c="C3",
+                label="predicted V")
+    ax.set_xlabel("xi")
+    ax.set_ylabel("potential energy (eV)")
+    ax.legend(loc="best", markerscale=4)
+    if panels == 2:
+        ax = fig.add_subplot(1, 2, 2)
+        if label is not None:
+            lab = np.asarray(label)
+            ax.scatter(xi[idx], lab[idx], s=2, c="0.6", label="true label", rasterized=True)
+        if probability is not None:
+            prob = np.asarray(probability, float)
+            order = idx[np.argsort(xi[idx])]
+            for k in range(prob.shape[1]):
+                name = basins[k] if k < len(basins) else str(k)
+                ax.plot(xi[order], prob[order, k] * (prob.shape[1] - 1) if prob.shape[1] > 2
+                        else prob[order, k], lw=1.5, label=f"p({name})")
+        ax.set_xlabel("xi")
+        ax.set_ylabel("basin label / probability")
+        ax.legend(loc="best")
+    _save(fig, path)
+    return fig
+
+
+def plot_history(history: xr.Dataset, *, path: str | os.PathLike[str] | None = None) -> Figure:
+    """Training and validation losses per term (log scale) and the
+    validation metrics, from the history returned by
+    :func:`mtcv_core.training.train`."""
+    fig = _figure(ncols=2)
+    ax = fig.add_subplot(1, 2, 1)
+    epoch = history["epoch"].values
+    terms = str(history.attrs.get("terms", "")).split() + ["total"]
+    for i, term in enumerate(terms):
+        for split, style in (("train", "-"), ("validation", "--")):
+            key = f"loss_{split}_{term}"
+            if key in history:
+                ax.plot(epoch, history[key].values, style, c=f"C{i}",
+                        label=f"{term} ({split})")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=7)
+    ax = fig.add_subplot(1, 2, 2)
+    for key, c in (("accuracy_validation", "C0"), ("energy_mae_validation", "C3")):
+        if key in history:
+            ax.plot(epoch, history[key].values, c=c,
+                    label=f"{history[key].attrs.get('long_name', key)} "
+                          f"({history[key].attrs.get('units', '')})")
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return fig
+
+
+__all__ = ["plot_cv_plane", "plot_along_cv", "plot_history"]

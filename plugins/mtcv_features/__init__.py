@@ -1,0 +1,82 @@
+"""mtcv's built-in featurizers, registered through the ``mtcv`` entry-point
+group exactly as a third-party plugin would be.
+
+``cartesian``
+    The Cartesian coordinates themselves, optionally restricted to the
+    active degrees of freedom (``dof_mask``). The 5D model systems store a
+    5D point as two pseudo-atoms whose sixth coordinate is inactive: with
+    ``dof_mask=[[1, 1, 1], [1, 1, 0]]`` the features are
+    ``positions.reshape(n, -1)[:, :5]``.
+
+Featurizers are TorchScript-able ``torch.nn.Module`` objects so that the
+exported CV (``cv.ts``) carries them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtcv_core import __version__, hookimpl
+from mtcv_core.interfaces import Featurizer
+
+
+class CartesianFeaturizer(nn.Module, Featurizer):
+    """Flattened Cartesian coordinates, angstrom.
+
+    Parameters
+    ----------
+    dof_mask : (n_atoms, 3) bool, optional
+        Active coordinates; ``None`` keeps all ``3 n_atoms`` of them. The
+        features are the active coordinates in row-major (atom, x/y/z) order.
+    """
+
+    name = "cartesian"
+
+    def __init__(self, dof_mask: Sequence[Sequence[bool]] | np.ndarray | None = None) -> None:
+        super().__init__()
+        if dof_mask is None:
+            self.use_mask = False
+            self.mask_atoms = 0
+            index = torch.zeros(0, dtype=torch.long)
+        else:
+            mask = np.asarray(dof_mask, dtype=bool)
+            if mask.ndim != 2 or mask.shape[1] != 3:
+                raise ValueError(f"cartesian featurizer: dof_mask must have shape (n_atoms, 3), "
+                                 f"got {mask.shape}")
+            if not mask.any():
+                raise ValueError("cartesian featurizer: dof_mask selects no coordinate")
+            self.use_mask = True
+            self.mask_atoms = int(mask.shape[0])
+            index = torch.as_tensor(np.flatnonzero(mask.ravel()), dtype=torch.long)
+        self.register_buffer("index", index)
+
+    def n_features(self, n_atoms: int) -> int:
+        """Number of features for ``n_atoms`` atoms (checks the mask's shape)."""
+        if not self.use_mask:
+            return 3 * int(n_atoms)
+        if n_atoms != self.mask_atoms:
+            raise ValueError(f"cartesian featurizer: dof_mask is for {self.mask_atoms} "
+                             f"atoms, the system has {n_atoms}")
+        return int(self.index.numel())
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        """(n, n_atoms, 3) angstrom -> (n, n_features) angstrom."""
+        x = positions.reshape(positions.shape[0], -1)
+        if self.use_mask:
+            x = x.index_select(1, self.index)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"n_active={self.index.numel()}" if self.use_mask else "all coordinates"
+
+
+@hookimpl
+def mtcv_register_featurizers(register):
+    register("cartesian", CartesianFeaturizer)
+
+
+__all__ = ["__version__", "CartesianFeaturizer", "mtcv_register_featurizers"]

@@ -1,0 +1,551 @@
+"""MBAR free energies from umbrella sampling (``mtcv.umbrella/1`` ->
+``mtcv.fes/1``).
+
+Method
+------
+1. **Decorrelation.** For each window the statistical inefficiency ``g`` of
+   the CV series is estimated with
+   :func:`pymbar.timeseries.statistical_inefficiency` (the largest over the
+   CV dimensions; over the independent walkers together with
+   ``statistical_inefficiency_multiple`` when the dataset says how many
+   walkers each window holds), and, with ``decorrelate=True``, the series is
+   subsampled with :func:`pymbar.timeseries.subsample_correlated_data`.
+2. **MBAR.** The reduced potentials ``u_kn = beta bias_k(s_n)`` of every
+   kept sample in every window (``bias_k = sum_d 0.5 k_kd (s_d - c_kd)^2``,
+   minimum image on periodic dimensions) are solved with
+   :class:`pymbar.MBAR`. The unbiased state has ``u = 0``: the unbiased
+   potential is common to all windows and cancels.
+3. **PMF.** Histogram free energies ``F_i = -kT ln P(s in bin i)`` on
+   ``n_bins`` equal bins spanning the sample range (per dimension), zero at
+   the lowest bin. 1D: :class:`pymbar.FES` (``fes_type="histogram"``,
+   ``reference_point="from-lowest"``, analytical uncertainties). 2D: the
+   same estimator computed directly (pymbar's analytical histogram
+   uncertainties need an ``N x (K + n_bins^2)`` decomposition), with
+   bootstrap uncertainties. Empty bins are NaN.
+4. **Basins.** ``F_b = -kT ln P(s in basin b)`` from MBAR by perturbing the
+   unbiased state to "unbiased, restricted to basin b" (``u = 0`` inside,
+   ``+inf`` outside; :meth:`pymbar.MBAR.compute_perturbed_free_energies`),
+   which gives ``delta_F[a, b] = F_b - F_a`` with its analytical uncertainty,
+   covariances included.
+5. **Barriers.** On the PMF grid, the bins whose centres lie in a basin form
+   its region; ``barrier[a, b]`` is the minimax level between the lowest
+   bins of regions a and b (the lowest path, over neighbouring bins, of
+   its highest bin; :mod:`mtcv_core.fes_paths`) minus the lowest bin of a.
+   In 1D this is the maximum of the PMF between the two minima. Empty bins
+   are impassable. Uncertainty: standard deviation over ``n_bootstraps``
+   replicates (samples resampled with replacement within each window, MBAR
+   re-solved, PMF and barrier recomputed).
+
+Units: energies in eV (``kT`` times the dimensionless MBAR values), CV in
+the dataset's ``cv_units``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import xarray as xr
+from ase import units
+
+from mtcv_core.config import doc, nonneg, positive
+from mtcv_core.fes_paths import basin_barriers
+from mtcv_core.interfaces import Estimator
+from mtcv_core.schema import SCHEMA_ATTR
+from mtcv_core.schema_umbrella import FES_SCHEMA, cv_periods, validate_umbrella
+from mtcv_mbar.solver import (
+    histogram_free_energy,
+    mbar_hessian,
+    solve_unbiased_log_weights,
+    unbiased_log_weights,
+)
+
+#: Boltzmann constant, eV/K (ASE's value, as used by mtcv's thermostats)
+KB_EV_PER_K: float = float(units.kB)
+
+BasinOf = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(kw_only=True)
+class MBAREstimator(Estimator):
+    """MBAR on umbrella windows: PMF, window overlap, basin free energies,
+    free-energy differences and barriers with uncertainties (see the module
+    docstring for the method)."""
+
+    name: ClassVar[str] = "mbar"
+    n_bins: int = positive(50, "PMF histogram bins per CV dimension")
+    decorrelate: bool = doc(True, "subsample each window by its statistical inefficiency")
+    n_bootstraps: int = nonneg(50, "bootstrap replicates for barrier (and 2D PMF) errors; "
+                                   "0 = none (errors NaN)")
+    seed: int = doc(0, "seed of the bootstrap resampling")
+    diagonal_moves: bool = doc(False, "minimax paths on a 2D PMF may step diagonally "
+                                      "(8-neighbourhood) instead of 4-neighbourhood")
+
+    def estimate(
+        self,
+        samples: xr.Dataset,
+        *,
+        temperature_K: float | None = None,
+        basins: Mapping[str, Sequence[float] | Sequence[Sequence[float]]] | None = None,
+        basin_of: BasinOf | None = None,
+        basin_names: Sequence[str] | None = None,
+    ) -> xr.Dataset:
+        """Free energies from an umbrella dataset.
+
+        Parameters
+        ----------
+        samples : xr.Dataset
+            An ``mtcv.umbrella/1`` dataset (validated here).
+        temperature_K : float, optional
+            Must equal the dataset's ``temperature_K`` if given (reweighting
+            to another temperature is not supported).
+        basins : mapping name -> (lo, hi), optional
+            Basins as intervals ``lo <= s < hi`` of a 1D CV (cv units); for
+            an n-D CV, a box ``((lo_1, hi_1), ..., (lo_d, hi_d))``.
+        basin_of : callable, optional
+            Instead of ``basins``: maps CV values ``(n, n_cv)`` to ``(n,)``
+            int basin labels (-1: no basin); used on the samples and on the
+            bin centres.
+        basin_names : sequence of str, optional
+            Names of the labels of ``basin_of`` (default: the dataset's
+            ``basins`` attribute, else ``"0", "1", ...``).
+
+        Returns
+        -------
+        xr.Dataset
+            ``mtcv.fes/1``: ``pmf``/``pmf_err`` (eV) on ``bin`` (1D, with
+            ``bin_center``) or ``(bin_x, bin_y)`` (2D, with
+            ``bin_center_x``/``bin_center_y``), ``bin_count``, ``overlap``
+            (window, window_), ``statistical_inefficiency`` and ``n_used``
+            (window), ``window_free_energy`` (eV); with basins also
+            ``basin_free_energy``/``_err`` (basin), ``basin_minimum`` (basin,
+            cv), ``delta_F``/``_err`` and ``barrier``/``_err`` (basin_from,
+            basin_to; eV, NaN where undefined). Attributes: ``temperature_K``,
+            ``kT_eV``, ``min_neighbour_overlap``, ``overlap_bottleneck``, ...
+        """
+        import pymbar
+
+        ds = validate_umbrella(samples, where="mbar: samples")
+        temp = float(ds.attrs["temperature_K"])
+        if temperature_K is not None and not math.isclose(float(temperature_K), temp,
+                                                          rel_tol=1e-9):
+            raise ValueError(f"mbar: the windows were sampled at {temp} K; reweighting to "
+                             f"temperature_K={temperature_K} is not supported")
+        if basins is not None and basin_of is not None:
+            raise ValueError("mbar: give either basins (intervals) or basin_of, not both")
+        kt = KB_EV_PER_K * temp
+        n_cv = ds.sizes["cv"]
+        if n_cv not in (1, 2):
+            raise ValueError(f"mbar: the PMF is computed for 1 or 2 CV dimensions, got {n_cv}")
+        centers = ds["center"].values.astype(float)
+        springs = ds["spring_constant"].values.astype(float)
+        periods = cv_periods(ds)
+        n_win = ds.sizes["window"]
+
+        # 1. decorrelation
+        cv = ds["cv_values"].values
+        n_samples = ds["n_samples"].values.astype(int)
+        walkers = int(ds.attrs.get("walkers", 1))
+        g_k = np.ones(n_win)
+        kept: list[np.ndarray] = []
+        for k in range(n_win):
+            series = cv[k, : n_samples[k]]
+            g_k[k], idx = _decorrelate(series, walkers, self.decorrelate)
+            kept.append(series[idx])
+        n_k = np.array([len(s) for s in kept], dtype=np.int64)
+        if np.any(n_k < 10):
+            warnings.warn(f"mbar: windows {np.flatnonzero(n_k < 10).tolist()} keep fewer than "
+                          "10 uncorrelated samples", RuntimeWarning, stacklevel=2)
+        s_n = np.concatenate(kept, axis=0)
+
+        # 2. MBAR
+        u_kn = _reduced_bias(s_n, centers, springs, periods) / kt
+        mbar = pymbar.MBAR(u_kn, n_k)
+        f_k = np.asarray(mbar.f_k, float)
+        overlap = np.asarray(mbar.compute_overlap()["matrix"], float)
+        dfk = mbar.compute_free_energy_differences()
+        log_w = unbiased_log_weights(u_kn, n_k, f_k)
+
+        # 3. PMF grid
+        edges = [_edges(s_n[:, d], self.n_bins) for d in range(n_cv)]
+        bin_idx = np.stack([np.clip(np.digitize(s_n[:, d], edges[d]) - 1, 0, self.n_bins - 1)
+                            for d in range(n_cv)], axis=1)
+        shape = (self.n_bins,) * n_cv
+        cell = np.ravel_multi_index(tuple(bin_idx.T), shape)
+        counts = np.bincount(cell, minlength=int(np.prod(shape))).reshape(shape)
+        centers_1d = [0.5 * (e[1:] + e[:-1]) for e in edges]
+        grid_points = np.stack([g.ravel() for g in np.meshgrid(*centers_1d, indexing="ij")],
+                               axis=1)
+        pmf_kt = histogram_free_energy(cell, log_w, counts.size).reshape(shape)
+        pmf_kt -= np.nanmin(pmf_kt)
+        pmf_err_kt = np.full(shape, np.nan)
+        if n_cv == 1:
+            pmf_kt, pmf_err_kt = _pymbar_fes_1d(pymbar, u_kn, n_k, f_k, s_n[:, 0], edges[0],
+                                                centers_1d[0], counts)
+
+        # 4. basins
+        names, labels_n, labels_grid = _basin_labels(basins, basin_of, basin_names, ds,
+                                                     s_n, grid_points, n_cv)
+        periodic = tuple(bool(p > 0) and _spans_period(e, p) for e, p in zip(edges, periods,
+                                                                              strict=True))
+        n_b = len(names)
+        basin_f = basin_df = delta = delta_err = barrier = None
+        if n_b:
+            basin_f, basin_df, delta, delta_err = _basin_free_energies(mbar, labels_n, n_b)
+            labels_grid = labels_grid.reshape(shape)
+            barrier, minima = basin_barriers(pmf_kt, labels_grid, n_b,
+                                             diagonal=self.diagonal_moves, periodic=periodic)
+
+        # 5. bootstrap
+        barrier_err = np.full((n_b, n_b), np.nan)
+        if self.n_bootstraps >= 2 and (n_b or n_cv == 2):
+            boot_pmf, boot_bar = self._bootstrap(u_kn, n_k, f_k, cell, counts.size, shape,
+                                                 labels_grid if n_b else None, n_b, periodic)
+            if n_b:
+                barrier_err = _nanstd(boot_bar, barrier)
+            if n_cv == 2:
+                ref = np.unravel_index(int(np.nanargmin(pmf_kt)), shape)
+                rel = boot_pmf - boot_pmf[(slice(None), *ref)][:, None, None]
+                pmf_err_kt = _nanstd(rel, pmf_kt)
+
+        out = self._assemble(ds, kt, temp, edges, centers_1d, pmf_kt, pmf_err_kt, counts,
+                             overlap, g_k, n_k, f_k, dfk, centers, names)
+        if n_b:
+            basin_min = np.full((n_b, n_cv), np.nan)
+            for b, m in enumerate(minima):
+                if m is not None:
+                    basin_min[b] = [centers_1d[d][m[d]] for d in range(n_cv)]
+            _add_basins(out, names, kt, basin_f, basin_df, delta, delta_err, barrier,
+                        barrier_err, basin_min, str(ds.attrs["cv_units"]))
+        return out
+
+    # ------------------------------------------------------------------
+    def _bootstrap(self, u_kn: np.ndarray, n_k: np.ndarray, f_k: np.ndarray, cell: np.ndarray,
+                   n_cells: int, shape: tuple[int, ...], labels_grid: np.ndarray | None,
+                   n_b: int, periodic: tuple[bool, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Replicates of the PMF (kT, (B, *shape)) and barriers (kT, (B, n_b, n_b))."""
+        rng = np.random.default_rng(self.seed)
+        starts = np.concatenate([[0], np.cumsum(n_k)[:-1]])
+        hessian = mbar_hessian(u_kn, n_k, f_k)  # reused: replicates lie close to f_k
+        pmfs = np.full((self.n_bootstraps, *shape), np.nan)
+        bars = np.full((self.n_bootstraps, n_b, n_b), np.nan)
+        for b in range(self.n_bootstraps):
+            idx = np.concatenate([s + rng.integers(0, n, n) for s, n in zip(starts, n_k,
+                                                                           strict=True)])
+            _, log_w = solve_unbiased_log_weights(u_kn[:, idx], n_k, f_k, hessian=hessian)
+            pmf = histogram_free_energy(cell[idx], log_w, n_cells).reshape(shape)
+            pmfs[b] = pmf
+            if labels_grid is not None:
+                bars[b] = basin_barriers(pmf, labels_grid, n_b, diagonal=self.diagonal_moves,
+                                         periodic=periodic)[0]
+        return pmfs, bars
+
+    def _assemble(self, ds: xr.Dataset, kt: float, temp: float, edges: list[np.ndarray],
+                  centers_1d: list[np.ndarray], pmf_kt: np.ndarray, pmf_err_kt: np.ndarray,
+                  counts: np.ndarray, overlap: np.ndarray, g_k: np.ndarray, n_k: np.ndarray,
+                  f_k: np.ndarray, dfk: Mapping[str, np.ndarray], centers: np.ndarray,
+                  names: list[str]) -> xr.Dataset:
+        cv_units = str(ds.attrs["cv_units"])
+        n_cv = len(edges)
+        cv_names = str(ds.attrs["cv_names"]).split()
+        windows = ds["window"].values if "window" in ds.coords else np.arange(len(n_k))
+        if n_cv == 1:
+            bin_dims: tuple[str, ...] = ("bin",)
+            coords: dict[str, Any] = {
+                "bin_center": (("bin",), centers_1d[0],
+                               {"units": cv_units, "long_name": f"bin centre ({cv_names[0]})"})}
+            edge_vars = {"bin_edges": (("bin_edge",), edges[0],
+                                       {"units": cv_units, "long_name": "bin edges"})}
+        else:
+            bin_dims = ("bin_x", "bin_y")
+            coords = {f"bin_center_{a}": ((f"bin_{a}",), c, {
+                "units": cv_units, "long_name": f"bin centre ({n})"})
+                for a, c, n in zip("xy", centers_1d, cv_names, strict=True)}
+            edge_vars = {f"bin_edges_{a}": ((f"bin_edge_{a}",), e, {
+                "units": cv_units, "long_name": f"bin edges ({n})"})
+                for a, e, n in zip("xy", edges, cv_names, strict=True)}
+        coords["window"] = ("window", windows)
+        coords["window_"] = ("window_", windows)
+        data: dict[str, Any] = {
+            "pmf": (bin_dims, pmf_kt * kt, {
+                "units": "eV", "long_name": "potential of mean force",
+                "description": "-kT ln P(bin), zero at the lowest bin; NaN: no samples"}),
+            "pmf_err": (bin_dims, pmf_err_kt * kt, {
+                "units": "eV", "long_name": "uncertainty of the PMF",
+                "description": "one standard error of pmf relative to the lowest bin"}),
+            "bin_count": (bin_dims, counts.astype(np.int64), {
+                "units": "1", "long_name": "samples per bin (after decorrelation)"}),
+            **edge_vars,
+            "overlap": (("window", "window_"), overlap, {
+                "units": "1", "long_name": "MBAR overlap matrix (rows sum to 1)"}),
+            "statistical_inefficiency": (("window",), g_k, {
+                "units": "1", "long_name": "statistical inefficiency g of the CV series"}),
+            "n_used": (("window",), n_k, {
+                "units": "1", "long_name": "samples used per window"}),
+            "window_free_energy": (("window",), f_k * kt, {
+                "units": "eV", "long_name": "free energy of the biased window state",
+                "description": "relative to the first window"}),
+            "window_free_energy_err": (("window",), np.asarray(dfk["dDelta_f"])[0] * kt, {
+                "units": "eV", "long_name": "uncertainty of window_free_energy"}),
+            "center": (("window", "cv"), centers, {"units": cv_units,
+                                                   "long_name": "window centre"}),
+        }
+        out = xr.Dataset(data, coords=coords)
+        min_nb, bottleneck = _neighbour_overlap(overlap, centers)
+        options = {k: v for k, v in asdict(self).items()}
+        out.attrs.update({
+            SCHEMA_ATTR: FES_SCHEMA,
+            "temperature_K": temp,
+            "kT_eV": kt,
+            "estimator": self.name,
+            "estimator_options": json.dumps(options, sort_keys=True),
+            "cv_names": " ".join(cv_names),
+            "cv_units": cv_units,
+            "pmf_method": "histogram (pymbar.FES)" if n_cv == 1 else "histogram",
+            "pmf_uncertainty": "analytical" if n_cv == 1 else
+                               ("bootstrap" if self.n_bootstraps >= 2 else "none"),
+            "barrier_uncertainty": "bootstrap" if self.n_bootstraps >= 2 else "none",
+            "barrier_definition": "minimax level between the basins' lowest PMF bins minus the "
+                                  "lowest bin of the starting basin",
+            "minimax_moves": "diagonal" if self.diagonal_moves else "face",
+            "n_bootstraps": int(self.n_bootstraps),
+            "min_neighbour_overlap": min_nb,
+            "overlap_bottleneck": bottleneck,
+            "n_samples_used": int(n_k.sum()),
+            "pymbar_version": _pymbar_version(),
+        })
+        if min_nb < 0.03:
+            warnings.warn(f"mbar: poor overlap between neighbouring windows (smallest "
+                          f"{min_nb:.3g} < 0.03); free energies may be unreliable",
+                          RuntimeWarning, stacklevel=3)
+        return out
+
+
+# ----------------------------------------------------------------------
+# helpers
+
+
+def _pymbar_version() -> str:
+    import pymbar
+
+    return str(getattr(pymbar, "__version__", "unknown"))
+
+
+def _decorrelate(series: np.ndarray, walkers: int, subsample: bool) -> tuple[float, np.ndarray]:
+    """Statistical inefficiency of a window's (n, d) series and the indices
+    to keep. The series is ``walkers`` independent parts, walker-major."""
+    from pymbar import timeseries
+    from pymbar.utils import ParameterError
+
+    n = len(series)
+    parts = np.array_split(np.arange(n), max(1, min(walkers, n)))
+    g = 1.0
+    for d in range(series.shape[1]):
+        segs = [series[p, d] for p in parts if len(p) >= 3]
+        if not segs or all(np.ptp(s) == 0 for s in segs):
+            continue
+        try:
+            if len(segs) == 1:
+                g_d = timeseries.statistical_inefficiency(segs[0])
+            else:
+                g_d = timeseries.statistical_inefficiency_multiple(segs)
+        except ParameterError:
+            g_d = 1.0
+        g = max(g, float(g_d))
+    if not subsample or g <= 1.0:
+        return g, np.arange(n)
+    keep = [p[np.asarray(timeseries.subsample_correlated_data(series[p, 0], g=g), int)]
+            for p in parts if len(p)]
+    return g, np.concatenate(keep)
+
+
+def _reduced_bias(s_n: np.ndarray, centers: np.ndarray, springs: np.ndarray,
+                  periods: np.ndarray) -> np.ndarray:
+    """(K, N) bias energies (eV) of all samples (N, d) in all windows."""
+    diff = s_n[None, :, :] - centers[:, None, :]
+    for d, p in enumerate(periods):
+        if p > 0:
+            diff[..., d] -= p * np.round(diff[..., d] / p)
+    return 0.5 * np.einsum("kd,knd->kn", springs, diff * diff)
+
+
+def _edges(values: np.ndarray, n_bins: int) -> np.ndarray:
+    """n_bins equal bins over the sample range (the last edge nudged up so
+    that the largest sample lies inside)."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    if hi <= lo:
+        hi = lo + 1e-12 * max(1.0, abs(lo))
+    edges = np.linspace(lo, hi, n_bins + 1)
+    edges[-1] = np.nextafter(hi, np.inf)
+    return edges
+
+
+def _spans_period(edges: np.ndarray, period: float) -> bool:
+    """Whether the bins cover (nearly) a whole period, so that the grid wraps."""
+    width = edges[-1] - edges[0]
+    return width >= period * (1.0 - 2.0 / (len(edges) - 1))
+
+
+def _pymbar_fes_1d(pymbar: Any, u_kn: np.ndarray, n_k: np.ndarray, f_k: np.ndarray,
+                   x_n: np.ndarray, edges: np.ndarray, centers: np.ndarray,
+                   counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """1D histogram PMF (kT) and its analytical uncertainty with pymbar.FES."""
+    fes = pymbar.FES(u_kn, n_k, mbar_options={"initial_f_k": f_k})
+    fes.generate_fes(np.zeros(len(x_n)), x_n, fes_type="histogram",
+                     histogram_parameters={"bin_edges": [edges]})
+    occupied = counts > 0
+    res = fes.get_fes(centers[occupied], reference_point="from-lowest",
+                      uncertainty_method="analytical")
+    pmf = np.full(len(centers), np.nan)
+    err = np.full(len(centers), np.nan)
+    pmf[occupied] = res["f_i"]
+    err[occupied] = res["df_i"]
+    return pmf - np.nanmin(pmf), err
+
+
+def _basin_labels(basins: Mapping[str, Any] | None, basin_of: BasinOf | None,
+                  basin_names: Sequence[str] | None, ds: xr.Dataset, s_n: np.ndarray,
+                  grid_points: np.ndarray, n_cv: int
+                  ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Basin names, labels of the samples (N,) and of the bin centres."""
+    if basins is not None:
+        names = list(basins)
+        boxes = []
+        for name in names:
+            box = np.asarray(basins[name], float).reshape(-1, 2)
+            if box.shape != (n_cv, 2):
+                raise ValueError(f"mbar: basin {name!r}: expected {n_cv} (lo, hi) interval(s), "
+                                 f"got {basins[name]!r}")
+            boxes.append(box)
+
+        def label(points: np.ndarray) -> np.ndarray:
+            out = np.full(len(points), -1)
+            for b, box in reversed(list(enumerate(boxes))):
+                inside = np.all((points >= box[:, 0]) & (points < box[:, 1]), axis=1)
+                out[inside] = b
+            return out
+
+        return names, label(s_n), label(grid_points)
+    if basin_of is None:
+        return [], np.full(len(s_n), -1), np.full(len(grid_points), -1)
+    lab_n = np.asarray(basin_of(s_n)).astype(int).reshape(-1)
+    lab_g = np.asarray(basin_of(grid_points)).astype(int).reshape(-1)
+    if lab_n.shape != (len(s_n),) or lab_g.shape != (len(grid_points),):
+        raise ValueError("mbar: basin_of must map (n, n_cv) CV values to (n,) labels")
+    if basin_names is not None:
+        names = list(basin_names)
+    elif str(ds.attrs.get("basins", "")).split():
+        names = str(ds.attrs["basins"]).split()
+    else:
+        names = [str(i) for i in range(int(max(lab_n.max(), lab_g.max(), -1)) + 1)]
+    if lab_n.max(initial=-1) >= len(names) or lab_g.max(initial=-1) >= len(names):
+        raise ValueError(f"mbar: basin_of returned labels beyond the {len(names)} basin names "
+                         f"{names}")
+    return names, lab_n, lab_g
+
+
+def _basin_free_energies(mbar: Any, labels: np.ndarray, n_b: int
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """F_b = -ln P(basin b) (kT) and differences, analytical errors (kT)."""
+    present = [b for b in range(n_b) if np.any(labels == b)]
+    f = np.full(n_b, np.nan)
+    df = np.full(n_b, np.nan)
+    delta = np.full((n_b, n_b), np.nan)
+    delta_err = np.full((n_b, n_b), np.nan)
+    missing = sorted(set(range(n_b)) - set(present))
+    if missing:
+        warnings.warn(f"mbar: basins {missing} hold no samples; their free energies are NaN",
+                      RuntimeWarning, stacklevel=3)
+    if not present:
+        return f, df, delta, delta_err
+    u_ln = np.zeros((1 + len(present), len(labels)))
+    for row, b in enumerate(present, start=1):
+        u_ln[row, labels != b] = np.inf
+    res = mbar.compute_perturbed_free_energies(u_ln)
+    d_f, dd_f = np.asarray(res["Delta_f"]), np.asarray(res["dDelta_f"])
+    for i, a in enumerate(present, start=1):
+        f[a], df[a] = d_f[0, i], dd_f[0, i]
+        for j, b in enumerate(present, start=1):
+            delta[a, b], delta_err[a, b] = d_f[i, j], dd_f[i, j]
+    return f, df, delta, delta_err
+
+
+def _nanstd(replicates: np.ndarray, central: np.ndarray) -> np.ndarray:
+    """Standard deviation over axis 0 ignoring NaN replicates; NaN where the
+    central value is NaN or fewer than 2 replicates are finite."""
+    finite = np.isfinite(replicates)
+    n_ok = finite.sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sd = np.nanstd(np.where(finite, replicates, np.nan), axis=0, ddof=1)
+    sd = np.where((n_ok >= 2) & np.isfinite(central), sd, np.nan)
+    frac_bad = 1.0 - n_ok / max(1, replicates.shape[0])
+    if np.any(np.isfinite(central) & (frac_bad > 0.1)):
+        warnings.warn("mbar: more than 10% of the bootstrap replicates are undefined for some "
+                      "values (empty bins); their errors use the defined replicates only",
+                      RuntimeWarning, stacklevel=3)
+    return sd
+
+
+def _neighbour_overlap(overlap: np.ndarray, centers: np.ndarray) -> tuple[float, float]:
+    """(smallest neighbour overlap, spanning-tree bottleneck overlap).
+
+    Pair overlaps are ``min(O_ij, O_ji)``. For a 1D CV, neighbours are
+    windows adjacent in the order of their centres; for more dimensions, the
+    smallest neighbour overlap is the bottleneck: the weakest link of the
+    maximum spanning tree of the windows (the largest ``t`` such that the
+    windows connected by pair overlaps ``>= t`` form one group).
+    """
+    k = len(overlap)
+    if k < 2:
+        return float("nan"), float("nan")
+    pair = np.minimum(overlap, overlap.T)
+    # Prim's algorithm on the maximum spanning tree
+    in_tree = np.zeros(k, bool)
+    in_tree[0] = True
+    best = pair[0].copy()
+    weakest = np.inf
+    for _ in range(k - 1):
+        cand = np.where(in_tree, -np.inf, best)
+        j = int(np.argmax(cand))
+        weakest = min(weakest, float(cand[j]))
+        in_tree[j] = True
+        best = np.maximum(best, pair[j])
+    if centers.shape[1] == 1:
+        order = np.argsort(centers[:, 0], kind="stable")
+        adjacent = float(np.min(pair[order[:-1], order[1:]]))
+        return adjacent, weakest
+    return weakest, weakest
+
+
+def _add_basins(out: xr.Dataset, names: list[str], kt: float, f: np.ndarray, df: np.ndarray,
+                delta: np.ndarray, delta_err: np.ndarray, barrier: np.ndarray,
+                barrier_err: np.ndarray, basin_min: np.ndarray, cv_units: str) -> None:
+    out.coords["basin"] = ("basin", np.array(names, dtype=object))
+    out.coords["basin_from"] = ("basin_from", np.array(names, dtype=object))
+    out.coords["basin_to"] = ("basin_to", np.array(names, dtype=object))
+    pair = ("basin_from", "basin_to")
+    out["basin_free_energy"] = ("basin", f * kt, {
+        "units": "eV", "long_name": "basin free energy", "description": "-kT ln P(basin)"})
+    out["basin_free_energy_err"] = ("basin", df * kt, {
+        "units": "eV", "long_name": "uncertainty of basin_free_energy (analytical)"})
+    out["basin_minimum"] = (("basin", "cv"), basin_min, {
+        "units": cv_units, "long_name": "centre of the basin's lowest PMF bin"})
+    out["delta_F"] = (pair, delta * kt, {
+        "units": "eV", "long_name": "free-energy difference F(basin_to) - F(basin_from)"})
+    out["delta_F_err"] = (pair, delta_err * kt, {
+        "units": "eV", "long_name": "uncertainty of delta_F (analytical, with covariance)"})
+    out["barrier"] = (pair, barrier * kt, {
+        "units": "eV", "long_name": "free-energy barrier from basin_from to basin_to",
+        "description": "minimax PMF level between the basins' minima minus the minimum of "
+                       "basin_from; NaN where undefined"})
+    out["barrier_err"] = (pair, barrier_err * kt, {
+        "units": "eV", "long_name": "uncertainty of barrier (bootstrap)"})
+
+
+__all__ = ["MBAREstimator", "KB_EV_PER_K"]

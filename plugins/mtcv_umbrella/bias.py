@@ -1,0 +1,96 @@
+"""The umbrella bias as an ASE calculator.
+
+``UmbrellaBias(calc, cv, center, k)`` is the wrapped calculator's energy plus
+``0.5 * sum_d k_d (xi_d(x) - center_d)^2`` on a CV ``xi`` (a torch module
+positions (n, n_atoms, 3) angstrom -> (n, d), e.g. ``torch.jit.load("cv.ts")``),
+forces by autograd. It is a pure function of the positions (asking twice
+changes nothing). Results: ``energy``, ``forces`` (biased), ``cv`` (d,),
+``bias_energy`` and ``unbiased_energy`` (eV). With ``calc=None`` it is the
+bias alone, to combine with :class:`ase.calculators.mixing.SumCalculator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from mtcv_ase.torch_calculator import TorchCalculator
+
+
+class UmbrellaBias(TorchCalculator):
+    """Harmonic restraint on a CV, on top of ``calc`` (see module docstring).
+
+    Parameters
+    ----------
+    calc : ASE calculator or None
+        The physical potential; None for the bias alone.
+    cv : torch.nn.Module
+        positions (n, n_atoms, 3) angstrom -> xi (n, d).
+    center : (d,) CV units
+    k : (d,) or scalar, eV / CV unit^2
+    """
+
+    def __init__(self, calc: Calculator | None, cv: torch.nn.Module, center: Any, k: Any,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.calc = calc
+        self.cv = cv.to(self.dtype) if hasattr(cv, "to") else cv
+        self.center = torch.atleast_1d(torch.as_tensor(center, dtype=self.dtype))
+        self.k = torch.atleast_1d(torch.as_tensor(k, dtype=self.dtype)).expand_as(self.center)
+
+    def energy_fn(self, positions: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        xi = self.cv(positions[None])[0]
+        bias = 0.5 * (self.k * (xi - self.center) ** 2).sum()
+        return bias, {"cv": xi, "bias_energy": bias}
+
+    def calculate(self, atoms: Atoms | None = None,
+                  properties: Sequence[str] = ("energy",),
+                  system_changes: Sequence[str] = tuple(all_changes)) -> None:
+        super().calculate(atoms, properties, system_changes)
+        unbiased = 0.0
+        if self.calc is not None:
+            unbiased = float(self.calc.get_potential_energy(self.atoms))
+            self.results["forces"] = self.results["forces"] + self.calc.get_forces(self.atoms)
+        self.results["unbiased_energy"] = unbiased
+        self.results["energy"] = unbiased + self.results["bias_energy"]
+
+
+class BatchedBias:
+    """Harmonic CV restraints for many walkers at once (the fast path).
+
+    ``__call__(x)`` returns the total energy (n,) eV and forces
+    (n, n_atoms, 3) eV/angstrom of the system plus each walker's own
+    restraint; the last CV values (n, d) and bias energies (n,) are kept in
+    :attr:`last_cv` and :attr:`last_bias`.
+
+    centers, k: (n, d) for the n walkers, in the order of the positions.
+    """
+
+    def __init__(self, system: Any, cv: torch.nn.Module, centers: np.ndarray, k: np.ndarray):
+        self.system = system
+        self.cv = cv.to(torch.float64) if hasattr(cv, "to") else cv
+        self.centers = torch.as_tensor(np.asarray(centers, float))
+        self.k = torch.as_tensor(np.asarray(k, float))
+        self.last_cv = np.zeros(self.centers.shape)
+        self.last_bias = np.zeros(len(self.centers))
+        self.last_unbiased = np.zeros(len(self.centers))
+
+    def bias(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Bias energy (n,), bias forces (n, n_atoms, 3), xi (n, d)."""
+        pos = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        with torch.enable_grad():
+            xi = self.cv(pos)
+            e = 0.5 * (self.k * (xi - self.centers) ** 2).sum(dim=1)
+            (grad,) = torch.autograd.grad(e.sum(), pos)
+        return e.detach().numpy(), -grad.numpy(), xi.detach().numpy()
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        e0, f0 = self.system.energy_and_forces(x)
+        eb, fb, xi = self.bias(x)
+        self.last_cv, self.last_bias, self.last_unbiased = xi, eb, e0
+        return e0 + eb, f0 + fb

@@ -1,0 +1,208 @@
+"""Umbrella sampling along a CV: windows as Dask tasks, batched or ASE engine.
+
+Each window holds ``walkers_per_window`` independent walkers restrained to
+its centre; after ``equilibration_steps`` the CV and the unbiased energy are
+recorded every ``stride`` steps. Windows are grouped into tasks of
+``windows_per_task`` (by the config, not by the cluster, so results do not
+depend on the number of workers); with a ``store`` directory every window is
+written there atomically as soon as its task finishes, and windows already
+there are reused when a run resumes.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import xarray as xr
+
+from mtcv_ase.md import BatchLangevin, LangevinParams, maxwell_boltzmann, run_ase_langevin
+from mtcv_core.config import nonneg, positive
+from mtcv_core.execution import map_tasks, task_rng
+from mtcv_core.interfaces import Sampler, System
+from mtcv_core.io import write_dataset
+from mtcv_sampling.common import MDOptions, chunks
+from mtcv_umbrella import windows as planning
+from mtcv_umbrella.bias import BatchedBias, UmbrellaBias
+from mtcv_umbrella.schema import make_window_dataset, merge_windows, read_window
+
+
+def cv_to_bytes(cv: torch.nn.Module) -> bytes:
+    """A TorchScript CV as bytes (TorchScript modules do not pickle)."""
+    buf = io.BytesIO()
+    torch.jit.save(cv if isinstance(cv, torch.jit.ScriptModule) else torch.jit.script(cv), buf)
+    return buf.getvalue()
+
+
+def cv_from_bytes(data: bytes) -> torch.nn.Module:
+    return torch.jit.load(io.BytesIO(data)).to(torch.float64).eval()
+
+
+@dataclass(kw_only=True)
+class UmbrellaSampler(MDOptions, Sampler):
+    """Harmonic windows along a CV (see module docstring)."""
+
+    name: ClassVar[str] = "umbrella"
+    walkers_per_window: int = positive(4, "independent walkers per window")
+    n_steps: int = positive(20000, "recorded steps per walker")
+    equilibration_steps: int = nonneg(2000, "unrecorded steps per walker")
+    stride: int = positive(10, "record the CV every stride-th step")
+    windows_per_task: int = positive(16, "windows advanced together in one Dask task")
+
+    # ---------------------------------------------------------- planning
+    def plan_line(self, xi: np.ndarray, labels: np.ndarray, basin_from: int, basin_to: int, *,
+                  n_windows: int, kT: float, rng: np.random.Generator,
+                  width_factor: float = 1.0) -> planning.WindowPlan:
+        """1D windows spanning two basins (:func:`mtcv_umbrella.windows.plan_windows`)."""
+        return planning.plan_windows(xi, labels, basin_from, basin_to, n_windows=n_windows,
+                                     kT=kT, rng=rng, width_factor=width_factor)
+
+    def plan_grid(self, points: np.ndarray, *, spacing: Any, kT: float,
+                  rng: np.random.Generator, width_factor: float = 1.0) -> planning.WindowPlan:
+        """2D windows over the region the data cover (:func:`...windows.plan_grid`)."""
+        return planning.plan_grid(points, spacing=spacing, kT=kT, rng=rng,
+                                  width_factor=width_factor)
+
+    def refine_line(self, result: xr.Dataset, plan: planning.WindowPlan, xi: np.ndarray, *,
+                    threshold: float, kT: float, rng: np.random.Generator
+                    ) -> planning.WindowPlan:
+        """The plan extended by a window midway between each pair of 1D
+        neighbours whose measured overlap is below ``threshold``; the existing
+        windows keep their order (and so their ids)."""
+        n = result.sizes["window"]
+        series = [result["cv_values"].values[w, : int(result["n_samples"][w]), 0]
+                  for w in range(n)]
+        centers = result["center"].values[:, 0]
+        overlap = planning.neighbour_overlap(series, centers,
+                                             result["spring_constant"].values[:, 0], kT)
+        extra = np.setdiff1d(planning.refine_centers(centers, overlap, threshold), centers)
+        if extra.size == 0:
+            return plan
+        starts = planning.nearest_frames(xi, extra, rng)
+        return planning.WindowPlan(
+            np.concatenate([plan.centers, extra[:, None]]),
+            np.concatenate([plan.spring_constants,
+                            np.full((extra.size, 1), plan.spring_constants[0, 0])]),
+            np.concatenate([plan.start_frames, starts]))
+
+    # --------------------------------------------------------------- run
+    def run(self, system: System, cv: Any, *, seed: int, client: Any = None,
+            centers: np.ndarray, spring_constants: np.ndarray, start_positions: np.ndarray,
+            temperature_K: float | None = None, store: str | Path | None = None,
+            first_id: int = 0, cv_names: tuple[str, ...] | None = None, cv_units: str = "1",
+            progress: bool = False) -> xr.Dataset:
+        """Run windows ``first_id, first_id + 1, ...``.
+
+        centers, spring_constants: (n_windows, d); start_positions:
+        (n_windows, n_atoms, 3) angstrom; ``cv`` a torch module
+        positions -> (n, d). Returns the umbrella dataset of these windows.
+        """
+        params = self.params(temperature_K)
+        centers = np.atleast_2d(np.asarray(centers, float))
+        ks = np.broadcast_to(np.asarray(spring_constants, float), centers.shape)
+        n_win = len(centers)
+        if cv_names is None:
+            d = centers.shape[1]
+            cv_names = ("xi",) if d == 1 else tuple(f"xi{i}" for i in range(d))
+        ids = np.arange(first_id, first_id + n_win)
+        store_dir = Path(store) if store is not None else None
+        done: dict[int, xr.Dataset] = {}
+        if store_dir is not None:
+            for w in ids:
+                path = store_dir / f"window_{w:04d}.nc"
+                if path.exists():
+                    done[int(w)] = read_window(path)
+        todo = [i for i in range(n_win) if int(ids[i]) not in done]
+        cv_bytes = cv_to_bytes(cv)
+        specs = [dict(system=system, cv=cv_bytes, ids=ids[todo[s:s + c]],
+                      centers=centers[todo[s:s + c]], k=ks[todo[s:s + c]],
+                      start=np.asarray(start_positions)[todo[s:s + c]], params=params,
+                      seed=seed, fast=self.use_fast(system), walkers=self.walkers_per_window,
+                      n_steps=self.n_steps, n_eq=self.equilibration_steps, stride=self.stride,
+                      cv_names=cv_names, cv_units=cv_units)
+                 for s, c in chunks(len(todo), self.windows_per_task)]
+
+        results = map_tasks(_window_task, specs, client=client, progress=progress,
+                            desc="umbrella windows")
+        for result in results:
+            for win in result:
+                w = int(win.attrs["window_id"])
+                if store_dir is not None:
+                    write_dataset(win, store_dir / f"window_{w:04d}.nc")
+                done[w] = win
+        return merge_windows([done[int(w)] for w in ids], temperature_K=params.temperature_K)
+
+
+def _window_task(spec: dict[str, Any]) -> list[xr.Dataset]:
+    """Advance a group of windows; returns one dataset per window."""
+    system: System = spec["system"]
+    params: LangevinParams = spec["params"]
+    cv = cv_from_bytes(spec["cv"])
+    torch.set_num_threads(1)
+    ids, centers, k, start = spec["ids"], spec["centers"], spec["k"], spec["start"]
+    m = spec["walkers"]
+    rng = task_rng(spec["seed"], "umbrella", int(ids[0]), len(ids))
+    masses = system.make_atoms().get_masses()
+    n_eq, n_steps, stride = spec["n_eq"], spec["n_steps"], spec["stride"]
+    n_rec = n_steps // stride
+    # walker order: window-major, m walkers per window
+    x0 = np.repeat(start, m, axis=0)
+    c_w = np.repeat(centers, m, axis=0)
+    k_w = np.repeat(k, m, axis=0)
+    v0 = maxwell_boltzmann(masses, params.temperature_K, rng, n=len(x0),
+                           dof_mask=system.dof_mask)
+    cv_rec = np.zeros((n_rec, len(x0), centers.shape[1]))
+    e_rec = np.zeros((n_rec, len(x0)))
+    if spec["fast"]:
+        forces = BatchedBias(system, cv, c_w, k_w)
+        integ = BatchLangevin(forces, masses, params, rng, dof_mask=system.dof_mask)
+        x, v = x0, v0
+        _, f = integ.evaluate(x)
+        for s in range(1, n_eq + n_steps + 1):
+            x, v, f, e = integ.step(x, v, f)
+            if s > n_eq and (s - n_eq) % stride == 0:
+                integ.check(x, e, s)
+                r = (s - n_eq) // stride - 1
+                cv_rec[r] = forces.last_cv
+                e_rec[r] = forces.last_unbiased
+    else:
+        for w in range(len(x0)):
+            atoms = system.make_atoms()
+            atoms.set_positions(x0[w])
+            atoms.set_velocities(v0[w])
+            bias = UmbrellaBias(atoms.calc, cv, c_w[w], k_w[w])
+            atoms.calc = bias
+            cvs, es = [], []
+
+            def record(a=atoms, cvs=cvs, es=es) -> None:
+                cvs.append(np.atleast_1d(a.calc.results["cv"]).copy())
+                es.append(a.calc.results["unbiased_energy"])
+
+            if n_eq:
+                run_ase_langevin(atoms, n_eq, params, rng, stride=n_eq)
+            from ase.md.langevin import Langevin
+
+            from mtcv_ase.md import FS
+
+            dyn = Langevin(atoms, timestep=params.timestep_fs * FS,
+                           temperature_K=params.temperature_K,
+                           friction=params.friction_per_fs / FS, fixcm=False, rng=rng)
+            dyn.attach(record, interval=stride)
+            dyn.run(n_steps)
+            cv_rec[:, w] = np.array(cvs[1:])  # ASE records step 0 too
+            e_rec[:, w] = np.array(es[1:])
+    out = []
+    for i, w in enumerate(ids):
+        sel = slice(i * m, (i + 1) * m)
+        # samples: walker-major so each walker's series stays contiguous
+        series = np.swapaxes(cv_rec[:, sel], 0, 1).reshape(-1, centers.shape[1])
+        energy = e_rec[:, sel].T.reshape(-1)
+        out.append(make_window_dataset(
+            window_id=int(w), center=centers[i], spring_constant=k[i], cv_values=series,
+            energy=energy, walkers=m, temperature_K=params.temperature_K,
+            cv_names=spec["cv_names"], cv_units=spec["cv_units"]))
+    return out

@@ -1,0 +1,73 @@
+"""Per-window umbrella datasets and their merge into the umbrella dataset
+(``mtcv.umbrella/1``: dims ``window``, ``sample``, ``cv``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from mtcv_core.io import DatasetError
+from mtcv_core.schema_umbrella import UMBRELLA_SCHEMA, validate_umbrella
+
+WINDOW_SCHEMA = "mtcv.umbrella_window/1"
+
+
+def make_window_dataset(*, window_id: int, center: np.ndarray, spring_constant: np.ndarray,
+                        cv_values: np.ndarray, energy: np.ndarray, walkers: int,
+                        temperature_K: float, cv_names: Sequence[str], cv_units: str
+                        ) -> xr.Dataset:
+    """One window: center (d,), spring_constant (d,) eV/unit^2, cv_values
+    (n_samples, d) (walker-major), energy (n_samples,) eV (unbiased)."""
+    ds = xr.Dataset({
+        "center": (("cv",), np.asarray(center, float)),
+        "spring_constant": (("cv",), np.asarray(spring_constant, float)),
+        "cv_values": (("sample", "cv"), np.asarray(cv_values, float)),
+        "energy": (("sample",), np.asarray(energy, float)),
+    })
+    ds["center"].attrs.update(units=cv_units, long_name="window centre")
+    ds["spring_constant"].attrs.update(units=f"eV/({cv_units})^2" if cv_units != "1" else "eV",
+                                       long_name="spring constant")
+    ds["cv_values"].attrs.update(units=cv_units, long_name="CV time series")
+    ds["energy"].attrs.update(units="eV", long_name="unbiased potential energy")
+    ds.attrs.update(mtcv_schema=WINDOW_SCHEMA, window_id=int(window_id), walkers=int(walkers),
+                    temperature_K=float(temperature_K), cv_names=" ".join(cv_names),
+                    cv_units=cv_units)
+    return ds
+
+
+def read_window(path: str | Path) -> xr.Dataset:
+    """A saved window; a file that is not one gives a clear error."""
+    path = Path(path)
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as handle:
+            ds = handle.load()
+    except Exception as exc:
+        raise DatasetError(f"{path}: not a readable netCDF file ({exc})") from exc
+    if ds.attrs.get("mtcv_schema") != WINDOW_SCHEMA:
+        raise DatasetError(f"{path}: not an umbrella window file (mtcv_schema "
+                           f"{ds.attrs.get('mtcv_schema')!r})")
+    return ds
+
+
+def merge_windows(windows: Sequence[xr.Dataset], *, temperature_K: float) -> xr.Dataset:
+    """Stack windows along ``window``; series are NaN-padded to the longest."""
+    n_max = max(w.sizes["sample"] for w in windows)
+    padded = []
+    for w in windows:
+        n = w.sizes["sample"]
+        p = w.pad(sample=(0, n_max - n)) if n < n_max else w
+        p = p.assign(n_samples=((), np.int64(n)))
+        padded.append(p.drop_attrs(deep=False))
+    ds = xr.concat(padded, dim="window", data_vars="all", coords="minimal",
+                   combine_attrs="drop")
+    ds["window"] = ("window", np.array([w.attrs["window_id"] for w in windows], dtype=np.int64))
+    for name in ("center", "spring_constant", "cv_values", "energy"):
+        ds[name].attrs.update(windows[0][name].attrs)
+    ds["n_samples"].attrs.update(units="1", long_name="samples per window")
+    ds.attrs.update(mtcv_schema=UMBRELLA_SCHEMA, temperature_K=float(temperature_K),
+                    cv_names=windows[0].attrs["cv_names"], cv_units=windows[0].attrs["cv_units"],
+                    walkers=windows[0].attrs["walkers"])
+    return validate_umbrella(ds, where="umbrella windows")

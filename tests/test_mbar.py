@@ -1,0 +1,330 @@
+"""The MBAR estimator against exact answers.
+
+Umbrella windows are sampled exactly from their biased distributions (no
+MD): a 1D double well by inverse CDF on a fine grid, a Gaussian mixture in
+closed form. Estimates are checked with z-scores against the exact PMF,
+basin free energies and barriers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy.special import ndtr
+
+from mtcv_core.config import ConfigError, check_options
+from mtcv_core.fes_paths import basin_barriers, minimax_barrier, minimax_levels, minimax_path
+from mtcv_core.io import VALIDATORS, read_dataset, write_dataset
+from mtcv_core.schema import SchemaError
+from mtcv_mbar import (
+    FES_SCHEMA,
+    KB_EV_PER_K,
+    UMBRELLA_SCHEMA,
+    MBAREstimator,
+    make_umbrella_dataset,
+    transitions_table,
+    validate_umbrella,
+)
+from mtcv_mbar.solver import mbar_hessian, solve_mbar
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+T = 300.0
+KT = KB_EV_PER_K * T
+GRID = np.linspace(-2.5, 2.5, 20001)
+
+
+def double_well(s: np.ndarray) -> np.ndarray:
+    """Asymmetric double well, eV: barrier ~3 kT, basin B higher by ~1 kT."""
+    return 3 * KT * (s**2 - 1) ** 2 + 0.5 * KT * s
+
+
+def sample_biased(u, center: float, k: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Exact samples of exp(-(u(s) + k/2 (s - c)^2)/kT) by inverse CDF on GRID."""
+    logp = -(u(GRID) + 0.5 * k * (GRID - center) ** 2) / KT
+    p = np.exp(logp - logp.max())
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(GRID))])
+    return np.interp(rng.random(n), cdf / cdf[-1], GRID)
+
+
+def exact_bin_pmf(u, edges: np.ndarray) -> np.ndarray:
+    """-ln P(bin) (kT units, unnormalised) by fine quadrature in each bin."""
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        s = np.linspace(lo, hi, 401)
+        out.append(-np.log(np.trapezoid(np.exp(-u(s) / KT), s)))
+    return np.array(out)
+
+
+def exact_basin_f(u, lo: float, hi: float) -> float:
+    s = np.linspace(lo, hi, 200001)
+    return float(-KT * np.log(np.trapezoid(np.exp(-u(s) / KT), s)))
+
+
+@pytest.fixture(scope="module")
+def double_well_fes() -> tuple[xr.Dataset, xr.Dataset]:
+    rng = np.random.default_rng(7)
+    centers = np.linspace(-1.6, 1.6, 17)
+    k = 40 * KT
+    cv = np.stack([sample_biased(double_well, c, k, 2000, rng) for c in centers])
+    ds = make_umbrella_dataset(centers, k, cv, temperature_K=T, cv_names="s")
+    fes = MBAREstimator(n_bins=40, n_bootstraps=20, seed=3).estimate(
+        ds, basins={"A": (-2.5, 0.0), "B": (0.0, 2.5)})
+    return ds, fes
+
+
+def test_double_well_pmf_matches_exact(double_well_fes):
+    _, fes = double_well_fes
+    pmf, err = fes["pmf"].values, fes["pmf_err"].values
+    exact = exact_bin_pmf(double_well, fes["bin_edges"].values) * KT
+    ref = int(np.nanargmin(pmf))
+    assert pmf[ref] == 0.0 and err[ref] == 0.0
+    ok = np.isfinite(pmf) & (np.arange(len(pmf)) != ref)
+    z = (pmf[ok] - (exact[ok] - exact[ref])) / err[ok]
+    assert ok.sum() >= 35
+    assert np.mean(np.abs(z) < 4) >= 0.95, z
+    assert np.mean(np.abs(z) < 2) >= 0.8, z
+
+
+def test_double_well_basins_and_barrier(double_well_fes):
+    _, fes = double_well_fes
+    f_a = exact_basin_f(double_well, -2.5, 0.0)
+    f_b = exact_basin_f(double_well, 0.0, 2.5)
+    d = fes["delta_F"].sel(basin_from="A", basin_to="B")
+    d_err = fes["delta_F_err"].sel(basin_from="A", basin_to="B")
+    assert abs(float(d) - (f_b - f_a)) / float(d_err) < 4
+    assert float(fes["delta_F"].sel(basin_from="B", basin_to="A")) == pytest.approx(-float(d))
+    # basin free energies are -kT ln P(basin): the two probabilities add up to ~1
+    p = np.exp(-fes["basin_free_energy"].values / KT)
+    assert p.sum() == pytest.approx(1.0, abs=1e-3)
+    # barrier on the same bins, exactly
+    exact = exact_bin_pmf(double_well, fes["bin_edges"].values)
+    centers = fes["bin_center"].values
+    labels = np.where(centers < 0, 0, 1)
+    exact_bar, _ = basin_barriers(exact, labels, 2)
+    rows = {(r["from"], r["to"]): r for r in transitions_table(fes)}
+    assert set(rows) == {("A", "B"), ("B", "A")}
+    for (a, b), (i, j) in {("A", "B"): (0, 1), ("B", "A"): (1, 0)}.items():
+        r = rows[a, b]
+        assert 0 < r["barrier_err_eV"] < 0.01
+        assert abs(r["barrier_eV"] - exact_bar[i, j] * KT) / r["barrier_err_eV"] < 4
+    assert rows["A", "B"]["barrier_eV"] > rows["B", "A"]["barrier_eV"]
+
+
+def test_overlap_and_window_outputs(double_well_fes):
+    ds, fes = double_well_fes
+    o = fes["overlap"].values
+    assert o.shape == (17, 17)
+    np.testing.assert_allclose(o.sum(axis=1), 1.0, atol=1e-8)
+    nb = fes.attrs["min_neighbour_overlap"]
+    assert 0.05 < nb < 1
+    assert nb == pytest.approx(min(min(o[i, i + 1], o[i + 1, i]) for i in range(16)))
+    assert fes.attrs["overlap_bottleneck"] >= nb - 1e-12
+    # independent samples: g ~ 1
+    g = fes["statistical_inefficiency"].values
+    assert np.all((g >= 1) & (g < 1.6))
+    assert fes.attrs["mtcv_schema"] == FES_SCHEMA and fes.attrs["temperature_K"] == T
+    assert fes["pmf"].attrs["units"] == "eV" and fes["bin_center"].attrs["units"] == "1"
+
+
+def mixture_samples(center: float, k_w: float, n: int, rng: np.random.Generator,
+                    wells: list[tuple[float, float, float]]) -> np.ndarray:
+    """Exact samples of exp(-beta (U + bias)) for U = -kT ln sum_i exp(-beta
+    (k_i/2 (s - m_i)^2 + c_i)): each Gaussian component times the Gaussian
+    bias is Gaussian, with a closed-form weight."""
+    b = k_w / KT
+    logw, mu, sd = [], [], []
+    for k_i, m_i, c_i in wells:
+        a = k_i / KT
+        logw.append(-0.5 * np.log(a + b) - a * b * (m_i - center) ** 2 / (2 * (a + b))
+                    - c_i / KT)
+        mu.append((a * m_i + b * center) / (a + b))
+        sd.append(1 / np.sqrt(a + b))
+    w = np.exp(np.array(logw) - max(logw))
+    comp = rng.choice(len(wells), size=n, p=w / w.sum())
+    return rng.normal(np.array(mu)[comp], np.array(sd)[comp])
+
+
+def test_harmonic_basins_analytic():
+    """Two harmonic basins of stiffness k1, k2 (offset c): dF = -kT ln
+    sqrt(k1/k2) + c."""
+    k1, k2, c = 16 * KT, 64 * KT, 0.5 * KT
+    wells = [(k1, -1.0, 0.0), (k2, 1.0, c)]
+    rng = np.random.default_rng(11)
+    centers = np.linspace(-1.5, 1.5, 13)
+    k_w = 20 * KT
+    cv = np.stack([mixture_samples(x, k_w, 1500, rng, wells) for x in centers])
+    ds = make_umbrella_dataset(centers, k_w, cv, temperature_K=T, cv_names="s")
+    fes = MBAREstimator(n_bins=30, n_bootstraps=0).estimate(
+        ds, basins={"A": (-5.0, 0.0), "B": (0.0, 5.0)})
+    analytic = -KT * np.log(np.sqrt(k1 / k2)) + c
+    # exact populations of the mixture (tails across s = 0 included)
+    z1, z2 = np.sqrt(KT / k1), np.sqrt(KT / k2) * np.exp(-c / KT)
+    p_a = z1 * ndtr(1 / np.sqrt(KT / k1)) + z2 * ndtr(-1 / np.sqrt(KT / k2))
+    p_b = z1 * ndtr(-1 / np.sqrt(KT / k1)) + z2 * ndtr(1 / np.sqrt(KT / k2))
+    exact = -KT * np.log(p_b / p_a)
+    assert exact == pytest.approx(analytic, abs=1e-5)
+    d = float(fes["delta_F"].sel(basin_from="A", basin_to="B"))
+    err = float(fes["delta_F_err"].sel(basin_from="A", basin_to="B"))
+    assert 0 < err < 0.2 * KT
+    assert abs(d - exact) / err < 4
+    assert np.all(np.isnan(fes["barrier_err"].values))  # no bootstrap requested
+
+
+def test_decorrelation_of_ar1_series():
+    """AR(1) with coefficient phi has g = (1 + phi)/(1 - phi)."""
+    phi, n = 0.8, 20000
+    rng = np.random.default_rng(5)
+    centers = np.array([-0.5, 0.0, 0.5])
+    series = np.empty((3, n))
+    for w, c in enumerate(centers):
+        x = np.empty(n)
+        x[0] = 0.0
+        noise = rng.normal(0.0, 0.1 * np.sqrt(1 - phi**2), n)
+        for t in range(1, n):
+            x[t] = phi * x[t - 1] + noise[t]
+        series[w] = c + x
+    ds = make_umbrella_dataset(centers, 2.0, series, temperature_K=T, cv_names="s")
+    fes = MBAREstimator(n_bins=20, n_bootstraps=0).estimate(ds)
+    g = fes["statistical_inefficiency"].values
+    expected = (1 + phi) / (1 - phi)
+    np.testing.assert_allclose(g, expected, rtol=0.2)
+    np.testing.assert_allclose(fes["n_used"].values, n / g, rtol=0.01)
+    assert "basin" not in fes.coords and transitions_table(fes) == []
+    fes_all = MBAREstimator(n_bins=20, n_bootstraps=0, decorrelate=False).estimate(ds)
+    assert np.all(fes_all["n_used"].values == n)
+    np.testing.assert_allclose(fes_all["statistical_inefficiency"].values, g)
+
+
+def test_two_dimensional_pmf_and_minimax_barrier():
+    """Separable 2D surface: double well in x, Gaussian in y, windows along x
+    only (zero spring in y)."""
+    rng = np.random.default_rng(21)
+    ky = 8 * KT
+    cx = np.linspace(-1.6, 1.6, 13)
+    kx = 40 * KT
+    x = np.stack([sample_biased(double_well, c, kx, 1000, rng) for c in cx])
+    y = rng.normal(0.0, np.sqrt(KT / ky), x.shape)
+    centers = np.stack([cx, np.zeros_like(cx)], axis=1)
+    springs = np.stack([np.full_like(cx, kx), np.zeros_like(cx)], axis=1)
+    ds = make_umbrella_dataset(centers, springs, np.stack([x, y], axis=-1), temperature_K=T,
+                               cv_names=["x", "y"])
+    fes = MBAREstimator(n_bins=20, n_bootstraps=20, seed=1).estimate(
+        ds, basin_of=lambda s: np.where(s[:, 0] < 0, 0, 1), basin_names=["A", "B"])
+    assert fes["pmf"].dims == ("bin_x", "bin_y")
+    ex = exact_bin_pmf(double_well, fes["bin_edges_x"].values)
+    ey_edges = fes["bin_edges_y"].values
+    ey = -np.log(np.diff(ndtr(ey_edges / np.sqrt(KT / ky))))
+    exact = (ex[:, None] + ey[None, :]) * KT
+    pmf, err = fes["pmf"].values, fes["pmf_err"].values
+    ref = np.unravel_index(int(np.nanargmin(pmf)), pmf.shape)
+    ok = np.isfinite(pmf) & np.isfinite(err) & (err > 0)
+    ok &= fes["bin_count"].values >= 20  # bootstrap errors of sparse bins are unreliable
+    z = (pmf - (exact - exact[ref]))[ok] / err[ok]
+    assert ok.sum() > 100
+    assert np.mean(np.abs(z) < 4) >= 0.95
+    # minimax in a separable surface: the 1D barrier in x
+    cxs = fes["bin_center_x"].values
+    i_a = int(np.argmin(np.where(cxs < 0, ex, np.inf)))
+    i_b = int(np.argmin(np.where(cxs >= 0, ex, np.inf)))
+    exact_ab = (ex[i_a:i_b + 1].max() - ex[i_a]) * KT
+    bar = float(fes["barrier"].sel(basin_from="A", basin_to="B"))
+    bar_err = float(fes["barrier_err"].sel(basin_from="A", basin_to="B"))
+    assert abs(bar - exact_ab) / bar_err < 4
+    f_a = exact_basin_f(double_well, -2.5, 0.0)
+    f_b = exact_basin_f(double_well, 0.0, 2.5)
+    d = float(fes["delta_F"].sel(basin_from="A", basin_to="B"))
+    d_err = float(fes["delta_F_err"].sel(basin_from="A", basin_to="B"))
+    assert abs(d - (f_b - f_a)) / d_err < 4
+    assert fes["basin_minimum"].sel(basin="A").values[0] < 0
+
+
+def test_netcdf_round_trip_and_registry(double_well_fes, tmp_path):
+    ds, fes = double_well_fes
+    assert VALIDATORS[UMBRELLA_SCHEMA] is validate_umbrella
+    write_dataset(ds, tmp_path / "umbrella.nc")
+    back = read_dataset(tmp_path / "umbrella.nc", schema=UMBRELLA_SCHEMA)
+    xr.testing.assert_identical(back, ds)
+    write_dataset(fes, tmp_path / "fes.nc")
+    fes_back = read_dataset(tmp_path / "fes.nc", schema=FES_SCHEMA)
+    xr.testing.assert_allclose(fes_back, fes)
+    assert transitions_table(fes_back) == transitions_table(fes)
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda d: d.drop_vars("spring_constant"), "'spring_constant' is missing"),
+    (lambda d: d.assign(center=(("cv", "window"), d["center"].values.T)),
+     "'center' has dims ('cv', 'window')"),
+    (lambda d: d.assign_attrs(temperature_K="hot"), "'temperature_K'"),
+    (lambda d: d.assign_attrs(mtcv_schema="mtcv.frames/1"), "'mtcv.umbrella/1'"),
+    (lambda d: d.assign(n_samples=d["n_samples"] * 0), "'n_samples' must lie in"),
+])
+def test_bad_dataset_gives_clear_error(mutate, message):
+    ds = make_umbrella_dataset([0.0, 1.0], 1.0, [np.zeros(5), np.ones(3)], temperature_K=T)
+    assert list(ds["n_samples"].values) == [5, 3]
+    assert np.isnan(ds["cv_values"].values[1, 3:]).all()
+    bad = mutate(ds)
+    for name in ("center", "n_samples"):
+        if name in bad:
+            bad[name].attrs.update(ds[name].attrs)
+    with pytest.raises(SchemaError, match="my.nc") as info:
+        validate_umbrella(bad, where="my.nc")
+    assert message in str(info.value)
+    with pytest.raises(SchemaError, match="mbar: samples"):
+        MBAREstimator(n_bootstraps=0).estimate(bad)
+
+
+def test_options_and_registration():
+    from mtcv_core.plugins import load_plugins
+
+    assert load_plugins().get("estimator", "mbar").factory is MBAREstimator
+    with pytest.raises(ConfigError, match="n_bins"):
+        check_options(MBAREstimator, {"n_bins": 0}, "estimate.mbar")
+    ds = make_umbrella_dataset([0.0, 1.0], 1.0, np.zeros((2, 5)), temperature_K=T)
+    with pytest.raises(ValueError, match="reweighting"):
+        MBAREstimator().estimate(ds, temperature_K=350.0)
+
+
+def test_newton_solver_matches_pymbar():
+    import pymbar
+
+    rng = np.random.default_rng(0)
+    centers = np.linspace(-1, 1, 5)
+    s = np.concatenate([rng.normal(c, 0.3, 300) for c in centers])
+    u_kn = 0.5 * 10 * (s[None, :] - centers[:, None]) ** 2
+    n_k = np.full(5, 300)
+    ref = pymbar.MBAR(u_kn, n_k).f_k
+    np.testing.assert_allclose(solve_mbar(u_kn, n_k), ref, atol=1e-6)
+    np.testing.assert_allclose(solve_mbar(u_kn, n_k, ref + 0.3), ref, atol=1e-6)
+    # a bootstrap replicate, solved with the full data's Hessian held fixed
+    idx = np.concatenate([300 * k + rng.integers(0, 300, 300) for k in range(5)])
+    ref_b = pymbar.MBAR(u_kn[:, idx], n_k).f_k
+    hess = mbar_hessian(u_kn, n_k, ref)
+    np.testing.assert_allclose(solve_mbar(u_kn[:, idx], n_k, ref, hessian=hess), ref_b,
+                               atol=1e-6)
+
+
+def test_minimax_paths():
+    f = np.array([0.0, 3.0, 1.0, 5.0, 2.0, 0.5])
+    level, path = minimax_path(f, 0, 5)
+    assert level == 5.0 and path == [(i,) for i in range(6)]
+    assert minimax_path(f, 0, 5, periodic=True) == (0.5, [(0,), (5,)])
+    assert minimax_barrier(f, 5, 0) == 4.5
+    # 2D: a wall with one gap; NaN cells are impassable
+    g = np.zeros((5, 5))
+    g[2, :] = 10.0
+    g[2, 3] = 4.0
+    g[2, 0] = np.nan
+    level, path = minimax_path(g, (0, 0), (4, 0))
+    assert level == 4.0 and (2, 3) in path
+    steps = np.abs(np.diff(np.array(path), axis=0)).sum(axis=1)
+    assert np.all(steps == 1)
+    lv = minimax_levels(g, (0, 0))
+    assert np.isinf(lv[2, 0]) and lv[4, 4] == 4.0
+    # diagonal moves slip between two touching blocks
+    h = np.array([[0.0, 9.0], [9.0, 0.0]])
+    assert minimax_barrier(h, (0, 0), (1, 1)) == 9.0
+    assert minimax_barrier(h, (0, 0), (1, 1), diagonal=True) == 0.0
+    bars, minima = basin_barriers(g, np.array([[0] * 5] * 2 + [[-1] * 5] + [[1] * 5] * 2), 2)
+    assert minima[0] is not None and bars[0, 1] == 4.0 and bars[1, 0] == 4.0

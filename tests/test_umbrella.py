@@ -1,0 +1,104 @@
+"""The umbrella bias calculator and the umbrella sampler (both engines)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.calculators.mixing import SumCalculator
+from ase.md.langevin import Langevin
+
+from mtcv_ase.md import FS
+from mtcv_ase.testing import check_forces_finite_difference
+from mtcv_systems import MullerBrown5D
+from mtcv_systems.embedded5d import true_cv_module
+from mtcv_umbrella import UmbrellaBias, UmbrellaSampler
+
+
+class TanhCV(torch.nn.Module):
+    """A nonlinear 1D CV of the 5D point, standing in for a trained network."""
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        x = positions.reshape(positions.shape[0], -1)[:, :5]
+        return torch.tanh(0.05 * (x[:, 0] - x[:, 2]) + 0.01 * x[:, 1] * x[:, 3])[:, None]
+
+
+@pytest.fixture(scope="module")
+def mb():
+    return MullerBrown5D()
+
+
+@pytest.mark.parametrize("cv", [TanhCV(), true_cv_module()])
+def test_bias_forces_finite_difference(mb, cv):
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        atoms = mb.make_atoms("A", phi12=rng.uniform(0, 6), phi34=rng.uniform(0, 6))
+        atoms.positions[:, :2] += rng.normal(scale=0.5, size=(2, 2))
+        d = 1 if isinstance(cv, TanhCV) else 2
+        bias = UmbrellaBias(atoms.calc, cv, center=np.full(d, 0.1 if d == 1 else 25.0), k=3.0)
+        check_forces_finite_difference(bias, atoms, delta=1e-5, rtol=1e-6, atol=1e-8,
+                                       mask=mb.dof_mask)
+        # the bias alone, combined through ASE's SumCalculator, is the same
+        alone = UmbrellaBias(None, cv, center=np.full(d, 0.1 if d == 1 else 25.0), k=3.0)
+        total = SumCalculator([mb.make_atoms().calc, alone])
+        a = atoms.copy()
+        a.calc = total
+        b = atoms.copy()
+        b.calc = bias
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-12)
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-12)
+        assert b.calc.results["unbiased_energy"] + b.calc.results["bias_energy"] == (
+            pytest.approx(b.get_potential_energy()))
+
+
+def _run(mb, extra_calls: bool):
+    atoms = mb.make_atoms("A")
+    atoms.calc = UmbrellaBias(atoms.calc, TanhCV(), center=[0.0], k=20.0)
+    dyn = Langevin(atoms, timestep=FS, temperature_K=300.0, friction=0.01 / FS, fixcm=False,
+                   rng=np.random.default_rng(3))
+    if extra_calls:  # ask for forces and energy again at every step
+        dyn.attach(lambda: (atoms.get_forces(), atoms.get_potential_energy(),
+                            atoms.calc.get_property("forces", atoms)), interval=1)
+    dyn.run(200)
+    return atoms.get_positions()
+
+
+def test_bias_is_pure_function_of_positions(mb):
+    np.testing.assert_array_equal(_run(mb, False), _run(mb, True))
+
+
+def test_fast_and_ase_umbrella_agree(mb):
+    """The same window with both engines: mean and spread of the CV agree
+    within statistical error."""
+    cv = true_cv_module()
+    center = np.array([[21.0, 22.0]])  # on the slope towards the transition state
+    start = mb.embed(center[:, 0], center[:, 1], phi12=0.4, phi34=0.4)
+    common = dict(temperature_K=300.0, n_steps=3000, equilibration_steps=300, stride=10)
+    fast = UmbrellaSampler(engine="fast", walkers_per_window=32, **common).run(
+        mb, cv, seed=1, centers=center, spring_constants=[[0.3, 0.3]], start_positions=start)
+    ase = UmbrellaSampler(engine="ase", walkers_per_window=4, **common).run(
+        mb, cv, seed=2, centers=center, spring_constants=[[0.3, 0.3]], start_positions=start)
+    for ds, m in ((fast, 32), (ase, 4)):
+        assert int(ds.n_samples[0]) == m * 300
+    for d in range(2):
+        f = fast.cv_values.values[0, :, d].reshape(32, -1).mean(axis=1)
+        a = ase.cv_values.values[0, :, d].reshape(4, -1).mean(axis=1)
+        z = abs(f.mean() - a.mean()) / np.hypot(f.std(ddof=1) / np.sqrt(32),
+                                               a.std(ddof=1) / np.sqrt(4))
+        assert z < 4, (d, f.mean(), a.mean())
+
+
+def test_windows_saved_and_reused(mb, tmp_path):
+    cv = true_cv_module()
+    centers = np.array([[23.0, 31.0], [25.0, 28.0], [27.0, 25.0]])
+    start = mb.embed(centers[:, 0], centers[:, 1])
+    sampler = UmbrellaSampler(temperature_K=300.0, n_steps=200, equilibration_steps=0,
+                              walkers_per_window=2, windows_per_task=1)
+    kw = dict(seed=4, centers=centers, spring_constants=[[0.5, 0.5]] * 3,
+              start_positions=start, store=tmp_path)
+    first = sampler.run(mb, cv, **kw)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "window_0000.nc", "window_0001.nc", "window_0002.nc"]
+    (tmp_path / "window_0001.nc").unlink()  # as if killed before it finished
+    again = sampler.run(mb, cv, **kw)
+    np.testing.assert_array_equal(first.cv_values.values, again.cv_values.values)
