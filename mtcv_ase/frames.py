@@ -42,13 +42,18 @@ def frames_to_atoms(frames: xr.Dataset) -> list[Atoms]:
 
 def atoms_to_arrays(images: Sequence[Atoms]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """positions (n, n_atoms, 3), energy (n,), forces (n, n_atoms, 3) of images
-    that carry energies (a calculator or single-point results)."""
+    that carry energies: a calculator or single-point results, or (as ASE's
+    AMBER-netCDF reader leaves them) ``info["energy"]`` and ``arrays["forces"]``."""
     pos, ene, frc = [], [], []
     for i, atoms in enumerate(images):
-        try:
-            ene.append(atoms.get_potential_energy())
-            frc.append(atoms.get_forces())
-        except Exception as exc:
-            raise ValueError(f"image {i} has no energy/forces: {exc}") from exc
+        if atoms.calc is None and "energy" in atoms.info and "forces" in atoms.arrays:
+            ene.append(float(atoms.info["energy"]))
+            frc.append(np.array(atoms.arrays["forces"], dtype=float))
+        else:
+            try:
+                ene.append(atoms.get_potential_energy())
+                frc.append(atoms.get_forces())
+            except Exception as exc:
+                raise ValueError(f"image {i} has no energy/forces: {exc}") from exc
         pos.append(atoms.get_positions())
     return np.array(pos), np.array(ene), np.array(frc)

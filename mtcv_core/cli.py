@@ -19,8 +19,8 @@ import json  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
-from mtcv_core import __version__
-from mtcv_core.plugins import load_plugins
+from mtcv_core import __version__  # noqa: E402
+from mtcv_core.plugins import load_plugins  # noqa: E402
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:

@@ -291,6 +291,9 @@ class EstimateStageConfig:
     estimator: str = doc("mbar", "estimator plugin")
     options: dict[str, Any] = field(default_factory=dict, metadata={
         "doc": "options of the estimator (n_bins, n_bootstraps, ...)"})
+    reference_options: dict[str, Any] = field(default_factory=dict, metadata={
+        "doc": "options that differ for the true-CV reference (e.g. fewer bootstraps for "
+               "its many 2D windows)"})
 
 
 def _classifier_basins(model: Any) -> Any:
@@ -333,7 +336,10 @@ def run_estimate(ctx: Any) -> None:
     along_xi = {(r["from"], r["to"]): r for r in transitions_table(fes)}
     true_cv: dict[tuple[str, str], dict[str, Any]] = {}
     if (ctx.out / "umbrella_reference.nc").exists():
-        ref = estimator.estimate(read_dataset(ctx.out / "umbrella_reference.nc"),
+        ref_options = {**cfg.options, **cfg.reference_options}
+        ref_estimator = factory(**check_options(factory, ref_options,
+                                                "estimate.reference_options"))
+        ref = ref_estimator.estimate(read_dataset(ctx.out / "umbrella_reference.nc"),
                                  basin_of=ctx.system.basin_index_cv, basin_names=basins)
         write_dataset(ref, ctx.out / "fes_reference.nc")
         true_cv = {(r["from"], r["to"]): r for r in transitions_table(ref)}

@@ -122,3 +122,18 @@ def test_builtin_quick_config_is_the_example():
     cfg, where = load_config(None)
     assert cfg == load_config(quick)[0]
     assert cfg.system == "muller_brown_5d"
+
+
+def test_existing_scheduler_by_address(tiny_run, tmp_path):
+    """--scheduler ADDR uses an existing cluster; the data equal the local run's."""
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        res = mtcv("run", str(tiny_run / "tiny.toml"), "--out", str(tmp_path / "o"),
+                   "--until", "sample", "--scheduler", cluster.scheduler_address, "--quiet")
+    assert res.returncode == 0, res.stderr
+    a = read_frames(tmp_path / "o" / "data.nc")
+    b = read_frames(tiny_run / "out" / "data.nc")
+    np.testing.assert_array_equal(a.coordinates.values, b.coordinates.values)
+    np.testing.assert_array_equal(a.label.values, b.label.values)

@@ -125,3 +125,42 @@ def test_tps_frame_cap_keeps_committed_end(mb):
         idx = np.flatnonzero(ds.trajectory.values == t)
         assert 1 <= idx.size <= 5
         assert basin[idx[-1]] == ds.label.values[idx[-1]]
+
+
+@pytest.mark.parametrize("fmt", ["traj", "extxyz", "nc"])
+def test_trajectory_files_source(mb, tmp_path, fmt):
+    """Existing trajectories with their energies, in ASE's formats and ours."""
+    import ase.io
+
+    from mtcv_ase.frames import frames_to_atoms
+    from mtcv_core.io import write_dataset
+    from mtcv_sampling import TrajectoryFiles
+
+    ds = BasinMD(trajectories_per_basin=1, n_steps=50, stride=10, equilibration_steps=0,
+                 temperature_K=300.0).run(mb, seed=2)
+    path = tmp_path / f"frames.{fmt}"
+    if fmt == "nc":
+        write_dataset(ds, path)
+    else:
+        ase.io.write(path, frames_to_atoms(ds))
+    out = TrajectoryFiles(paths=[str(path)], test_paths=[str(path)],
+                          labeler="cv_region").run(mb, seed=0)
+    np.testing.assert_allclose(out.coordinates.values, ds.coordinates.values, atol=1e-6)
+    np.testing.assert_allclose(out.energy.values, ds.energy.values, atol=1e-6)
+    np.testing.assert_allclose(out.forces.values, ds.forces.values, atol=1e-6)
+    np.testing.assert_array_equal(out.label.values, mb.basin_index(ds.coordinates.values))
+    assert (out.source.values == 3).all() and (out.label_source.values == 3).all()
+
+
+def test_trajectory_files_clear_errors(mb, tmp_path):
+    import ase.io
+    from ase import Atoms
+
+    from mtcv_sampling import TrajectoryFiles
+
+    with pytest.raises(FileNotFoundError, match="missing.traj: no such file"):
+        TrajectoryFiles(paths=[str(tmp_path / "missing.traj")]).run(mb, seed=0)
+    bare = tmp_path / "bare.xyz"
+    ase.io.write(bare, [Atoms("H2", positions=np.zeros((2, 3)))])
+    with pytest.raises(ValueError, match="bare.xyz: image 0 has no energy"):
+        TrajectoryFiles(paths=[str(bare)]).run(mb, seed=0)
