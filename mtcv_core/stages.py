@@ -170,8 +170,9 @@ class UmbrellaStageConfig:
     n_windows: int = positive(24, "windows along a 1D CV (before refinement)")
     width_factor: float = positive(1.0, "window width sqrt(kT/k) in units of the spacing")
     refine_overlap: float = field(default=0.02, metadata={
-        "min": 0, "doc": "add a window between 1D neighbours whose overlap is below this "
-                         "(0: never)"})
+        "min": 0, "doc": "add a window between 1D neighbours whose overlap is below this"})
+    max_refinements: int = field(default=3, metadata={
+        "min": 0, "doc": "passes that add windows where the previous pass fell short"})
     grid_points: int = positive(14, "grid nodes per dimension for a 2D CV")
     sampler: str = doc("umbrella", "sampler plugin")
     sampler_options: dict[str, Any] = field(default_factory=dict, metadata={
@@ -237,15 +238,21 @@ def run_umbrella(ctx: Any) -> None:
     result = sampler.run(ctx.system, cv, centers=plan.centers,
                          spring_constants=plan.spring_constants,
                          start_positions=positions[plan.start_frames], **kw)
-    if xi.shape[1] == 1 and cfg.refine_overlap > 0:
-        # windows between poorly overlapping neighbours; the first pass's
-        # windows are reused from the store
-        plan = sampler.refine_line(result, plan, xi[:, 0], threshold=cfg.refine_overlap,
-                                   kT=kT, rng=rng)
-        ctx.summary["umbrella_windows_added"] = int(len(plan.centers) - result.sizes["window"])
+    added = 0
+    for _ in range(cfg.max_refinements if xi.shape[1] == 1 else 0):
+        # stiffer windows where no sample went, more where neighbours barely
+        # overlap; windows already run are reused from the store
+        new = sampler.refine_line(result, plan, xi[:, 0], threshold=cfg.refine_overlap,
+                                  kT=kT, rng=rng, positions=positions, cv=cv,
+                                  masses=train["masses"].values)
+        if len(new.centers) == len(plan.centers):
+            break
+        added += len(new.centers) - len(plan.centers)
+        plan = new
         result = sampler.run(ctx.system, cv, centers=plan.centers,
                              spring_constants=plan.spring_constants,
                              start_positions=positions[plan.start_frames], **kw)
+    ctx.summary["umbrella_windows_added"] = added
     write_dataset(result, ctx.out / "umbrella.nc")
     ctx.summary["umbrella_windows"] = int(result.sizes["window"])
     if cfg.reference:

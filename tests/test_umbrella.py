@@ -102,3 +102,23 @@ def test_windows_saved_and_reused(mb, tmp_path):
     (tmp_path / "window_0001.nc").unlink()  # as if killed before it finished
     again = sampler.run(mb, cv, **kw)
     np.testing.assert_array_equal(first.cv_values.values, again.cv_values.values)
+
+
+def test_window_planning_helpers():
+    from mtcv_umbrella.windows import _components, coverage_gaps, plan_grid, stiffer_spring
+
+    rng = np.random.default_rng(0)
+    # two islands of data: the grid plan joins them into one connected set
+    pts = np.concatenate([rng.normal([0, 0], 0.5, (500, 2)), rng.normal([6, 5], 0.5, (500, 2))])
+    plan = plan_grid(pts, spacing=1.0, kT=0.025, rng=rng)
+    cells = {tuple(np.floor(c - pts.min(axis=0)).astype(int)) for c in plan.centers}
+    assert len(_components(cells)) == 1
+    assert plan.spring_constants.shape == plan.centers.shape
+    # a stretch no window visits is reported as a gap
+    samples = [rng.normal(c, 0.1, 500) for c in (0.0, 0.25, 0.5, 1.5, 1.75)]
+    gaps = coverage_gaps(samples, 0.0, 1.75, width=0.125)
+    assert len(gaps) == 1 and 0.6 < gaps[0][0] < 1.0 and 1.0 < gaps[0][1] < 1.4
+    # windows pushed off their centres call for a stiffer spring
+    k = np.full(5, 0.4)
+    shifted = [s + 0.3 for s in samples]
+    assert stiffer_spring(np.array([0, 0.25, 0.5, 1.5, 1.75]), k, shifted, 0.25, 0.025) > 1.5

@@ -68,26 +68,60 @@ class UmbrellaSampler(MDOptions, Sampler):
                                   width_factor=width_factor)
 
     def refine_line(self, result: xr.Dataset, plan: planning.WindowPlan, xi: np.ndarray, *,
-                    threshold: float, kT: float, rng: np.random.Generator
-                    ) -> planning.WindowPlan:
-        """The plan extended by a window midway between each pair of 1D
-        neighbours whose measured overlap is below ``threshold``; the existing
-        windows keep their order (and so their ids)."""
+                    threshold: float, kT: float, rng: np.random.Generator,
+                    positions: np.ndarray | None = None, cv: Any = None,
+                    masses: np.ndarray | None = None) -> planning.WindowPlan:
+        """The plan extended where the first pass fell short: stiffer windows
+        in every stretch of xi that the windows barely visited (the CV crosses
+        a steep free-energy slope there), and a window midway between
+        neighbours whose measured overlap is below ``threshold``. Existing
+        windows keep their order (and so their ids).
+
+        With ``positions`` (n, n_atoms, 3) of the frames behind ``xi``, the
+        ``cv`` module and the ``masses`` (amu), the stiffer spring is capped so
+        that the restraint's frequency in configuration space, sqrt(k
+        |grad xi|^2 / m), stays below 0.2 / timestep near the new windows:
+        a sharp CV with a stiff spring would otherwise make the integrator
+        unstable."""
         n = result.sizes["window"]
-        series = [result["cv_values"].values[w, : int(result["n_samples"][w]), 0]
-                  for w in range(n)]
+        samples = [result["cv_values"].values[w, : int(result["n_samples"][w]), 0]
+                   for w in range(n)]
         centers = result["center"].values[:, 0]
-        overlap = planning.neighbour_overlap(series, centers,
-                                             result["spring_constant"].values[:, 0], kT)
-        extra = np.setdiff1d(planning.refine_centers(centers, overlap, threshold), centers)
-        if extra.size == 0:
+        k = result["spring_constant"].values[:, 0]
+        # the first pass's spacing: its windows are the softest, sqrt(kT/k) = spacing
+        spacing = float(np.sqrt(kT / np.min(k)))
+        k_new = planning.stiffer_spring(centers, k, samples, spacing, kT)
+        extra: list[float] = []
+        if positions is not None and cv is not None and masses is not None:
+            k_new = min(k_new, self._stable_spring(k, xi, centers, positions, cv, masses))
+        for g0, g1 in planning.coverage_gaps(samples, centers.min(), centers.max(),
+                                             width=spacing / 2):
+            if np.any((centers > g0) & (centers < g1) & (k >= 0.999 * k_new)):
+                continue  # stiff windows are there already and still cannot hold it
+            m = max(1, int(np.ceil((g1 - g0) / (spacing / 2))))
+            extra += list(g0 + (g1 - g0) * (np.arange(m) + 0.5) / m)
+        overlap = planning.neighbour_overlap(samples, centers, k, kT)
+        mids = np.setdiff1d(planning.refine_centers(centers, overlap, threshold), centers)
+        extra += [c for c in mids if all(abs(c - e) > spacing / 4 for e in extra)
+                  and np.min(np.abs(centers - c)) > spacing / 4]
+        if not extra:
             return plan
-        starts = planning.nearest_frames(xi, extra, rng)
+        extra_arr = np.array(sorted(extra))
+        starts = planning.nearest_frames(xi, extra_arr, rng)
         return planning.WindowPlan(
-            np.concatenate([plan.centers, extra[:, None]]),
-            np.concatenate([plan.spring_constants,
-                            np.full((extra.size, 1), plan.spring_constants[0, 0])]),
+            np.concatenate([plan.centers, extra_arr[:, None]]),
+            np.concatenate([plan.spring_constants, np.full((extra_arr.size, 1), k_new)]),
             np.concatenate([plan.start_frames, starts]))
+
+    def _stable_spring(self, k: np.ndarray, xi: np.ndarray, centers: np.ndarray,
+                       positions: np.ndarray, cv: Any, masses: np.ndarray) -> float:
+        """The stiffest spring that keeps sqrt(k |grad xi|^2 / m) below
+        0.2 / timestep at the frames nearest the windows (never softer than
+        the softest existing window)."""
+        near = np.argsort(np.abs(xi[None, :] - centers[:, None]), axis=1)[:, :20]
+        g2 = float(np.max(_grad_norm2(cv, positions[np.unique(near.ravel())])))
+        m_over_dt2 = float(np.min(masses)) * 103.6427 / self.timestep_fs**2  # eV/A^2
+        return max(float(np.min(k)), 0.04 * m_over_dt2 / max(g2, 1e-12))
 
     # --------------------------------------------------------------- run
     def run(self, system: System, cv: Any, *, seed: int, client: Any = None,
@@ -135,6 +169,17 @@ class UmbrellaSampler(MDOptions, Sampler):
                     write_dataset(win, store_dir / f"window_{w:04d}.nc")
                 done[w] = win
         return merge_windows([done[int(w)] for w in ids], temperature_K=params.temperature_K)
+
+
+def _grad_norm2(cv: Any, positions: np.ndarray) -> np.ndarray:
+    """|grad xi|^2 (1/angstrom^2, summed over CV components) at each frame."""
+    pos = torch.tensor(positions, dtype=torch.float64, requires_grad=True)
+    xi = cv.to(torch.float64)(pos)
+    out = np.zeros(len(positions))
+    for d in range(xi.shape[1]):
+        (g,) = torch.autograd.grad(xi[:, d].sum(), pos, retain_graph=True)
+        out += (g**2).sum(dim=(1, 2)).detach().numpy()
+    return out
 
 
 def _window_task(spec: dict[str, Any]) -> list[xr.Dataset]:

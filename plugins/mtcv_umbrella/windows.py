@@ -77,6 +77,38 @@ def refine_centers(centers: np.ndarray, neighbour_overlap: np.ndarray, threshold
     return np.sort(np.concatenate([c, extra]))
 
 
+def coverage_gaps(samples: list[np.ndarray], lo: float, hi: float, width: float,
+                  min_fraction: float = 0.02) -> list[tuple[float, float]]:
+    """Stretches of [lo, hi] that the windows barely visit: runs of histogram
+    bins (``width`` wide) holding fewer than ``min_fraction`` of the median
+    bin count (and fewer than 10 samples)."""
+    pooled = np.concatenate(samples)
+    n_bins = max(1, int(np.ceil((hi - lo) / width)))
+    counts, edges = np.histogram(pooled, bins=n_bins, range=(lo, hi))
+    low = (counts < max(10.0, min_fraction * np.median(counts))) if counts.size else counts
+    gaps, start = [], None
+    for i, is_low in enumerate(low):
+        if is_low and start is None:
+            start = i
+        if start is not None and (not is_low or i == len(low) - 1):
+            stop = i + 1 if is_low else i
+            gaps.append((float(edges[start]), float(edges[stop])))
+            start = None
+    return gaps
+
+
+def stiffer_spring(centers: np.ndarray, k: np.ndarray, samples: list[np.ndarray],
+                   spacing: float, kT: float) -> float:
+    """A spring constant (eV / unit^2) that holds a window within a quarter
+    spacing of its centre against the steepest mean force seen in the first
+    pass (umbrella integration: dF/dxi ~ k (c - <xi>)), and no wider than half
+    a spacing thermally."""
+    force = np.array([kw * (c - np.mean(s)) for c, kw, s in zip(centers, k, samples,
+                                                                 strict=True) if s.size])
+    f_max = float(np.max(np.abs(force))) if force.size else 0.0
+    return float(max(np.max(k), 4 * f_max / spacing, kT / (spacing / 2) ** 2))
+
+
 def neighbour_overlap(samples: list[np.ndarray], centers: np.ndarray, k: np.ndarray,
                       kT: float) -> np.ndarray:
     """Overlap of each sorted neighbour pair of 1D windows: the MBAR overlap
@@ -102,22 +134,75 @@ def plan_grid(points: np.ndarray, *, spacing: np.ndarray | float, kT: float,
     """2D windows on a regular grid over the region the data cover.
 
     A grid node (spacing ``spacing`` per dimension, CV units) gets a window
-    when at least ``min_points`` data points lie within half a spacing of it;
-    each window starts from one of those points. points: (n, 2) CV values of
-    the training frames (basins and transition paths) -> plan with
+    when at least ``min_points`` data points lie in its cell; disconnected
+    islands of such cells (a sparsely sampled transition region) are joined by
+    windows along the straight line between their closest cells, so that MBAR
+    connects all windows. Each window starts from a data point in (or nearest
+    to) its cell. points: (n, 2) CV values of the training frames -> plan with
     start_frames indexing ``points``."""
+    from scipy.spatial import cKDTree
+
     points = np.asarray(points, float)
     spacing = np.broadcast_to(np.asarray(spacing, float), (points.shape[1],))
     lo = points.min(axis=0)
     cell = np.floor((points - lo) / spacing).astype(int)
-    keys, inverse, counts = np.unique(cell, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    centers, starts = [], []
-    for j in np.flatnonzero(counts >= min_points):
-        members = np.flatnonzero(inverse == j)
-        centers.append(lo + (keys[j] + 0.5) * spacing)
-        starts.append(int(rng.choice(members)))
-    centers_arr = np.array(centers)
+    keys, counts = np.unique(cell, axis=0, return_counts=True)
+    cells = {tuple(k) for k in keys[counts >= min_points]}
+    cells = _connect(cells)
+    cells_arr = np.array(sorted(cells))
+    centers = lo + (cells_arr + 0.5) * spacing
+    tree = cKDTree(points)
+    starts = []
+    for c in centers:  # a random point of the cell, else the nearest point
+        inside = tree.query_ball_point(c, r=float(np.max(spacing)) / 2, p=np.inf)
+        starts.append(int(rng.choice(inside)) if inside else int(tree.query(c)[1]))
     k = kT / (width_factor * spacing) ** 2
-    return WindowPlan(centers_arr, np.broadcast_to(k, centers_arr.shape).copy(),
+    return WindowPlan(centers, np.broadcast_to(k, centers.shape).copy(),
                       np.array(starts, dtype=int))
+
+
+def _components(cells: set[tuple[int, ...]]) -> list[set[tuple[int, ...]]]:
+    """Connected components of grid cells (edge neighbours)."""
+    left, out = set(cells), []
+    while left:
+        stack = [left.pop()]
+        comp = set(stack)
+        while stack:
+            c = stack.pop()
+            for d in range(len(c)):
+                for step in (-1, 1):
+                    n = c[:d] + (c[d] + step,) + c[d + 1:]
+                    if n in left:
+                        left.remove(n)
+                        comp.add(n)
+                        stack.append(n)
+        out.append(comp)
+    return out
+
+
+def _connect(cells: set[tuple[int, ...]]) -> set[tuple[int, ...]]:
+    """Add cells along straight lines until all cells form one component."""
+    cells = set(cells)
+    while True:
+        comps = sorted(_components(cells), key=len, reverse=True)
+        if len(comps) <= 1:
+            return cells
+        main = np.array(sorted(comps[0]))
+        best = None
+        for comp in comps[1:]:
+            other = np.array(sorted(comp))
+            d = np.abs(main[:, None, :] - other[None, :, :]).sum(axis=2)
+            i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+            if best is None or d[i, j] < best[0]:
+                best = (d[i, j], main[i], other[j])
+        _, a, b = best
+        n = int(np.abs(b - a).sum()) * 2 + 1
+        for t in np.linspace(0.0, 1.0, n):
+            p = np.round(a + t * (b - a)).astype(int)
+            cells.add(tuple(int(v) for v in p))
+        # make the line edge-connected (diagonal steps share only a corner)
+        line = sorted({tuple(int(v) for v in np.round(a + t * (b - a))) for t in
+                       np.linspace(0.0, 1.0, n)})
+        for c in line:
+            for d in range(len(c)):
+                cells.add(c[:d] + (c[d] + int(np.sign(b[d] - a[d])),) + c[d + 1:])
