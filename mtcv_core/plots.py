@@ -132,3 +132,59 @@ def plot_history(history: xr.Dataset, *, path: str | os.PathLike[str] | None = N
 
 
 __all__ = ["plot_cv_plane", "plot_along_cv", "plot_history"]
+
+
+def plot_frames(frames: xr.Dataset, true_cv: np.ndarray, path: str | os.PathLike[str] | None,
+                *, names: Sequence[str] = ("cv0", "cv1"), max_points: int = 40000,
+                seed: int = 0) -> Figure:
+    """Sampled frames in the plane of two true CVs, coloured by basin label,
+    one panel per data source (the paper's Fig. 3a / 4a).
+
+    frames: a frame dataset; true_cv: (n_frames, >= 2) its true CVs."""
+    labels = frames["label"].values
+    source = frames["source"].values
+    meanings = frames["source"].attrs["flag_meanings"].split()
+    basins = str(frames.attrs.get("basins", "")).split()
+    rng = np.random.default_rng(seed)
+    present = list(np.unique(source))
+    fig = _figure(ncols=len(present), width=5.0, height=4.2)
+    axes = fig.subplots(1, len(present), squeeze=False, sharex=True, sharey=True)[0]
+    for ax, code in zip(axes, present, strict=True):
+        sel = np.flatnonzero(source == code)
+        if sel.size > max_points:
+            sel = rng.choice(sel, max_points, replace=False)
+        for k, name in [(-1, "unlabelled"), *enumerate(basins)]:
+            s = sel[labels[sel] == k]
+            if s.size:
+                ax.scatter(true_cv[s, 0], true_cv[s, 1], s=1, alpha=0.4,
+                           color="0.6" if k < 0 else f"C{k}", label=f"{name} ({s.size})",
+                           rasterized=True)
+        ax.set_title(f"{meanings[code]} frames")
+        ax.set_xlabel(names[0])
+        ax.legend(markerscale=8, fontsize=8)
+    axes[0].set_ylabel(names[1])
+    _save(fig, path)
+    return fig
+
+
+def plot_fes(fes: xr.Dataset, path: str | os.PathLike[str] | None) -> Figure:
+    """The PMF of a free-energy dataset (``mtcv.fes/1``): 1D with its error
+    band, 2D as a map."""
+    fig = _figure(width=5.5, height=4.2)
+    ax = fig.subplots()
+    names = str(fes.attrs.get("cv_names", "s")).split()
+    if "bin" in fes["pmf"].dims:
+        x, y, e = (fes[v].values for v in ("bin_center", "pmf", "pmf_err"))
+        ax.plot(x, y, color="C0")
+        ax.fill_between(x, y - e, y + e, color="C0", alpha=0.3)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel("F (eV)")
+    else:
+        mesh = ax.pcolormesh(fes["bin_center_x"].values, fes["bin_center_y"].values,
+                             fes["pmf"].values.T, shading="auto", cmap="viridis")
+        fig.colorbar(mesh, ax=ax, label="F (eV)")
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1] if len(names) > 1 else "s2")
+    ax.set_title(f"PMF at {fes.attrs.get('temperature_K', '?')} K")
+    _save(fig, path)
+    return fig

@@ -80,11 +80,13 @@ def run_sample(ctx: Any) -> None:
     write_dataset(data, ctx.out / "data.nc")
     ctx.summary.update(frame_counts(data))
     try:
-        from mtcv_core.plot_data import plot_frames
-
-        plot_frames(data, ctx.system, ctx.out / "figures" / "data.png")
+        true = ctx.system.true_cv(data["coordinates"].values)
     except NotImplementedError:
-        pass  # no true CVs to plot against
+        return  # no true CVs to plot against
+    from mtcv_core.plots import plot_frames
+
+    plot_frames(data, true, ctx.out / "figures" / "data.png",
+                names=list(ctx.system.true_cv_names) or ["cv0", "cv1"])
 
 
 def _train_config(ctx: Any) -> Any:
@@ -133,17 +135,12 @@ def run_train(ctx: Any) -> None:
 
 
 def _train_figures(ctx: Any, model: Any, history: Any, test: Any) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from mtcv_core.plots import plot_along_cv, plot_cv_plane, plot_history
     from mtcv_core.training import predict
 
     figs = ctx.out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
-    plt.close(plot_history(history, path=figs / "training_history.png"))
+    plot_history(history, path=figs / "training_history.png")
     pred = predict(model, test)
     try:
         true = ctx.system.true_cv(test["coordinates"].values)
@@ -151,13 +148,12 @@ def _train_figures(ctx: Any, model: Any, history: Any, test: Any) -> None:
         true = None
     if true is not None and true.shape[1] >= 2:
         names = [f"{n} (angstrom)" for n in ctx.system.true_cv_names[:2]]
-        plt.close(plot_cv_plane(true[:, 0], true[:, 1], pred["xi"], names=names,
-                                path=figs / "xi_plane.png"))
+        plot_cv_plane(true[:, 0], true[:, 1], pred["xi"], names=names,
+                      path=figs / "xi_plane.png")
     if pred["xi"].shape[1] == 1:
-        plt.close(plot_along_cv(pred["xi"], test["energy"].values,
-                                energy_pred=pred.get("energy"), label=test["label"].values,
-                                probability=pred.get("probability"),
-                                basins=list(ctx.system.basins), path=figs / "along_xi.png"))
+        plot_along_cv(pred["xi"], test["energy"].values, energy_pred=pred.get("energy"),
+                      label=test["label"].values, probability=pred.get("probability"),
+                      basins=list(ctx.system.basins), path=figs / "along_xi.png")
 
 
 # ------------------------------------------------------------------ umbrella
@@ -384,7 +380,7 @@ def run_estimate(ctx: Any) -> None:
 def run_report(ctx: Any) -> None:
     """``report.md`` and the free-energy figures."""
     from mtcv_core.io import atomic_path, read_dataset
-    from mtcv_core.plot_data import plot_fes
+    from mtcv_core.plots import plot_fes
 
     figs = ctx.out / "figures"
     for name in ("fes", "fes_reference"):
