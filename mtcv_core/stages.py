@@ -199,6 +199,8 @@ def _kT(ctx: Any) -> float:
 def run_umbrella(ctx: Any) -> None:
     """Umbrella windows along the learned CV (``umbrella.nc``) and, as a
     reference, along the true CVs (``umbrella_reference.nc``)."""
+    import torch
+
     from mtcv_core.config import from_mapping
     from mtcv_core.execution import task_rng
     from mtcv_core.export import load_cv
@@ -213,7 +215,7 @@ def run_umbrella(ctx: Any) -> None:
     train = _split(data, "train")
     positions = train["coordinates"].values
     labels = train["label"].values
-    cv = load_cv(ctx.out / "cv.ts").to(torch_float64())
+    cv = load_cv(ctx.out / "cv.ts").to(torch.float64)
     xi = _evaluate_cv(cv, positions)
     sampler = _sampler(ctx, cfg)
     rng = task_rng(ctx.config.seed, "umbrella-plan")
@@ -266,12 +268,6 @@ def run_umbrella(ctx: Any) -> None:
                           cv_units="angstrom", **run_kw)
         write_dataset(ref, ctx.out / "umbrella_reference.nc")
         ctx.summary["umbrella_reference_windows"] = int(ref.sizes["window"])
-
-
-def torch_float64() -> Any:
-    import torch
-
-    return torch.float64
 
 
 def _evaluate_cv(cv: Any, positions: Any, chunk: int = 65536) -> Any:

@@ -137,3 +137,40 @@ def test_existing_scheduler_by_address(tiny_run, tmp_path):
     b = read_frames(tiny_run / "out" / "data.nc")
     np.testing.assert_array_equal(a.coordinates.values, b.coordinates.values)
     np.testing.assert_array_equal(a.label.values, b.label.values)
+
+
+FULL = TINY.replace('name = "tiny"', 'name = "tiny_full"') + """
+[train]
+epochs = 6
+warmup_epochs = 2
+batch_size = 256
+heads = { classifier = {}, energy = { n_bins = 1 } }
+[umbrella]
+n_windows = 6
+max_refinements = 1
+reference_spacing = 4.0
+sampler_options = { walkers_per_window = 2, n_steps = 400, equilibration_steps = 50, stride = 10 }
+[estimate]
+options = { n_bins = 12, n_bootstraps = 0 }
+"""
+
+
+def test_all_stages_smoke(tmp_path):
+    """Every stage runs and leaves the files of the CLI contract."""
+    (tmp_path / "full.toml").write_text(FULL)
+    res = mtcv("run", str(tmp_path / "full.toml"), "--out", str(tmp_path / "o"), "--quiet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "o"
+    for name in ("data.nc", "model.pt", "cv.ts", "training.nc", "umbrella.nc",
+                 "umbrella_reference.nc", "fes.nc", "fes_reference.nc", "summary.json",
+                 "report.md", "figures/fes.png", "figures/data.png"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stages_done"] == ["sample", "train", "umbrella", "estimate", "report"]
+    for key in ("test_accuracy", "test_energy_mae_eV", "n_train", "n_test", "transitions",
+                "timings_s"):
+        assert key in summary, key
+    row = summary["transitions"][0]
+    assert (row["from"], row["to"]) == ("A", "B")
+    assert row["reference_barrier_eV"] == pytest.approx(0.939, abs=0.01)
+    assert row["reference_delta_F_eV"] == pytest.approx(0.352, abs=0.01)
