@@ -208,6 +208,7 @@ class BatchPropagator:
         self.v = np.zeros_like(self.x)
         self.f = np.zeros_like(self.x)
         self.e = np.zeros(n_slots)
+        self.steps = 0  # calls to step(), for blow-up messages
 
     def reset(self, slots: np.ndarray, x: np.ndarray, v: np.ndarray) -> None:
         self.x[slots] = x
@@ -217,7 +218,8 @@ class BatchPropagator:
     def step(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Advance ``slots`` one step; returns their x, energy, forces."""
         x, v, f, e = self.integ.step(self.x[slots], self.v[slots], self.f[slots])
-        self.integ.check(x, e, step=-1, walker_ids=slots)
+        self.steps += 1
+        self.integ.check(x, e, step=self.steps, walker_ids=slots)
         self.x[slots], self.v[slots], self.f[slots], self.e[slots] = x, v, f, e
         return x, e, f
 

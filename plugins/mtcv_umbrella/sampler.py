@@ -19,8 +19,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import xarray as xr
+from ase.md.langevin import Langevin
 
-from mtcv_ase.md import BatchLangevin, LangevinParams, maxwell_boltzmann, run_ase_langevin
+from mtcv_ase.md import FS, BatchLangevin, LangevinParams, maxwell_boltzmann, run_ase_langevin
 from mtcv_core.config import nonneg, positive
 from mtcv_core.execution import map_tasks, task_rng
 from mtcv_core.interfaces import Sampler, System
@@ -229,10 +230,6 @@ def _window_task(spec: dict[str, Any]) -> list[xr.Dataset]:
 
             if n_eq:
                 run_ase_langevin(atoms, n_eq, params, rng, stride=n_eq)
-            from ase.md.langevin import Langevin
-
-            from mtcv_ase.md import FS
-
             dyn = Langevin(atoms, timestep=params.timestep_fs * FS,
                            temperature_K=params.temperature_K,
                            friction=params.friction_per_fs / FS, fixcm=False, rng=rng)
