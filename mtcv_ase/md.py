@@ -59,6 +59,46 @@ def maxwell_boltzmann(masses: np.ndarray, temperature_K: float, rng: np.random.G
     return v
 
 
+class GroupedNormals:
+    """Standard normal deviates for a batch of walkers in groups, each group
+    drawn from its own generator: ``standard_normal((n, ...))`` returns rows
+    ``[0, sizes[0])`` from ``rngs[0]``, the next ``sizes[1]`` rows from
+    ``rngs[1]``, and so on. A group's stream therefore does not depend on
+    which other groups share the batch (umbrella windows give the same
+    trajectories however they are grouped into tasks). Deviates are drawn
+    ``block`` calls ahead per generator, to keep the per-step overhead of
+    many small generators low.
+
+    Drop-in for the ``rng`` of :class:`BatchLangevin` (which only calls
+    ``standard_normal``).
+    """
+
+    def __init__(self, rngs: list[np.random.Generator], sizes: list[int],
+                 block_bytes: int = 32 * 2**20):
+        if len(rngs) != len(sizes):
+            raise ValueError("GroupedNormals: one generator per group")
+        self.rngs, self.sizes = list(rngs), [int(s) for s in sizes]
+        self.block_bytes = block_bytes
+        self._buf: np.ndarray | None = None
+        self._next = 0
+
+    def standard_normal(self, shape: tuple[int, ...]) -> np.ndarray:
+        shape = tuple(shape)
+        if shape[0] != sum(self.sizes):
+            raise ValueError(f"GroupedNormals: {shape[0]} rows requested for groups of "
+                             f"{self.sizes}")
+        if self._buf is None or self._buf.shape[1:] != shape or self._next == len(self._buf):
+            per_call = int(np.prod(shape)) * 8
+            block = max(1, min(512, self.block_bytes // max(per_call, 1)))
+            self._buf = np.concatenate(
+                [g.standard_normal((block, n, *shape[1:])) for g, n in
+                 zip(self.rngs, self.sizes, strict=True)], axis=1)
+            self._next = 0
+        out = self._buf[self._next]
+        self._next += 1
+        return out
+
+
 class BatchLangevin:
     """ASE's Langevin integrator vectorised over walkers.
 

@@ -164,10 +164,11 @@ class UmbrellaStageConfig:
     transitions: list[list[str]] = field(default_factory=lambda: [["A", "B"]], metadata={
         "doc": "basin pairs the windows must connect (1D CV: windows span the first pair)"})
     n_windows: int = positive(24, "windows along a 1D CV (before refinement)")
-    width_factor: float = positive(1.0, "window width sqrt(kT/k) in units of the spacing")
+    width_factor: float = positive(0.5, "window width sqrt(kT/k) in units of the spacing "
+                                        "(0.5: neighbours two thermal widths apart)")
     refine_overlap: float = field(default=0.02, metadata={
         "min": 0, "doc": "add a window between 1D neighbours whose overlap is below this"})
-    max_refinements: int = field(default=3, metadata={
+    max_refinements: int = field(default=4, metadata={
         "min": 0, "doc": "passes that add windows where the previous pass fell short"})
     grid_points: int = positive(14, "grid nodes per dimension for a 2D CV")
     sampler: str = doc("umbrella", "sampler plugin")
@@ -175,21 +176,28 @@ class UmbrellaStageConfig:
         "doc": "options of the sampler (walkers_per_window, n_steps, stride, ...)"})
     reference: bool = doc(True, "also run umbrella sampling along the system's true CVs")
     reference_spacing: float = positive(1.0, "grid spacing of the true-CV windows (their units)")
+    reference_sampler_options: dict[str, Any] = field(default_factory=dict, metadata={
+        "doc": "sampler options that differ for the true-CV windows (e.g. fewer walkers for "
+               "their many 2D windows)"})
 
 
-def _sampler(ctx: Any, cfg: UmbrellaStageConfig) -> Any:
+def _sampler(ctx: Any, cfg: UmbrellaStageConfig, reference: bool = False) -> Any:
     import dataclasses
 
     from mtcv_core.config import check_options
 
     factory = ctx.registry.get("sampler", cfg.sampler).factory
     merged = dict(cfg.sampler_options)
+    where = "umbrella.sampler_options"
+    if reference:
+        merged.update(cfg.reference_sampler_options)
+        where = "umbrella.reference_sampler_options"
     if dataclasses.is_dataclass(factory):
         names = {f.name for f in dataclasses.fields(factory)}
         for key in ("engine", "timestep_fs", "friction_per_fs"):
             if key in names and key not in merged:
                 merged[key] = getattr(ctx.config.sample, key)
-    return factory(**check_options(factory, merged, "umbrella.sampler_options"))
+    return factory(**check_options(factory, merged, where))
 
 
 def _kT(ctx: Any) -> float:
@@ -232,24 +240,13 @@ def run_umbrella(ctx: Any) -> None:
         span = xi.max(axis=0) - xi.min(axis=0)
         plan = sampler.plan_grid(xi, spacing=span / cfg.grid_points, kT=kT, rng=rng,
                                  width_factor=cfg.width_factor)
-    kw = dict(store=windows / "xi", cv_names=names, cv_units="1", **run_kw)
-    result = sampler.run(ctx.system, cv, centers=plan.centers,
-                         spring_constants=plan.spring_constants,
-                         start_positions=positions[plan.start_frames], **kw)
-    added = 0
-    for _ in range(cfg.max_refinements if xi.shape[1] == 1 else 0):
-        # stiffer windows where no sample went, more where neighbours barely
-        # overlap; windows already run are reused from the store
-        new = sampler.refine_line(result, plan, xi[:, 0], threshold=cfg.refine_overlap,
-                                  kT=kT, rng=rng, positions=positions, cv=cv,
-                                  masses=train["masses"].values)
-        if len(new.centers) == len(plan.centers):
-            break
-        added += len(new.centers) - len(plan.centers)
-        plan = new
-        result = sampler.run(ctx.system, cv, centers=plan.centers,
-                             spring_constants=plan.spring_constants,
-                             start_positions=positions[plan.start_frames], **kw)
+    result, added = _refined_run(
+        sampler, ctx, cv, plan, positions, xi, cfg.max_refinements,
+        lambda res, pl: (sampler.refine_line(res, pl, xi[:, 0], threshold=cfg.refine_overlap,
+                                             kT=kT, rng=rng, positions=positions, cv=cv,
+                                             masses=train["masses"].values)
+                         if xi.shape[1] == 1 else sampler.refine_grid(res, pl)),
+        store=windows / "xi", cv_names=names, cv_units="1", **run_kw)
     ctx.summary["umbrella_windows_added"] = added
     write_dataset(result, ctx.out / "umbrella.nc")
     ctx.summary["umbrella_windows"] = int(result.sizes["window"])
@@ -259,15 +256,66 @@ def run_umbrella(ctx: Any) -> None:
         except NotImplementedError:
             return
         s = ctx.system.true_cv(positions)
-        ref_plan = sampler.plan_grid(s, spacing=cfg.reference_spacing, kT=kT, rng=rng,
-                                          width_factor=cfg.width_factor)
-        ref = sampler.run(ctx.system, true_cv, centers=ref_plan.centers,
-                          spring_constants=ref_plan.spring_constants,
-                          start_positions=positions[ref_plan.start_frames],
-                          store=windows / "true_cv", cv_names=tuple(ctx.system.true_cv_names),
-                          cv_units="angstrom", **run_kw)
+        ref_sampler = _sampler(ctx, cfg, reference=True)
+        ref_plan = ref_sampler.plan_grid(s, spacing=cfg.reference_spacing, kT=kT, rng=rng,
+                                         width_factor=cfg.width_factor)
+        ref, ref_added = _refined_run(
+            ref_sampler, ctx, true_cv, ref_plan, positions, s, cfg.max_refinements,
+            lambda res, pl: ref_sampler.refine_grid(res, pl), store=windows / "true_cv",
+            cv_names=tuple(ctx.system.true_cv_names), cv_units="angstrom", **run_kw)
         write_dataset(ref, ctx.out / "umbrella_reference.nc")
         ctx.summary["umbrella_reference_windows"] = int(ref.sizes["window"])
+        ctx.summary["umbrella_reference_windows_added"] = ref_added
+
+
+def _refined_run(sampler: Any, ctx: Any, cv: Any, plan: Any, frames: Any, values: Any,
+                 max_refinements: int, refine: Any, **kw: Any) -> tuple[Any, int]:
+    """Run the windows of ``plan``, then up to ``max_refinements`` passes of
+    ``refine(result, plan) -> plan`` that add windows (each pass runs only
+    the new ones; the rest come back from the store). Every walker starts
+    from its own frame of ``frames`` (n, n_atoms, 3), drawn among those whose
+    CV ``values`` (n, d) lie nearest the window's centre, so the walkers of
+    a window begin spread over the configurations the data hold there.
+    -> (result, number of windows added)."""
+    def run(plan: Any) -> Any:
+        starts = _walker_starts(values, plan.centers, sampler.walkers_per_window,
+                                ctx.config.seed)
+        return sampler.run(ctx.system, cv, centers=plan.centers,
+                           spring_constants=plan.spring_constants,
+                           start_positions=frames[starts], **kw)
+
+    result = run(plan)
+    added = 0
+    for _ in range(max_refinements):
+        new = refine(result, plan)
+        if len(new.centers) == len(plan.centers):
+            break
+        added += len(new.centers) - len(plan.centers)
+        plan = new
+        result = run(plan)
+    return result, added
+
+
+def _walker_starts(values: Any, centers: Any, walkers: int, seed: int, pool: int = 4) -> Any:
+    """(n_windows, walkers) frame indices: for window ``w``, ``walkers`` of
+    the ``pool * walkers`` frames whose CV values are nearest its centre
+    (Euclidean in CV units), drawn without replacement with the window's own
+    random stream (``seed``, window index), so a window's starts do not
+    depend on the other windows."""
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    from mtcv_core.execution import task_rng
+
+    values = np.asarray(values, float).reshape(len(values), -1)
+    n_near = min(len(values), pool * walkers)
+    _, near = cKDTree(values).query(np.asarray(centers, float), k=n_near)
+    near = np.asarray(near).reshape(len(centers), n_near)
+    out = np.empty((len(centers), walkers), dtype=int)
+    for w in range(len(centers)):
+        rng = task_rng(seed, "umbrella-starts", w)
+        out[w] = near[w, rng.choice(n_near, size=walkers, replace=n_near < walkers)]
+    return out
 
 
 def _evaluate_cv(cv: Any, positions: Any, chunk: int = 65536) -> Any:

@@ -12,6 +12,7 @@ import pytest
 
 from mtcv_core.io import read_frames
 from mtcv_core.pipeline import load_config
+from mtcv_umbrella.schema import read_window
 
 TINY = """
 name = "tiny"
@@ -149,18 +150,25 @@ heads = { classifier = {}, energy = { n_bins = 1 } }
 n_windows = 6
 max_refinements = 1
 reference_spacing = 4.0
-sampler_options = { walkers_per_window = 2, n_steps = 400, equilibration_steps = 50, stride = 10 }
+sampler_options = { walkers_per_window = 2, n_steps = 400, equilibration_steps = 50, \
+stride = 10, windows_per_task = 1 }
 [estimate]
 options = { n_bins = 12, n_bootstraps = 0 }
 """
 
 
-def test_all_stages_smoke(tmp_path):
-    """Every stage runs and leaves the files of the CLI contract."""
-    (tmp_path / "full.toml").write_text(FULL)
-    res = mtcv("run", str(tmp_path / "full.toml"), "--out", str(tmp_path / "o"), "--quiet")
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("full")
+    (root / "full.toml").write_text(FULL)
+    res = mtcv("run", str(root / "full.toml"), "--out", str(root / "o"), "--quiet")
     assert res.returncode == 0, res.stderr[-3000:]
-    out = tmp_path / "o"
+    return root
+
+
+def test_all_stages_smoke(full_run):
+    """Every stage runs and leaves the files of the CLI contract."""
+    out = full_run / "o"
     for name in ("data.nc", "model.pt", "cv.ts", "training.nc", "umbrella.nc",
                  "umbrella_reference.nc", "fes.nc", "fes_reference.nc", "summary.json",
                  "report.md", "figures/fes.png", "figures/data.png"):
@@ -174,3 +182,42 @@ def test_all_stages_smoke(tmp_path):
     assert (row["from"], row["to"]) == ("A", "B")
     assert row["reference_barrier_eV"] == pytest.approx(0.939, abs=0.01)
     assert row["reference_delta_F_eV"] == pytest.approx(0.352, abs=0.01)
+
+
+def _without_timings(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k != "timings_s"}
+
+
+def test_killed_during_umbrella_resumes_to_the_same_summary(full_run, tmp_path):
+    """SIGKILL the whole run (CLI and Dask workers) once the first umbrella
+    window is on disk; ``--resume`` finishes it, and summary.json equals the
+    uninterrupted run's (timings aside)."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "mtcv_core.cli", "run", str(full_run / "full.toml"), "--out",
+           str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    store = out / "umbrella_windows" / "xi"
+    deadline = time.monotonic() + 300
+    try:
+        while not (store.exists() and any(store.glob("window_*.nc"))):
+            assert proc.poll() is None, "the run ended before any umbrella window was saved"
+            assert time.monotonic() < deadline, "no umbrella window after 300 s"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed = json.loads((out / "summary.json").read_text())
+    assert "umbrella" not in killed["stages_done"], "killed too late to test anything"
+    assert not (out / "umbrella.nc").exists()
+    for path in store.glob("window_*.nc"):  # whatever carries a final name is whole
+        read_window(path)
+    res = mtcv("run", str(full_run / "full.toml"), "--out", str(out), "--resume", "--quiet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    resumed = json.loads((out / "summary.json").read_text())
+    uninterrupted = json.loads((full_run / "o" / "summary.json").read_text())
+    assert _without_timings(resumed) == _without_timings(uninterrupted)

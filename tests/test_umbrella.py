@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from ase.calculators.mixing import SumCalculator
 from ase.md.langevin import Langevin
 
@@ -105,7 +106,7 @@ def test_windows_saved_and_reused(mb, tmp_path):
 
 
 def test_window_planning_helpers():
-    from mtcv_umbrella.windows import _components, coverage_gaps, plan_grid, stiffer_spring
+    from mtcv_umbrella.windows import _components, coverage_gaps, plan_grid
 
     rng = np.random.default_rng(0)
     # two islands of data: the grid plan joins them into one connected set
@@ -118,7 +119,76 @@ def test_window_planning_helpers():
     samples = [rng.normal(c, 0.1, 500) for c in (0.0, 0.25, 0.5, 1.5, 1.75)]
     gaps = coverage_gaps(samples, 0.0, 1.75, width=0.125)
     assert len(gaps) == 1 and 0.6 < gaps[0][0] < 1.0 and 1.0 < gaps[0][1] < 1.4
-    # windows pushed off their centres call for a stiffer spring
-    k = np.full(5, 0.4)
-    shifted = [s + 0.3 for s in samples]
-    assert stiffer_spring(np.array([0, 0.25, 0.5, 1.5, 1.75]), k, shifted, 0.25, 0.025) > 1.5
+
+
+def test_walker_spread_flags_windows_whose_walkers_disagree():
+    from mtcv_core.ergodicity import consistent_windows, walker_spread
+
+    rng = np.random.default_rng(1)
+    agree = rng.normal(0.0, 0.1, 4 * 500)
+    split = np.concatenate([rng.normal(m, 0.1, 500) for m in (-1.0, -1.0, 1.0, 1.0)])
+    assert walker_spread(agree, 4) < 1.0
+    assert walker_spread(split, 4) > 15.0
+    assert consistent_windows([agree, split], 4).tolist() == [True, False]
+    # one walker: blocks of its series stand in for walkers
+    assert walker_spread(np.concatenate([np.full(100, 0.0), np.full(300, 1.0)])
+                         + rng.normal(0, 0.05, 400), 1) > 10
+
+
+def test_refinement_stiffens_where_the_first_pass_fell_short():
+    """Gap -> four times stiffer windows inside it; a window whose walkers
+    disagree -> a stiffer one at its centre; the spring cap is honoured."""
+    from mtcv_umbrella.windows import refine_line_centers
+
+    kT, k0 = 0.025, 1.6  # thermal width 0.125
+    rng = np.random.default_rng(2)
+    centers = np.array([0.0, 0.25, 0.5, 1.5, 1.75, 2.0])
+    samples = [rng.normal(c, 0.12, 2000) for c in centers]
+    c_new, k_new = refine_line_centers(centers, np.full(6, k0), samples, walkers=4, kT=kT,
+                                       overlap_threshold=0.0, k_max=np.inf)
+    assert c_new.size >= 3 and np.all((c_new > 0.6) & (c_new < 1.4))
+    np.testing.assert_allclose(k_new, 4 * k0)
+    c_new, k_new = refine_line_centers(centers, np.full(6, k0), samples, walkers=4, kT=kT,
+                                       overlap_threshold=0.0, k_max=2 * k0)
+    np.testing.assert_allclose(k_new, 2 * k0)
+    # no gap, but window 2's walkers sit in two places
+    centers = np.arange(8) * 0.25
+    samples = [rng.normal(c, 0.12, 2000) for c in centers]
+    samples[2] = np.concatenate([rng.normal(m, 0.05, 500) for m in (0.4, 0.4, 0.6, 0.6)])
+    c_new, k_new = refine_line_centers(centers, np.full(8, k0), samples, walkers=4, kT=kT,
+                                       overlap_threshold=0.0, k_max=np.inf)
+    assert c_new.tolist() == [0.5] and k_new.tolist() == [4 * k0]
+    # with that stiffer window present, nothing more is asked for
+    c2, _ = refine_line_centers(np.append(centers, 0.5), np.append(np.full(8, k0), 4 * k0),
+                                samples + [rng.normal(0.5, 0.06, 2000)], walkers=4, kT=kT,
+                                overlap_threshold=0.0, k_max=np.inf)
+    assert c2.size == 0
+
+
+def test_grouped_normals_give_each_group_its_own_stream():
+    from mtcv_ase.md import GroupedNormals
+
+    def draws(groups):
+        g = GroupedNormals([np.random.default_rng(s) for s in groups], [2] * len(groups),
+                           block_bytes=200)
+        return np.stack([g.standard_normal((2 * len(groups), 3)) for _ in range(7)])
+
+    both = draws([5, 6])
+    np.testing.assert_array_equal(both[:, :2], draws([5])[:, :2])
+    np.testing.assert_array_equal(both[:, 2:], draws([6])[:, :2])
+    # the same numbers as drawing from the generator directly
+    ref = np.random.default_rng(5).standard_normal((3, 2, 3))
+    np.testing.assert_array_equal(draws([5])[:3], ref)
+
+
+def test_window_results_do_not_depend_on_task_grouping(mb):
+    cv = true_cv_module()
+    centers = np.array([[23.0, 31.0], [25.0, 28.0], [27.0, 25.0]])
+    start = mb.embed(centers[:, 0], centers[:, 1])
+    kw = dict(seed=9, centers=centers, spring_constants=[[0.5, 0.5]] * 3,
+              start_positions=start)
+    one = UmbrellaSampler(temperature_K=300.0, n_steps=100, equilibration_steps=10,
+                          walkers_per_window=2, windows_per_task=3).run(mb, cv, **kw)
+    each = UmbrellaSampler(temperature_K=300.0, n_steps=100, equilibration_steps=10,
+                           walkers_per_window=2, windows_per_task=1).run(mb, cv, **kw)
+    xr.testing.assert_identical(one, each)

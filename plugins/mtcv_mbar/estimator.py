@@ -10,10 +10,13 @@ Method
    ``statistical_inefficiency_multiple`` when the dataset says how many
    walkers each window holds), and, with ``decorrelate=True``, the series is
    subsampled with :func:`pymbar.timeseries.subsample_correlated_data`.
-2. **MBAR.** The reduced potentials ``u_kn = beta bias_k(s_n)`` of every
-   kept sample in every window (``bias_k = sum_d 0.5 k_kd (s_d - c_kd)^2``,
-   minimum image on periodic dimensions) are solved with
-   :class:`pymbar.MBAR`. The unbiased state has ``u = 0``: the unbiased
+2. **MBAR.** Windows whose walkers disagree (:mod:`mtcv_core.ergodicity`)
+   are left out; of each other window at most ``max_samples_per_window``
+   evenly spaced uncorrelated samples are kept. The reduced potentials
+   ``u_kn = beta bias_k(s_n)`` of every kept sample in every window
+   (``bias_k = sum_d 0.5 k_kd (s_d - c_kd)^2``, minimum image on periodic
+   dimensions) are solved with :class:`pymbar.MBAR`, started from a
+   damped-Newton solution. The unbiased state has ``u = 0``: the unbiased
    potential is common to all windows and cancels.
 3. **PMF.** Histogram free energies ``F_i = -kT ln P(s in bin i)`` on
    ``n_bins`` equal bins spanning the sample range (per dimension), zero at
@@ -54,6 +57,7 @@ import xarray as xr
 from ase import units
 
 from mtcv_core.config import doc, nonneg, positive
+from mtcv_core.ergodicity import walker_spread
 from mtcv_core.fes_paths import basin_barriers
 from mtcv_core.interfaces import Estimator
 from mtcv_core.schema import SCHEMA_ATTR
@@ -61,6 +65,7 @@ from mtcv_core.schema_umbrella import FES_SCHEMA, cv_periods, validate_umbrella
 from mtcv_mbar.solver import (
     histogram_free_energy,
     mbar_hessian,
+    solve_mbar,
     solve_unbiased_log_weights,
     unbiased_log_weights,
 )
@@ -83,6 +88,13 @@ class MBAREstimator(Estimator):
     n_bootstraps: int = nonneg(50, "bootstrap replicates for barrier (and 2D PMF) errors; "
                                    "0 = none (errors NaN)")
     seed: int = doc(0, "seed of the bootstrap resampling")
+    max_samples_per_window: int = nonneg(1000, "after decorrelation, keep at most this "
+                                              "many samples per window (evenly spaced; "
+                                              "0 = all): bounds the MBAR cost of many "
+                                              "windows")
+    max_walker_spread: float = nonneg(4.0, "drop windows whose walkers' mean CV values "
+                                           "differ by more than this many within-walker "
+                                           "standard deviations (0 = keep every window)")
     diagonal_moves: bool = doc(False, "minimax paths on a 2D PMF may step diagonally "
                                       "(8-neighbourhood) instead of 4-neighbourhood")
 
@@ -128,6 +140,15 @@ class MBAREstimator(Estimator):
             basin_to; eV, NaN where undefined). Attributes: ``temperature_K``,
             ``kT_eV``, ``min_neighbour_overlap``, ``overlap_bottleneck``, ...
         """
+        from mtcv_core.quiet import quiet_loggers
+
+        with quiet_loggers("pymbar"):
+            return self._estimate(samples, temperature_K=temperature_K, basins=basins,
+                                  basin_of=basin_of, basin_names=basin_names)
+
+    def _estimate(self, samples: xr.Dataset, *, temperature_K: float | None,
+                  basins: Mapping[str, Any] | None, basin_of: BasinOf | None,
+                  basin_names: Sequence[str] | None) -> xr.Dataset:
         import pymbar
 
         ds = validate_umbrella(samples, where="mbar: samples")
@@ -142,6 +163,8 @@ class MBAREstimator(Estimator):
         n_cv = ds.sizes["cv"]
         if n_cv not in (1, 2):
             raise ValueError(f"mbar: the PMF is computed for 1 or 2 CV dimensions, got {n_cv}")
+        walkers = int(ds.attrs.get("walkers", 1))
+        ds, dropped = self._drop_inconsistent(ds, walkers)
         centers = ds["center"].values.astype(float)
         springs = ds["spring_constant"].values.astype(float)
         periods = cv_periods(ds)
@@ -150,22 +173,29 @@ class MBAREstimator(Estimator):
         # 1. decorrelation
         cv = ds["cv_values"].values
         n_samples = ds["n_samples"].values.astype(int)
-        walkers = int(ds.attrs.get("walkers", 1))
         g_k = np.ones(n_win)
         kept: list[np.ndarray] = []
         for k in range(n_win):
             series = cv[k, : n_samples[k]]
             g_k[k], idx = _decorrelate(series, walkers, self.decorrelate)
+            if 0 < self.max_samples_per_window < len(idx):
+                idx = idx[np.linspace(0, len(idx) - 1, self.max_samples_per_window).astype(int)]
             kept.append(series[idx])
         n_k = np.array([len(s) for s in kept], dtype=np.int64)
         if np.any(n_k < 10):
             warnings.warn(f"mbar: windows {np.flatnonzero(n_k < 10).tolist()} keep fewer than "
-                          "10 uncorrelated samples", RuntimeWarning, stacklevel=2)
+                          "10 uncorrelated samples", RuntimeWarning, stacklevel=3)
         s_n = np.concatenate(kept, axis=0)
 
         # 2. MBAR
         u_kn = _reduced_bias(s_n, centers, springs, periods) / kt
-        mbar = pymbar.MBAR(u_kn, n_k)
+        # damped Newton (numpy) from zero, then pymbar's adaptive solver from
+        # there: pymbar alone spends most of its time in a dense hybr root
+        # search when there are hundreds of windows
+        f_init = solve_mbar(u_kn, n_k)
+        mbar = pymbar.MBAR(u_kn, n_k, initial_f_k=f_init,
+                           solver_protocol=({"method": "adaptive",
+                                             "options": {"min_sc_iter": 0}},))
         f_k = np.asarray(mbar.f_k, float)
         overlap = np.asarray(mbar.compute_overlap()["matrix"], float)
         dfk = mbar.compute_free_energy_differences()
@@ -215,6 +245,7 @@ class MBAREstimator(Estimator):
 
         out = self._assemble(ds, kt, temp, edges, centers_1d, pmf_kt, pmf_err_kt, counts,
                              overlap, g_k, n_k, f_k, dfk, centers, names)
+        out.attrs["windows_dropped"] = json.dumps(dropped)
         if n_b:
             basin_min = np.full((n_b, n_cv), np.nan)
             for b, m in enumerate(minima):
@@ -225,6 +256,29 @@ class MBAREstimator(Estimator):
         return out
 
     # ------------------------------------------------------------------
+    def _drop_inconsistent(self, ds: xr.Dataset, walkers: int) -> tuple[xr.Dataset, list[int]]:
+        """The dataset without the windows whose walkers disagree (a window
+        on an unstable barrier top whose walkers slid into different minima
+        does not sample its biased ensemble; MBAR would weight it as if it
+        did), and the ids of the dropped windows."""
+        if self.max_walker_spread <= 0 or walkers < 2:
+            return ds, []
+        n = ds["n_samples"].values.astype(int)
+        spread = np.array([walker_spread(ds["cv_values"].values[w, : n[w]], walkers)
+                           for w in range(ds.sizes["window"])])
+        keep = spread <= self.max_walker_spread
+        ids = ds["window"].values if "window" in ds.coords else np.arange(len(keep))
+        dropped = [int(i) for i in ids[~keep]]
+        if keep.sum() < 2:
+            raise ValueError(f"mbar: the walkers disagree in all but {int(keep.sum())} of "
+                             f"{len(keep)} windows (max_walker_spread="
+                             f"{self.max_walker_spread}); the windows are too soft")
+        if dropped:
+            warnings.warn(f"mbar: dropped windows {dropped}: their walkers disagree (spread > "
+                          f"{self.max_walker_spread} standard deviations)", RuntimeWarning,
+                          stacklevel=4)
+        return (ds.isel(window=np.flatnonzero(keep)) if dropped else ds), dropped
+
     def _bootstrap(self, u_kn: np.ndarray, n_k: np.ndarray, f_k: np.ndarray, cell: np.ndarray,
                    n_cells: int, shape: tuple[int, ...], labels_grid: np.ndarray | None,
                    n_b: int, periodic: tuple[bool, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -322,7 +376,7 @@ class MBAREstimator(Estimator):
         if min_nb < 0.03:
             warnings.warn(f"mbar: poor overlap between neighbouring windows (smallest "
                           f"{min_nb:.3g} < 0.03); free energies may be unreliable",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=4)
         return out
 
 
@@ -460,7 +514,7 @@ def _basin_free_energies(mbar: Any, labels: np.ndarray, n_b: int
     missing = sorted(set(range(n_b)) - set(present))
     if missing:
         warnings.warn(f"mbar: basins {missing} hold no samples; their free energies are NaN",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=4)
     if not present:
         return f, df, delta, delta_err
     u_ln = np.zeros((1 + len(present), len(labels)))
@@ -488,18 +542,20 @@ def _nanstd(replicates: np.ndarray, central: np.ndarray) -> np.ndarray:
     if np.any(np.isfinite(central) & (frac_bad > 0.1)):
         warnings.warn("mbar: more than 10% of the bootstrap replicates are undefined for some "
                       "values (empty bins); their errors use the defined replicates only",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=4)
     return sd
 
 
 def _neighbour_overlap(overlap: np.ndarray, centers: np.ndarray) -> tuple[float, float]:
     """(smallest neighbour overlap, spanning-tree bottleneck overlap).
 
-    Pair overlaps are ``min(O_ij, O_ji)``. For a 1D CV, neighbours are
-    windows adjacent in the order of their centres; for more dimensions, the
-    smallest neighbour overlap is the bottleneck: the weakest link of the
-    maximum spanning tree of the windows (the largest ``t`` such that the
-    windows connected by pair overlaps ``>= t`` form one group).
+    Pair overlaps are ``min(O_ij, O_ji)``. The bottleneck is the weakest link
+    of the maximum spanning tree of the windows: the largest ``t`` such that
+    the windows connected by pair overlaps ``>= t`` form one group, which is
+    what MBAR needs. It is also the smallest neighbour overlap: windows
+    sharing a centre with different springs (refinement adds stiffer ones)
+    make "adjacent in the order of the centres" meaningless, and in 2D
+    there is no such order.
     """
     k = len(overlap)
     if k < 2:
@@ -516,10 +572,6 @@ def _neighbour_overlap(overlap: np.ndarray, centers: np.ndarray) -> tuple[float,
         weakest = min(weakest, float(cand[j]))
         in_tree[j] = True
         best = np.maximum(best, pair[j])
-    if centers.shape[1] == 1:
-        order = np.argsort(centers[:, 0], kind="stable")
-        adjacent = float(np.min(pair[order[:-1], order[1:]]))
-        return adjacent, weakest
     return weakest, weakest
 
 

@@ -21,7 +21,14 @@ import torch
 import xarray as xr
 from ase.md.langevin import Langevin
 
-from mtcv_ase.md import FS, BatchLangevin, LangevinParams, maxwell_boltzmann, run_ase_langevin
+from mtcv_ase.md import (
+    FS,
+    BatchLangevin,
+    GroupedNormals,
+    LangevinParams,
+    maxwell_boltzmann,
+    run_ase_langevin,
+)
 from mtcv_core.config import nonneg, positive
 from mtcv_core.execution import map_tasks, task_rng
 from mtcv_core.interfaces import Sampler, System
@@ -71,56 +78,73 @@ class UmbrellaSampler(MDOptions, Sampler):
     def refine_line(self, result: xr.Dataset, plan: planning.WindowPlan, xi: np.ndarray, *,
                     threshold: float, kT: float, rng: np.random.Generator,
                     positions: np.ndarray | None = None, cv: Any = None,
-                    masses: np.ndarray | None = None) -> planning.WindowPlan:
-        """The plan extended where the first pass fell short: stiffer windows
-        in every stretch of xi that the windows barely visited (the CV crosses
-        a steep free-energy slope there), and a window midway between
-        neighbours whose measured overlap is below ``threshold``. Existing
-        windows keep their order (and so their ids).
+                    masses: np.ndarray | None = None,
+                    tolerance: float = 4.0) -> planning.WindowPlan:
+        """The plan extended where the first pass fell short
+        (:func:`mtcv_umbrella.windows.refine_line_centers`): stiffer windows
+        over every stretch of xi that no window visited and where a window's
+        walkers disagree, and a window between neighbours whose overlap is
+        below ``threshold``. Existing windows keep their order (and so their
+        ids); new ones start from the training frames (``xi``) nearest their
+        centres.
 
         With ``positions`` (n, n_atoms, 3) of the frames behind ``xi``, the
-        ``cv`` module and the ``masses`` (amu), the stiffer spring is capped so
-        that the restraint's frequency in configuration space, sqrt(k
-        |grad xi|^2 / m), stays below 0.2 / timestep near the new windows:
-        a sharp CV with a stiff spring would otherwise make the integrator
-        unstable."""
+        ``cv`` module and the ``masses`` (amu), springs are capped so that the
+        restraint's frequency in configuration space, sqrt(k |grad xi|^2 / m),
+        stays below 0.2 / timestep: a sharp CV with a stiff spring would
+        otherwise make the integrator inaccurate or unstable."""
         n = result.sizes["window"]
         samples = [result["cv_values"].values[w, : int(result["n_samples"][w]), 0]
                    for w in range(n)]
         centers = result["center"].values[:, 0]
         k = result["spring_constant"].values[:, 0]
-        # the first pass's spacing: its windows are the softest, sqrt(kT/k) = spacing
-        spacing = float(np.sqrt(kT / np.min(k)))
-        k_new = planning.stiffer_spring(centers, k, samples, spacing, kT)
-        extra: list[float] = []
+        k_max = np.inf
         if positions is not None and cv is not None and masses is not None:
-            k_new = min(k_new, self._stable_spring(k, xi, centers, positions, cv, masses))
-        for g0, g1 in planning.coverage_gaps(samples, centers.min(), centers.max(),
-                                             width=spacing / 2):
-            if np.any((centers > g0) & (centers < g1) & (k >= 0.999 * k_new)):
-                continue  # stiff windows are there already and still cannot hold it
-            m = max(1, int(np.ceil((g1 - g0) / (spacing / 2))))
-            extra += list(g0 + (g1 - g0) * (np.arange(m) + 0.5) / m)
-        overlap = planning.neighbour_overlap(samples, centers, k, kT)
-        mids = np.setdiff1d(planning.refine_centers(centers, overlap, threshold), centers)
-        extra += [c for c in mids if all(abs(c - e) > spacing / 4 for e in extra)
-                  and np.min(np.abs(centers - c)) > spacing / 4]
-        if not extra:
+            k_max = self._stable_spring(k, xi, centers, positions, cv, masses)
+        new_c, new_k = planning.refine_line_centers(
+            centers, k, samples, walkers=int(result.attrs.get("walkers", 1)), kT=kT,
+            overlap_threshold=threshold, k_max=k_max, tolerance=tolerance)
+        if not new_c.size:
             return plan
-        extra_arr = np.array(sorted(extra))
-        starts = planning.nearest_frames(xi, extra_arr, rng)
+        starts = planning.nearest_frames(xi, new_c, rng)
         return planning.WindowPlan(
-            np.concatenate([plan.centers, extra_arr[:, None]]),
-            np.concatenate([plan.spring_constants, np.full((extra_arr.size, 1), k_new)]),
+            np.concatenate([plan.centers, new_c[:, None]]),
+            np.concatenate([plan.spring_constants, new_k[:, None]]),
             np.concatenate([plan.start_frames, starts]))
+
+    def refine_grid(self, result: xr.Dataset, plan: planning.WindowPlan, *,
+                    tolerance: float = 4.0) -> planning.WindowPlan:
+        """The plan with a four times stiffer window (same start) at the
+        centre of every window whose walkers disagree (a soft window on a
+        saddle of a many-dimensional free-energy surface); centres whose
+        stiffest window already agrees get nothing."""
+        n = result.sizes["window"]
+        walkers = int(result.attrs.get("walkers", 1))
+        centers = result["center"].values
+        k = result["spring_constant"].values
+        ok = planning.consistent_windows(
+            [result["cv_values"].values[w, : int(result["n_samples"][w])] for w in range(n)],
+            walkers, tolerance)
+        add = []
+        for w in np.flatnonzero(~ok):
+            same = np.all(np.isclose(centers, centers[w]), axis=1)
+            if k[w].sum() >= k[same].sum(axis=1).max():
+                add.append(w)
+        if not add:
+            return plan
+        add_arr = np.array(add)
+        return planning.WindowPlan(
+            np.concatenate([plan.centers, centers[add_arr]]),
+            np.concatenate([plan.spring_constants, 4.0 * k[add_arr]]),
+            np.concatenate([plan.start_frames, plan.start_frames[add_arr]]))
 
     def _stable_spring(self, k: np.ndarray, xi: np.ndarray, centers: np.ndarray,
                        positions: np.ndarray, cv: Any, masses: np.ndarray) -> float:
         """The stiffest spring that keeps sqrt(k |grad xi|^2 / m) below
-        0.2 / timestep at the frames nearest the windows (never softer than
-        the softest existing window)."""
+        0.2 / timestep at the frames nearest the windows (99th percentile of
+        |grad xi|^2; never softer than the softest existing window)."""
         near = np.argsort(np.abs(xi[None, :] - centers[:, None]), axis=1)[:, :20]
-        g2 = float(np.max(_grad_norm2(cv, positions[np.unique(near.ravel())])))
+        g2 = float(np.quantile(_grad_norm2(cv, positions[np.unique(near.ravel())]), 0.99))
         m_over_dt2 = float(np.min(masses)) * 103.6427 / self.timestep_fs**2  # eV/A^2
         return max(float(np.min(k)), 0.04 * m_over_dt2 / max(g2, 1e-12))
 
@@ -133,7 +157,9 @@ class UmbrellaSampler(MDOptions, Sampler):
         """Run windows ``first_id, first_id + 1, ...``.
 
         centers, spring_constants: (n_windows, d); start_positions:
-        (n_windows, n_atoms, 3) angstrom; ``cv`` a torch module
+        (n_windows, n_atoms, 3) angstrom (all walkers of a window start
+        there) or (n_windows, n_starts, n_atoms, 3) (walker j starts from
+        ``start_positions[w, j % n_starts]``); ``cv`` a torch module
         positions -> (n, d). Returns the umbrella dataset of these windows.
         """
         params = self.params(temperature_K)
@@ -144,6 +170,13 @@ class UmbrellaSampler(MDOptions, Sampler):
             d = centers.shape[1]
             cv_names = ("xi",) if d == 1 else tuple(f"xi{i}" for i in range(d))
         ids = np.arange(first_id, first_id + n_win)
+        start_positions = np.asarray(start_positions, float)
+        if start_positions.ndim == 3:
+            start_positions = start_positions[:, None]
+        if start_positions.ndim != 4 or len(start_positions) != n_win:
+            raise ValueError(f"umbrella: start_positions must be (n_windows, [n_starts,] "
+                             f"n_atoms, 3) with n_windows={n_win}, got shape "
+                             f"{start_positions.shape}")
         store_dir = Path(store) if store is not None else None
         done: dict[int, xr.Dataset] = {}
         if store_dir is not None:
@@ -155,7 +188,7 @@ class UmbrellaSampler(MDOptions, Sampler):
         cv_bytes = cv_to_bytes(cv)
         specs = [dict(system=system, cv=cv_bytes, ids=ids[todo[s:s + c]],
                       centers=centers[todo[s:s + c]], k=ks[todo[s:s + c]],
-                      start=np.asarray(start_positions)[todo[s:s + c]], params=params,
+                      start=start_positions[todo[s:s + c]], params=params,
                       seed=seed, fast=self.use_fast(system), walkers=self.walkers_per_window,
                       n_steps=self.n_steps, n_eq=self.equilibration_steps, stride=self.stride,
                       cv_names=cv_names, cv_units=cv_units)
@@ -191,21 +224,24 @@ def _window_task(spec: dict[str, Any]) -> list[xr.Dataset]:
     torch.set_num_threads(1)
     ids, centers, k, start = spec["ids"], spec["centers"], spec["k"], spec["start"]
     m = spec["walkers"]
-    rng = task_rng(spec["seed"], "umbrella", int(ids[0]), len(ids))
+    # one random stream per window: a window's samples do not depend on the
+    # windows it shares a task with (so a resumed run equals an uninterrupted one)
+    rngs = [task_rng(spec["seed"], "umbrella-window", int(w)) for w in ids]
     masses = system.make_atoms().get_masses()
     n_eq, n_steps, stride = spec["n_eq"], spec["n_steps"], spec["stride"]
     n_rec = n_steps // stride
     # walker order: window-major, m walkers per window
-    x0 = np.repeat(start, m, axis=0)
+    x0 = start[:, np.arange(m) % start.shape[1]].reshape(-1, *start.shape[2:])
     c_w = np.repeat(centers, m, axis=0)
     k_w = np.repeat(k, m, axis=0)
-    v0 = maxwell_boltzmann(masses, params.temperature_K, rng, n=len(x0),
-                           dof_mask=system.dof_mask)
+    v0 = np.concatenate([maxwell_boltzmann(masses, params.temperature_K, r, n=m,
+                                           dof_mask=system.dof_mask) for r in rngs])
     cv_rec = np.zeros((n_rec, len(x0), centers.shape[1]))
     e_rec = np.zeros((n_rec, len(x0)))
     if spec["fast"]:
         forces = BatchedBias(system, cv, c_w, k_w)
-        integ = BatchLangevin(forces, masses, params, rng, dof_mask=system.dof_mask)
+        noise = GroupedNormals(rngs, [m] * len(ids))
+        integ = BatchLangevin(forces, masses, params, noise, dof_mask=system.dof_mask)
         x, v = x0, v0
         _, f = integ.evaluate(x)
         for s in range(1, n_eq + n_steps + 1):
@@ -217,6 +253,7 @@ def _window_task(spec: dict[str, Any]) -> list[xr.Dataset]:
                 e_rec[r] = forces.last_unbiased
     else:
         for w in range(len(x0)):
+            rng = rngs[w // m]
             atoms = system.make_atoms()
             atoms.set_positions(x0[w])
             atoms.set_velocities(v0[w])

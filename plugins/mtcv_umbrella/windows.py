@@ -5,8 +5,9 @@ last, so that they span both basins and the transition region; each window
 starts from the training frame whose xi is nearest its centre (no pulling
 run). Spring constants follow the local spread of xi: a window's harmonic
 width sqrt(kT/k) equals ``width_factor`` times the spacing, so neighbours
-overlap by construction; windows are added between neighbours whose measured
-overlap is too small (:func:`refine_centers`).
+overlap by construction. After a pass, :func:`refine_line_centers` adds
+stiffer windows where the CV went unvisited or a window's walkers disagree,
+and windows between neighbours whose measured overlap is too small.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from mtcv_core.ergodicity import consistent_windows
 
 
 @dataclass(frozen=True)
@@ -67,22 +70,12 @@ def plan_windows(xi: np.ndarray, labels: np.ndarray, basin_from: int, basin_to: 
                       nearest_frames(xi, centers, rng))
 
 
-def refine_centers(centers: np.ndarray, neighbour_overlap: np.ndarray, threshold: float
-                   ) -> np.ndarray:
-    """Centres with a new window midway between each sorted neighbour pair whose
-    overlap is below ``threshold``. centers (m,), neighbour_overlap (m-1,)."""
-    order = np.argsort(centers)
-    c = centers[order]
-    extra = [(c[i] + c[i + 1]) / 2 for i in range(len(c) - 1) if neighbour_overlap[i] < threshold]
-    return np.sort(np.concatenate([c, extra]))
-
-
 def coverage_gaps(samples: list[np.ndarray], lo: float, hi: float, width: float,
                   min_fraction: float = 0.02) -> list[tuple[float, float]]:
     """Stretches of [lo, hi] that the windows barely visit: runs of histogram
     bins (``width`` wide) holding fewer than ``min_fraction`` of the median
     bin count (and fewer than 10 samples)."""
-    pooled = np.concatenate(samples)
+    pooled = np.concatenate(samples) if samples else np.zeros(0)
     n_bins = max(1, int(np.ceil((hi - lo) / width)))
     counts, edges = np.histogram(pooled, bins=n_bins, range=(lo, hi))
     low = (counts < max(10.0, min_fraction * np.median(counts))) if counts.size else counts
@@ -97,34 +90,109 @@ def coverage_gaps(samples: list[np.ndarray], lo: float, hi: float, width: float,
     return gaps
 
 
-def stiffer_spring(centers: np.ndarray, k: np.ndarray, samples: list[np.ndarray],
-                   spacing: float, kT: float) -> float:
-    """A spring constant (eV / unit^2) that holds a window within a quarter
-    spacing of its centre against the steepest mean force seen in the first
-    pass (umbrella integration: dF/dxi ~ k (c - <xi>)), and no wider than half
-    a spacing thermally."""
-    force = np.array([kw * (c - np.mean(s)) for c, kw, s in zip(centers, k, samples,
-                                                                 strict=True) if s.size])
-    f_max = float(np.max(np.abs(force))) if force.size else 0.0
-    return float(max(np.max(k), 4 * f_max / spacing, kT / (spacing / 2) ** 2))
+def refine_line_centers(centers: np.ndarray, k: np.ndarray, samples: list[np.ndarray], *,
+                        walkers: int, kT: float, overlap_threshold: float, k_max: float,
+                        tolerance: float = 4.0, max_width_ratio: float = 1.5,
+                        max_new: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """New 1D windows where a finished pass fell short; ``(centers, k)`` of
+    the windows to add, both (m,) (empty when nothing is left to do).
+
+    A harmonic window is stable only where its spring is stiffer than the
+    negative curvature of the free energy: on a barrier top a soft window
+    slides off to either side, so a stretch of the CV goes unvisited (a
+    *gap*) and the window's walkers disagree. Three rules, applied to the
+    windows whose walkers agree (:func:`consistent_windows`):
+
+    1. every gap is filled with windows four times stiffer than the stiffest
+       window around it, spaced two thermal widths ``2 sqrt(kT/k)`` apart;
+    2. a window whose walkers disagree, or whose samples spread more than
+       ``max_width_ratio`` times its thermal width sqrt(kT/k) (the free
+       energy there curves down almost as fast as the spring curves up),
+       gets a four times stiffer window at its centre (outside gaps);
+    3. a window goes midway between neighbours (in the order of their mean
+       CV) whose MBAR overlap is below ``overlap_threshold``, as stiff as the
+       stiffer of the two.
+
+    Springs never exceed ``k_max`` (the integrator's stability limit); a
+    place that already has a window at ``k_max`` gets nothing more.
+    centers, k: (n,) CV units and eV / unit^2; samples: (n_i,) series,
+    walker-major.
+    """
+    centers = np.asarray(centers, float)
+    k = np.asarray(k, float)
+    ok = consistent_windows(samples, walkers, tolerance)
+    widths = [float(np.std(s)) for s, good in zip(samples, ok, strict=True) if good and s.size]
+    width = 0.5 * float(np.median(widths)) if widths else float(np.sqrt(kT / k.max()))
+    good_samples = [s for s, good in zip(samples, ok, strict=True) if good]
+    new_c: list[float] = []
+    new_k: list[float] = []
+
+    def add(c: float, kk: float) -> None:
+        kk = min(kk, k_max)
+        sigma = np.sqrt(kT / kk)
+        if np.any((np.abs(centers - c) < 0.25 * sigma) & (k >= 0.999 * kk)):
+            return  # as stiff a window is there already
+        if any(abs(c - c2) < 0.25 * sigma for c2 in new_c):
+            return
+        new_c.append(float(c))
+        new_k.append(float(kk))
+
+    gaps = coverage_gaps(good_samples, float(centers.min()), float(centers.max()), width)
+    for g0, g1 in gaps:
+        near = np.abs(centers - np.clip(centers, g0, g1)) <= 2 * width
+        k_here = float(k[near].max()) if near.any() else float(k.max())
+        if np.any(near & (centers > g0) & (centers < g1) & (k >= 0.999 * k_max)):
+            continue
+        k_new = min(4.0 * k_here, k_max)
+        m = int(np.clip(np.ceil((g1 - g0) / (2 * np.sqrt(kT / k_new))), 1, max_new))
+        for c in g0 + (g1 - g0) * (np.arange(m) + 0.5) / m:
+            add(c, k_new)
+    # a window much wider than its spring allows sits where the free energy
+    # curves down nearly as fast as the spring curves up: close to unstable
+    sd = np.array([float(np.std(s)) if s.size else 0.0 for s in samples])
+    wide = sd > max_width_ratio * np.sqrt(kT / k)
+    for i in np.flatnonzero(~ok | wide):
+        if any(g0 <= centers[i] <= g1 for g0, g1 in gaps):
+            continue
+        same = np.abs(centers - centers[i]) < 1e-9 * max(1.0, abs(centers[i]))
+        if k[i] < k[same].max():
+            continue  # a stiffer window at this centre is there already
+        if k[i] >= k[same].max():
+            add(centers[i], 4.0 * k[i])
+    idx = np.flatnonzero(ok)
+    if len(idx) >= 2:
+        idx = idx[np.argsort([np.mean(samples[i]) for i in idx])]
+        ov = neighbour_overlap([samples[i] for i in idx], np.arange(len(idx), dtype=float),
+                               k[idx], kT, centers=centers[idx])
+        for j in np.flatnonzero(ov < overlap_threshold):
+            a, b = idx[j], idx[j + 1]
+            add(0.5 * (centers[a] + centers[b]), max(k[a], k[b]))
+    order = np.argsort(new_c)
+    return np.asarray(new_c, float)[order], np.asarray(new_k, float)[order]
 
 
-def neighbour_overlap(samples: list[np.ndarray], centers: np.ndarray, k: np.ndarray,
-                      kT: float) -> np.ndarray:
-    """Overlap of each sorted neighbour pair of 1D windows: the MBAR overlap
-    matrix element O[i, i+1] from the samples of just those two windows.
+def neighbour_overlap(samples: list[np.ndarray], order_by: np.ndarray, k: np.ndarray,
+                      kT: float, centers: np.ndarray | None = None) -> np.ndarray:
+    """Overlap of each neighbour pair of 1D windows (neighbours in the order
+    of ``order_by``): the MBAR overlap matrix element O[i, i+1] from the
+    samples of just those two windows.
 
-    samples: list of (n_i,) xi series per window; centers, k: (m,)."""
+    samples: list of (n_i,) xi series per window; order_by, k: (m,);
+    centers: (m,) window centres (default: ``order_by``)."""
     from pymbar import MBAR
 
-    order = np.argsort(centers)
-    out = np.zeros(len(centers) - 1)
+    from mtcv_core.quiet import quiet_loggers
+
+    centers = np.asarray(order_by if centers is None else centers, float)
+    order = np.argsort(order_by, kind="stable")
+    out = np.zeros(max(0, len(order) - 1))
     for j in range(len(order) - 1):
         a, b = order[j], order[j + 1]
         s = np.concatenate([samples[a], samples[b]])
         u = np.array([0.5 * k[w] * (s - centers[w]) ** 2 / kT for w in (a, b)])
-        mbar = MBAR(u, np.array([len(samples[a]), len(samples[b])]))
-        out[j] = mbar.compute_overlap()["matrix"][0, 1]
+        with quiet_loggers("pymbar"):
+            mbar = MBAR(u, np.array([len(samples[a]), len(samples[b])]))
+            out[j] = mbar.compute_overlap()["matrix"][0, 1]
     return out
 
 
