@@ -343,15 +343,21 @@ class EstimateStageConfig:
                "its many 2D windows)"})
 
 
-def _classifier_basins(model: Any) -> Any:
-    """xi (n, d) -> basin index by the model's linear classifier (argmax)."""
+def _classifier_basins(model: Any, ctx: Any) -> Any:
+    """xi (n, d) -> basin index by the model's linear classifier (argmax);
+    for a CV without a classifier head (a single-task baseline), by a linear
+    classifier fitted on xi of the labelled training frames."""
     import numpy as np
     import torch
 
     head = model.heads["classifier"] if "classifier" in model.heads else None
     if head is None:
-        raise ConfigError("estimate: the CV has no classifier head, so its basins in xi "
-                          "are unknown; train with the classifier head")
+        from mtcv_core.io import read_frames
+        from mtcv_core.training import cv_values, fit_latent_classifier
+
+        train = _split(read_frames(ctx.out / "data.nc"), "train")
+        return fit_latent_classifier(cv_values(model, train), train["label"].values,
+                                     len(ctx.system.basins))
 
     def basin_of(xi: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -378,7 +384,8 @@ def run_estimate(ctx: Any) -> None:
     model = load_model(ctx.out / "model.pt", ctx.registry)
     basins = list(ctx.system.basins)
     umbrella = read_dataset(ctx.out / "umbrella.nc")
-    fes = estimator.estimate(umbrella, basin_of=_classifier_basins(model), basin_names=basins)
+    fes = estimator.estimate(umbrella, basin_of=_classifier_basins(model, ctx),
+                             basin_names=basins)
     write_dataset(fes, ctx.out / "fes.nc")
     along_xi = {(r["from"], r["to"]): r for r in transitions_table(fes)}
     true_cv: dict[tuple[str, str], dict[str, Any]] = {}

@@ -37,7 +37,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -523,3 +523,45 @@ def evaluate(model: MultitaskCV, frames: xr.Dataset, *,
 
 __all__ = ["TRAINING_SCHEMA", "TrainConfig", "train", "predict", "cv_values", "evaluate",
            "available_cores"]
+
+
+def fit_latent_classifier(xi: np.ndarray, labels: np.ndarray, n_classes: int
+                          ) -> Callable[[np.ndarray], np.ndarray]:
+    """A linear (multinomial logistic) classifier fitted on CV values, for
+    CVs trained without a classifier head (single-task baselines): their
+    basins in xi still need a definition, and a linear one keeps the
+    comparison with the multitask CV's own linear head fair.
+
+    xi: (n, d) CV values of labelled frames; labels: (n,) basin indices
+    (-1 = unlabelled, ignored). Returns ``basin_of``: (m, d) -> (m,) int.
+    Fitted by L-BFGS on standardised xi, in float64, deterministically.
+    """
+    xi = np.asarray(xi, float).reshape(len(xi), -1)
+    keep = np.asarray(labels) >= 0
+    if not keep.any():
+        raise ValueError("fit_latent_classifier: no labelled frames")
+    x = torch.as_tensor(xi[keep], dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(labels)[keep], dtype=torch.long)
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-12)
+    layer = torch.nn.Linear(x.shape[1], n_classes).double()
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.zero_()
+    opt = torch.optim.LBFGS(layer.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+    xs = (x - mean) / std
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(layer(xs), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+    def basin_of(values: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            v = torch.as_tensor(np.asarray(values, float).reshape(len(values), -1),
+                                dtype=torch.float64)
+            return layer((v - mean) / std).argmax(1).numpy()
+
+    return basin_of
