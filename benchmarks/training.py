@@ -219,10 +219,10 @@ def main() -> None:
 {variant} Every model: encoder [32, 16], batch 2048, seed 0, cartesian features
 with `dof_mask = {DOF_MASK}`, early stopping on a 10 % validation share of the
 training split (patience 40 after the warm-up); metrics on the test split.
-The test split is an extrapolation test, as in the paper: its trajectories start
-in the opposite quadrants of the (x1, x2) and (x3, x4) planes (angles in
-[pi, 3 pi/2) instead of [0, pi/2)), so the CV must have learnt the radial true
-CVs (x~, y~) rather than the Cartesian region of the training frames.
+The test split starts from other x1/x~ and x3/y~ ratios, as in the paper: angles
+in the eighth-turn sectors k pi/2 + [pi/4, pi/2) against k pi/2 + [0, pi/4) for
+training, so the CV must have learnt the radial true CVs (x~, y~) rather than the
+Cartesian region of the training frames.
 Energy MAE over all test frames; balanced MAE weights the frames so that every
 energy bin of the energy head counts equally (equal to the plain MAE for
 `n_bins=1`). Baselines without a classifier head are scored by a logistic

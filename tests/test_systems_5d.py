@@ -114,8 +114,15 @@ def test_dof_mask_and_start_positions(system):
             np.testing.assert_allclose(system.true_cv(pos), np.tile([xt, yt], (64, 1)),
                                        atol=1e-9)
             assert np.all(system.basin_index(pos) == k)
-        x_train, x_test = system.to_5d(train), system.to_5d(test)
-        assert np.all(x_train[:, [1, 3]] >= 0) and np.all(x_test[:, [1, 3]] <= 1e-12)
+        # interleaved eighth-turn sectors: train k pi/2 + [0, pi/4), test k pi/2 + [pi/4, pi/2)
+        for pos, lo in ((train, 0.0), (test, np.pi / 4)):
+            x = system.to_5d(pos)
+            for a, b in ((0, 1), (2, 3)):
+                phase = np.mod(np.arctan2(x[:, b], x[:, a]), np.pi / 2)
+                assert np.all((phase >= lo - 1e-9) & (phase < lo + np.pi / 4 + 1e-9))
+                quadrant = np.floor(np.mod(np.arctan2(x[:, b], x[:, a]), 2 * np.pi)
+                                    / (np.pi / 2))
+                assert len(np.unique(quadrant)) == 4  # all quadrants seen
     with pytest.raises(ValueError):
         system.start_positions(system.basins[0], 2, rng=rng, split="valid")
 

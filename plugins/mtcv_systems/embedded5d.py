@@ -146,21 +146,28 @@ class Embedded5DSystem(System):
         ``(x~, y~)``, disjoint in 5D between splits (as in the paper, which
         started train and test from different x1/x~ and x3/y~ ratios).
 
-        The angles ``phi12`` (x1 = r cos phi12) and ``phi34`` are drawn
-        uniformly from ``[0, pi/2)`` for ``split="train"`` and from ``[pi,
-        3 pi/2)`` for ``split="test"``: opposite quadrants of the (x1, x2) and
-        (x3, x4) planes, with a quarter turn of margin on either side for the
-        angles' diffusion during a run; ``x5 = 0``.
+        The angles ``phi12`` (x1 = r cos phi12) and ``phi34`` are drawn from
+        interleaved eighth-turn sectors: ``k pi/2 + [0, pi/4)`` for
+        ``split="train"`` and ``k pi/2 + [pi/4, pi/2)`` for ``split="test"``
+        (``k = 0..3`` at random, independently for the two planes). Both
+        splits cover all four quadrants, so a CV of the Cartesian
+        coordinates is tested on ratios it has not seen but never has to
+        extrapolate half a turn (with train and test in opposite quadrants a
+        plain MLP generalises by luck: measured 69.6 % test accuracy for one
+        seed, 99.96 % for another); ``x5 = 0``.
         """
         if split == "train":
             lo = 0.0
         elif split == "test":
-            lo = np.pi
+            lo = np.pi / 4
         else:
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         xt, yt, _ = self.minimum(basin)
-        return self.embed(np.full(n, xt), yt, phi12=lo + rng.uniform(0.0, np.pi / 2, n),
-                          phi34=lo + rng.uniform(0.0, np.pi / 2, n))
+
+        def angles() -> np.ndarray:
+            return lo + rng.integers(0, 4, n) * (np.pi / 2) + rng.uniform(0.0, np.pi / 4, n)
+
+        return self.embed(np.full(n, xt), yt, phi12=angles(), phi34=angles())
 
     def embed(self, x_tilde: Any, y_tilde: Any, phi12: Any = 0.0, phi34: Any = 0.0,
               x5: Any = 0.0) -> np.ndarray:
