@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import ROOT, emit, machine, table, write_section  # noqa: E402
@@ -38,7 +37,7 @@ from _results import ROOT, emit, machine, table, write_section  # noqa: E402
 from mtcv_core.io import read_frames
 from mtcv_core.pipeline import run_pipeline
 from mtcv_core.plugins import load_plugins
-from mtcv_core.training import TrainConfig, cv_values, evaluate, train
+from mtcv_core.training import TrainConfig, cv_values, evaluate, fit_latent_classifier, train
 
 DOF_MASK = [[1, 1, 1], [1, 1, 0]]  # both 5D systems: atom 2 moves in x, y only
 QUICK_TRAIN, QUICK_TEST = 40_000, 10_000
@@ -85,26 +84,9 @@ def generate(example: str, quick: bool, seed: int) -> tuple[Any, Any, float]:
 def logistic_accuracy(xi_tr: np.ndarray, y_tr: np.ndarray, xi_te: np.ndarray,
                       y_te: np.ndarray) -> float:
     """Test accuracy of a multinomial logistic regression fitted on xi (train)."""
-    lab_tr, lab_te = y_tr >= 0, y_te >= 0
-    x = torch.as_tensor(xi_tr[lab_tr], dtype=torch.float64)
-    y = torch.as_tensor(y_tr[lab_tr], dtype=torch.long)
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-12)
-    torch.manual_seed(0)
-    layer = torch.nn.Linear(x.shape[1], int(max(y_tr.max(), y_te.max())) + 1).double()
-    opt = torch.optim.LBFGS(layer.parameters(), max_iter=200, line_search_fn="strong_wolfe")
-    xs = (x - mean) / std
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(layer(xs), y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        xt = (torch.as_tensor(xi_te[lab_te], dtype=torch.float64) - mean) / std
-        pred = layer(xt).argmax(1).numpy()
-    return float(np.mean(pred == y_te[lab_te]))
+    basin_of = fit_latent_classifier(xi_tr, y_tr, int(max(y_tr.max(), y_te.max())) + 1)
+    lab_te = y_te >= 0
+    return float(np.mean(basin_of(xi_te[lab_te]) == y_te[lab_te]))
 
 
 def run_model(key: str, label: str, heads: dict[str, Any], latent: int, tr: Any, te: Any,
