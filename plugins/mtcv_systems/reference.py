@@ -235,7 +235,7 @@ def reference_transitions(system: Any, temperature_K: float | None = None, *, n:
     -------
     list of dict
         ``{"from", "to", "delta_F_eV", "delta_F_err_eV", "barrier_eV",
-        "barrier_err_eV"}`` per ordered pair, as
+        "barrier_err_eV", "method"}`` per ordered pair, as
         :func:`mtcv_core.schema_umbrella.transitions_table`: ``delta_F = F_to - F_from``,
         ``barrier`` the minimax level on ``F(x~, y~)`` between the basins'
         lowest cells minus that of ``from``. The ``*_err_eV`` entries are the
@@ -256,6 +256,7 @@ def reference_transitions(system: Any, temperature_K: float | None = None, *, n:
                 "delta_F_err_eV": float(abs((f_b[j] - f_b[i]) - (f_b2[j] - f_b2[i]))),
                 "barrier_eV": float(bars[i, j]),
                 "barrier_err_eV": float(abs(bars[i, j] - bars2[i, j])),
+                "method": f"quadrature of the 5D configurational integral, {n}x{n} cells",
             })
     return rows
 
