@@ -8,6 +8,23 @@ group exactly as a third-party plugin would be.
     ``dof_mask=[[1, 1, 1], [1, 1, 0]]`` the features are
     ``positions.reshape(n, -1)[:, :5]``.
 
+For molecules (:mod:`mtcv_features.molecular`; all invariant under rigid
+translations and proper rotations):
+
+``aligned_cartesian``
+    Cartesian coordinates in a body frame fixed to three atoms (options
+    ``center``, ``axis``, ``plane``, ``drop_constant``), as in Sun et al.,
+    JCTC 2022: atom ``center`` at the origin, ``axis`` on +x, ``plane`` in
+    the xy plane with y > 0. ``3 n_atoms - 3`` features (the paper's 63 for
+    alanine dipeptide's 22 atoms: the centre's zeros dropped), or
+    ``3 n_atoms - 6`` with ``drop_constant = true`` (no constant feature).
+``dihedral_sincos``
+    ``sin phi, cos phi`` of each dihedral in ``dihedrals`` (lists of 4 atom
+    indices), interleaved; IUPAC sign, as ``ase.Atoms.get_dihedral``.
+``distances``
+    Pairwise distances among ``atoms`` (default: all), or their inverses
+    with ``inverse = true``; invariant under reflections too.
+
 Featurizers are TorchScript-able ``torch.nn.Module`` objects so that the
 exported CV (``cv.ts``) carries them.
 """
@@ -22,6 +39,11 @@ from torch import nn
 
 from mtcv_core import __version__, hookimpl
 from mtcv_core.interfaces import Featurizer
+from mtcv_features.molecular import (
+    AlignedCartesianFeaturizer,
+    DihedralSinCosFeaturizer,
+    DistanceFeaturizer,
+)
 
 
 class CartesianFeaturizer(nn.Module, Featurizer):
@@ -77,6 +99,10 @@ class CartesianFeaturizer(nn.Module, Featurizer):
 @hookimpl
 def mtcv_register_featurizers(register):
     register("cartesian", CartesianFeaturizer)
+    register("aligned_cartesian", AlignedCartesianFeaturizer)
+    register("dihedral_sincos", DihedralSinCosFeaturizer)
+    register("distances", DistanceFeaturizer)
 
 
-__all__ = ["__version__", "CartesianFeaturizer", "mtcv_register_featurizers"]
+__all__ = ["__version__", "CartesianFeaturizer", "AlignedCartesianFeaturizer",
+           "DihedralSinCosFeaturizer", "DistanceFeaturizer", "mtcv_register_featurizers"]
