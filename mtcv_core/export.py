@@ -46,6 +46,19 @@ class ExportedCV(nn.Module):
         return self.encoder(self.standardizer(x))
 
 
+class SelectCV(nn.Module):
+    """Columns ``index`` of a CV module's output: positions (n, n_atoms, 3)
+    -> (n, len(index)); e.g. phi alone out of (phi, psi)."""
+
+    def __init__(self, cv: nn.Module, index: list[int]) -> None:
+        super().__init__()
+        self.cv = cv
+        self.register_buffer("index", torch.as_tensor(index, dtype=torch.long))
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.cv(positions).index_select(1, self.index)
+
+
 def to_torchscript(model: MultitaskCV, *, dtype: torch.dtype | None = None
                    ) -> torch.jit.ScriptModule:
     """The CV of ``model`` as a TorchScript module on the CPU.

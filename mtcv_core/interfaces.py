@@ -37,6 +37,10 @@ class System(ABC):
     basins: tuple[str, ...] = ()
     #: names of the true collective variables, if any
     true_cv_names: tuple[str, ...] = ()
+    #: units of the true CVs ("angstrom", "radian", ...)
+    true_cv_units: str = "1"
+    #: period of each true CV (0: not periodic); empty: none is periodic
+    true_cv_periods: tuple[float, ...] = ()
     #: default temperature of the system's experiments, K
     temperature_K: float = 300.0
 

@@ -38,6 +38,11 @@ class SampleConfig:
     engine: str = doc("fast", "'fast' (batched walkers where possible) or 'ase'")
     timestep_fs: float = positive(1.0, "MD time step, fs")
     friction_per_fs: float = positive(0.01, "Langevin friction, 1/fs")
+    train_temperature_K: float | None = field(default=None, metadata={
+        "gt": 0, "doc": "temperature of the train split, K (default: the run's)"})
+    test_temperature_K: float | None = field(default=None, metadata={
+        "gt": 0, "doc": "temperature of the test split, K (default: the train split's); the "
+                        "paper trains alanine dipeptide's CV at 120 K and tests it at 100 K"})
 
 
 @dataclass

@@ -69,7 +69,7 @@ def run_sample(ctx: Any) -> None:
                 parts.append(read_frames(part_path))
                 continue
             part = source.run(ctx.system, seed=cfg.seed, client=_client(ctx), split=split,
-                              scale=scale, temperature_K=cfg.temperature_K,
+                              scale=scale, temperature_K=_sample_temperature(cfg, source, split),
                               progress=ctx.progress)
             part.attrs.update(provenance(seed=cfg.seed))
             write_dataset(part, part_path)
@@ -87,6 +87,19 @@ def run_sample(ctx: Any) -> None:
 
     plot_frames(data, true, ctx.out / "figures" / "data.png",
                 names=list(ctx.system.true_cv_names) or ["cv0", "cv1"])
+
+
+def _sample_temperature(cfg: Any, source: Any, split: str) -> float:
+    """K: a source's own ``temperature_K`` option, else the split's
+    (``[sample] train_temperature_K`` / ``test_temperature_K``), else the
+    run's."""
+    own = getattr(source, "temperature_K", None)
+    if own is not None:
+        return float(own)
+    train = cfg.sample.train_temperature_K or cfg.temperature_K
+    if split == "test" and cfg.sample.test_temperature_K is not None:
+        return float(cfg.sample.test_temperature_K)
+    return float(train)
 
 
 def _train_config(ctx: Any) -> Any:
@@ -147,7 +160,7 @@ def _train_figures(ctx: Any, model: Any, history: Any, test: Any) -> None:
     except NotImplementedError:
         true = None
     if true is not None and true.shape[1] >= 2:
-        names = [f"{n} (angstrom)" for n in ctx.system.true_cv_names[:2]]
+        names = [f"{n} ({ctx.system.true_cv_units})" for n in ctx.system.true_cv_names[:2]]
         plot_cv_plane(true[:, 0], true[:, 1], pred["xi"], names=names,
                       path=figs / "xi_plane.png")
     if pred["xi"].shape[1] == 1:
@@ -175,7 +188,12 @@ class UmbrellaStageConfig:
     sampler_options: dict[str, Any] = field(default_factory=dict, metadata={
         "doc": "options of the sampler (walkers_per_window, n_steps, stride, ...)"})
     reference: bool = doc(True, "also run umbrella sampling along the system's true CVs")
+    reference_cvs: list[str] = field(default_factory=list, metadata={
+        "doc": "true CVs to restrain for the reference (default: all of them); one CV gets "
+               "windows along a line, like a 1D xi"})
     reference_spacing: float = positive(1.0, "grid spacing of the true-CV windows (their units)")
+    reference_windows: int = positive(24, "windows along a single reference CV (before "
+                                          "refinement)")
     reference_sampler_options: dict[str, Any] = field(default_factory=dict, metadata={
         "doc": "sampler options that differ for the true-CV windows (e.g. fewer walkers for "
                "their many 2D windows)"})
@@ -251,21 +269,71 @@ def run_umbrella(ctx: Any) -> None:
     write_dataset(result, ctx.out / "umbrella.nc")
     ctx.summary["umbrella_windows"] = int(result.sizes["window"])
     if cfg.reference:
-        try:
-            true_cv = ctx.system.true_cv_module()
-        except NotImplementedError:
-            return
-        s = ctx.system.true_cv(positions)
-        ref_sampler = _sampler(ctx, cfg, reference=True)
-        ref_plan = ref_sampler.plan_grid(s, spacing=cfg.reference_spacing, kT=kT, rng=rng,
-                                         width_factor=cfg.width_factor)
-        ref, ref_added = _refined_run(
-            ref_sampler, ctx, true_cv, ref_plan, positions, s, cfg.max_refinements,
-            lambda res, pl: ref_sampler.refine_grid(res, pl), store=windows / "true_cv",
-            cv_names=tuple(ctx.system.true_cv_names), cv_units="angstrom", **run_kw)
-        write_dataset(ref, ctx.out / "umbrella_reference.nc")
-        ctx.summary["umbrella_reference_windows"] = int(ref.sizes["window"])
-        ctx.summary["umbrella_reference_windows_added"] = ref_added
+        _run_reference(ctx, cfg, sampler=_sampler(ctx, cfg, reference=True), positions=positions,
+                       labels=labels, masses=train["masses"].values, rng=rng,
+                       store=windows / "true_cv", run_kw=run_kw)
+
+
+def reference_cv(ctx: Any, names: list[str] | None) -> tuple[Any, list[int]]:
+    """The true-CV module restricted to ``names`` (all when None or empty)
+    and the column indices; ConfigError for a name the system lacks."""
+    import torch
+
+    from mtcv_core.export import SelectCV
+
+    all_names = list(ctx.system.true_cv_names)
+    names = list(names) if names else all_names
+    unknown = [n for n in names if n not in all_names]
+    if unknown:
+        raise ConfigError(f"umbrella.reference_cvs: {unknown!r} are not true CVs of "
+                          f"{ctx.system.name!r}; expected a subset of {all_names}")
+    index = [all_names.index(n) for n in names]
+    module = ctx.system.true_cv_module()
+    if index != list(range(len(all_names))):
+        module = torch.jit.script(SelectCV(module, index))
+    return module, index
+
+
+def _run_reference(ctx: Any, cfg: Any, *, sampler: Any, positions: Any, labels: Any,
+                   masses: Any, rng: Any, store: Any, run_kw: dict[str, Any]) -> None:
+    """Windows along the true CVs (or the subset ``reference_cvs``):
+    along a line between the first transition's basins for one CV, on a grid
+    (``reference_spacing``) for two."""
+    import numpy as np
+
+    from mtcv_core.io import write_dataset
+
+    try:
+        true_cv, index = reference_cv(ctx, cfg.reference_cvs)
+    except NotImplementedError:
+        return
+    s = ctx.system.true_cv(positions)[:, index]
+    periods = np.zeros(len(index))
+    if ctx.system.true_cv_periods:
+        periods = np.asarray(ctx.system.true_cv_periods, float)[index]
+    kT = _kT(ctx)
+    names = tuple(ctx.system.true_cv_names[i] for i in index)
+    if len(index) == 1:
+        a, b = (ctx.system.basins.index(n) for n in cfg.transitions[0])
+        plan = sampler.plan_line(s[:, 0], labels, a, b, n_windows=cfg.reference_windows,
+                                 kT=kT, rng=rng, width_factor=cfg.width_factor)
+
+        def refine(res: Any, pl: Any) -> Any:
+            return sampler.refine_line(res, pl, s[:, 0], threshold=cfg.refine_overlap, kT=kT,
+                                       rng=rng, positions=positions, cv=true_cv, masses=masses)
+    else:
+        plan = sampler.plan_grid(s, spacing=cfg.reference_spacing, kT=kT, rng=rng,
+                                 width_factor=cfg.width_factor)
+
+        def refine(res: Any, pl: Any) -> Any:
+            return sampler.refine_grid(res, pl)
+    ref, added = _refined_run(sampler, ctx, true_cv, plan, positions, s, cfg.max_refinements,
+                              refine, store=store, cv_names=names,
+                              cv_units=ctx.system.true_cv_units,
+                              cv_periods=periods if periods.any() else None, **run_kw)
+    write_dataset(ref, ctx.out / "umbrella_reference.nc")
+    ctx.summary["umbrella_reference_windows"] = int(ref.sizes["window"])
+    ctx.summary["umbrella_reference_windows_added"] = added
 
 
 def _refined_run(sampler: Any, ctx: Any, cv: Any, plan: Any, frames: Any, values: Any,
@@ -367,6 +435,24 @@ def _classifier_basins(model: Any, ctx: Any) -> Any:
     return basin_of
 
 
+def _reference_basins(ctx: Any) -> Any:
+    """Basins along the reference CVs: the system's own regions when the
+    reference restrains all true CVs; for a subset (``reference_cvs``, e.g.
+    phi alone) a linear classifier fitted on those CVs of the labelled
+    training frames, as for a learned CV without a classifier head."""
+    from mtcv_core.config import from_mapping
+    from mtcv_core.io import read_frames
+    from mtcv_core.training import fit_latent_classifier
+
+    cfg = from_mapping(UmbrellaStageConfig, ctx.config.umbrella, "umbrella")
+    if not cfg.reference_cvs or list(cfg.reference_cvs) == list(ctx.system.true_cv_names):
+        return ctx.system.basin_index_cv
+    _, index = reference_cv(ctx, cfg.reference_cvs)
+    train = _split(read_frames(ctx.out / "data.nc"), "train")
+    values = ctx.system.true_cv(train["coordinates"].values)[:, index]
+    return fit_latent_classifier(values, train["label"].values, len(ctx.system.basins))
+
+
 def run_estimate(ctx: Any) -> None:
     """MBAR along xi (``fes.nc``) and along the true CVs
     (``fes_reference.nc``); barriers and free-energy differences beside the
@@ -394,7 +480,7 @@ def run_estimate(ctx: Any) -> None:
         ref_estimator = factory(**check_options(factory, ref_options,
                                                 "estimate.reference_options"))
         ref = ref_estimator.estimate(read_dataset(ctx.out / "umbrella_reference.nc"),
-                                 basin_of=ctx.system.basin_index_cv, basin_names=basins)
+                                     basin_of=_reference_basins(ctx), basin_names=basins)
         write_dataset(ref, ctx.out / "fes_reference.nc")
         true_cv = {(r["from"], r["to"]): r for r in transitions_table(ref)}
     quadrature = {(r["from"], r["to"]): r

@@ -124,6 +124,8 @@ class AlanineDipeptide(System):
     name: ClassVar[str] = "alanine_dipeptide"
     basins: tuple[str, ...] = BASINS
     true_cv_names: tuple[str, ...] = ("phi", "psi")
+    true_cv_units: str = "radian"
+    true_cv_periods: tuple[float, ...] = (2.0 * math.pi, 2.0 * math.pi)
     #: chemical symbols in atom order
     symbols: tuple[str, ...] = tuple(el for _, _, el in ATOMS)
     #: (residue, atom name) in atom order

@@ -104,6 +104,7 @@ class Embedded5DSystem(System):
 
     name: ClassVar[str] = "embedded_5d"
     true_cv_names: tuple[str, ...] = ("x_tilde", "y_tilde")
+    true_cv_units: str = "angstrom"
     #: mass of each pseudo-atom, amu
     mass_amu: float = 1.0
 

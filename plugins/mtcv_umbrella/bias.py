@@ -7,6 +7,9 @@ forces by autograd. It is a pure function of the positions (asking twice
 changes nothing). Results: ``energy``, ``forces`` (biased), ``cv`` (d,),
 ``bias_energy`` and ``unbiased_energy`` (eV). With ``calc=None`` it is the
 bias alone, to combine with :class:`ase.calculators.mixing.SumCalculator`.
+
+Periodic CVs (dihedrals in radians, period 2 pi) restrain the minimum-image
+difference ``xi - center - period * round((xi - center) / period)``.
 """
 
 from __future__ import annotations
@@ -33,19 +36,22 @@ class UmbrellaBias(TorchCalculator):
         positions (n, n_atoms, 3) angstrom -> xi (n, d).
     center : (d,) CV units
     k : (d,) or scalar, eV / CV unit^2
+    period : (d,) or scalar, CV units, optional
+        Period of each CV dimension; 0 (the default) for a non-periodic one.
     """
 
     def __init__(self, calc: Calculator | None, cv: torch.nn.Module, center: Any, k: Any,
-                 **kwargs: Any) -> None:
+                 period: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.calc = calc
         self.cv = cv.to(self.dtype) if hasattr(cv, "to") else cv
         self.center = torch.atleast_1d(torch.as_tensor(center, dtype=self.dtype))
         self.k = torch.atleast_1d(torch.as_tensor(k, dtype=self.dtype)).expand_as(self.center)
+        self.period = _periods(period, self.center.shape[-1], self.dtype)
 
     def energy_fn(self, positions: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         xi = self.cv(positions[None])[0]
-        bias = 0.5 * (self.k * (xi - self.center) ** 2).sum()
+        bias = 0.5 * (self.k * min_image(xi - self.center, self.period) ** 2).sum()
         return bias, {"cv": xi, "bias_energy": bias}
 
     def calculate(self, atoms: Atoms | None = None,
@@ -68,14 +74,17 @@ class BatchedBias:
     restraint; the last CV values (n, d) and bias energies (n,) are kept in
     :attr:`last_cv` and :attr:`last_bias`.
 
-    centers, k: (n, d) for the n walkers, in the order of the positions.
+    centers, k: (n, d) for the n walkers, in the order of the positions;
+    periods: (d,) CV units, 0 for a non-periodic dimension (default: none).
     """
 
-    def __init__(self, system: Any, cv: torch.nn.Module, centers: np.ndarray, k: np.ndarray):
+    def __init__(self, system: Any, cv: torch.nn.Module, centers: np.ndarray, k: np.ndarray,
+                 periods: Any = None):
         self.system = system
         self.cv = cv.to(torch.float64) if hasattr(cv, "to") else cv
         self.centers = torch.as_tensor(np.asarray(centers, float))
         self.k = torch.as_tensor(np.asarray(k, float))
+        self.periods = _periods(periods, self.centers.shape[-1], torch.float64)
         self.last_cv = np.zeros(self.centers.shape)
         self.last_bias = np.zeros(len(self.centers))
         self.last_unbiased = np.zeros(len(self.centers))
@@ -85,7 +94,7 @@ class BatchedBias:
         pos = torch.tensor(x, dtype=torch.float64, requires_grad=True)
         with torch.enable_grad():
             xi = self.cv(pos)
-            e = 0.5 * (self.k * (xi - self.centers) ** 2).sum(dim=1)
+            e = 0.5 * (self.k * min_image(xi - self.centers, self.periods) ** 2).sum(dim=1)
             (grad,) = torch.autograd.grad(e.sum(), pos)
         return e.detach().numpy(), -grad.numpy(), xi.detach().numpy()
 
@@ -94,3 +103,24 @@ class BatchedBias:
         eb, fb, xi = self.bias(x)
         self.last_cv, self.last_bias, self.last_unbiased = xi, eb, e0
         return e0 + eb, f0 + fb
+
+
+def _periods(period: Any, d: int, dtype: torch.dtype) -> torch.Tensor:
+    """(d,) periods, 0 where a dimension is not periodic."""
+    if period is None:
+        return torch.zeros(d, dtype=dtype)
+    p = torch.atleast_1d(torch.as_tensor(period, dtype=dtype)).expand(d).clone()
+    if not bool(torch.all(torch.isfinite(p) & (p >= 0))):
+        raise ValueError(f"umbrella bias: periods must be finite and >= 0, got {p.tolist()}")
+    return p
+
+
+def min_image(diff: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
+    """``diff`` (..., d) wrapped to [-period/2, period/2] where ``period`` (d,)
+    is positive, unchanged where it is 0. The shift is piecewise constant, so
+    the gradient is that of ``diff``."""
+    if not bool(torch.any(period > 0)):
+        return diff
+    safe = torch.where(period > 0, period, torch.ones_like(period))
+    shift = torch.where(period > 0, safe * torch.round(diff / safe), torch.zeros_like(diff))
+    return diff - shift

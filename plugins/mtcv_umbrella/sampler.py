@@ -153,14 +153,16 @@ class UmbrellaSampler(MDOptions, Sampler):
             centers: np.ndarray, spring_constants: np.ndarray, start_positions: np.ndarray,
             temperature_K: float | None = None, store: str | Path | None = None,
             first_id: int = 0, cv_names: tuple[str, ...] | None = None, cv_units: str = "1",
-            progress: bool = False) -> xr.Dataset:
+            cv_periods: Any = None, progress: bool = False) -> xr.Dataset:
         """Run windows ``first_id, first_id + 1, ...``.
 
         centers, spring_constants: (n_windows, d); start_positions:
         (n_windows, n_atoms, 3) angstrom (all walkers of a window start
         there) or (n_windows, n_starts, n_atoms, 3) (walker j starts from
         ``start_positions[w, j % n_starts]``); ``cv`` a torch module
-        positions -> (n, d). Returns the umbrella dataset of these windows.
+        positions -> (n, d); ``cv_periods`` (d,) the periods of periodic CV
+        dimensions (0: not periodic). Returns the umbrella dataset of these
+        windows.
         """
         params = self.params(temperature_K)
         centers = np.atleast_2d(np.asarray(centers, float))
@@ -191,7 +193,9 @@ class UmbrellaSampler(MDOptions, Sampler):
                       start=start_positions[todo[s:s + c]], params=params,
                       seed=seed, fast=self.use_fast(system), walkers=self.walkers_per_window,
                       n_steps=self.n_steps, n_eq=self.equilibration_steps, stride=self.stride,
-                      cv_names=cv_names, cv_units=cv_units)
+                      cv_names=cv_names, cv_units=cv_units,
+                      cv_periods=None if cv_periods is None else
+                      np.broadcast_to(np.asarray(cv_periods, float), centers.shape[1:]).copy())
                  for s, c in chunks(len(todo), self.windows_per_task)]
 
         results = map_tasks(_window_task, specs, client=client, progress=progress,
@@ -239,7 +243,7 @@ def _window_task(spec: dict[str, Any]) -> list[xr.Dataset]:
     cv_rec = np.zeros((n_rec, len(x0), centers.shape[1]))
     e_rec = np.zeros((n_rec, len(x0)))
     if spec["fast"]:
-        forces = BatchedBias(system, cv, c_w, k_w)
+        forces = BatchedBias(system, cv, c_w, k_w, periods=spec["cv_periods"])
         noise = GroupedNormals(rngs, [m] * len(ids))
         integ = BatchLangevin(forces, masses, params, noise, dof_mask=system.dof_mask)
         x, v = x0, v0
@@ -257,7 +261,7 @@ def _window_task(spec: dict[str, Any]) -> list[xr.Dataset]:
             atoms = system.make_atoms()
             atoms.set_positions(x0[w])
             atoms.set_velocities(v0[w])
-            bias = UmbrellaBias(atoms.calc, cv, c_w[w], k_w[w])
+            bias = UmbrellaBias(atoms.calc, cv, c_w[w], k_w[w], period=spec["cv_periods"])
             atoms.calc = bias
             cvs, es = [], []
 
@@ -283,5 +287,5 @@ def _window_task(spec: dict[str, Any]) -> list[xr.Dataset]:
         out.append(make_window_dataset(
             window_id=int(w), center=centers[i], spring_constant=k[i], cv_values=series,
             energy=energy, walkers=m, temperature_K=params.temperature_K,
-            cv_names=spec["cv_names"], cv_units=spec["cv_units"]))
+            cv_names=spec["cv_names"], cv_units=spec["cv_units"], cv_period=spec["cv_periods"]))
     return out

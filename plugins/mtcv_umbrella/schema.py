@@ -17,10 +17,11 @@ WINDOW_SCHEMA = "mtcv.umbrella_window/1"
 
 def make_window_dataset(*, window_id: int, center: np.ndarray, spring_constant: np.ndarray,
                         cv_values: np.ndarray, energy: np.ndarray, walkers: int,
-                        temperature_K: float, cv_names: Sequence[str], cv_units: str
-                        ) -> xr.Dataset:
+                        temperature_K: float, cv_names: Sequence[str], cv_units: str,
+                        cv_period: Sequence[float] | None = None) -> xr.Dataset:
     """One window: center (d,), spring_constant (d,) eV/unit^2, cv_values
-    (n_samples, d) (walker-major), energy (n_samples,) eV (unbiased)."""
+    (n_samples, d) (walker-major), energy (n_samples,) eV (unbiased);
+    cv_period (d,) the CV's periods (0: not periodic; None: none is)."""
     ds = xr.Dataset({
         "center": (("cv",), np.asarray(center, float)),
         "spring_constant": (("cv",), np.asarray(spring_constant, float)),
@@ -35,6 +36,8 @@ def make_window_dataset(*, window_id: int, center: np.ndarray, spring_constant: 
     ds.attrs.update(mtcv_schema=WINDOW_SCHEMA, window_id=int(window_id), walkers=int(walkers),
                     temperature_K=float(temperature_K), cv_names=" ".join(cv_names),
                     cv_units=cv_units)
+    if cv_period is not None and any(float(p) > 0 for p in cv_period):
+        ds.attrs["cv_period"] = " ".join(repr(float(p)) for p in cv_period)
     return ds
 
 
@@ -70,4 +73,6 @@ def merge_windows(windows: Sequence[xr.Dataset], *, temperature_K: float) -> xr.
     ds.attrs.update(mtcv_schema=UMBRELLA_SCHEMA, temperature_K=float(temperature_K),
                     cv_names=windows[0].attrs["cv_names"], cv_units=windows[0].attrs["cv_units"],
                     walkers=windows[0].attrs["walkers"])
+    if "cv_period" in windows[0].attrs:
+        ds.attrs["cv_period"] = windows[0].attrs["cv_period"]
     return validate_umbrella(ds, where="umbrella windows")
