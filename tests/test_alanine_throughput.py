@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "alanine_throughput
 def bench():
     spec = importlib.util.spec_from_file_location("alanine_throughput", BENCH)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
