@@ -172,6 +172,9 @@ class AlignedCartesianFeaturizer(nn.Module, Featurizer):
         """(n, n_atoms, 3) angstrom -> (n, n_features) angstrom."""
         n_atoms = positions.shape[1]
         flat = self.aligned(positions).reshape(positions.shape[0], 3 * n_atoms)
+        c = 3 * self.center
+        if not self.drop_constant:  # slices: cheaper than a boolean mask per call
+            return torch.cat([flat[:, :c], flat[:, c + 3:]], dim=1)
         keep = torch.ones(3 * n_atoms, dtype=torch.bool, device=positions.device)
         keep[3 * self.center:3 * self.center + 3] = False
         if self.drop_constant:

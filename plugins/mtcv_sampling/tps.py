@@ -57,6 +57,9 @@ class TPS(MDOptions, DataSource):
     seed_max_steps: int = positive(400000, "step limit of the seed-path run")
     seed_walkers: int = positive(32, "walkers of the seed-path run")
     seed_max_path_steps: int = positive(20000, "longest seed path kept, steps")
+    seed_min_paths: int = nonneg(
+        0, "stop the seed run once this many paths are found and share them between the "
+           "task's chains (0: one path per chain); chains decorrelate in the burn-in shots")
     shooting_energy_width_eV: float = nonneg(
         0.05, "shooting points are drawn with probability ~ exp(V / width) along the "
               "path, favouring the transition region (0: uniform); the acceptance "
@@ -95,14 +98,15 @@ class TPS(MDOptions, DataSource):
 
 def seed_paths(system: System, initial: str, final: str, count: int, params: LangevinParams,
                rng: np.random.Generator, *, split: str, fast: bool, max_steps: int,
-               n_walkers: int = 32, max_path_steps: int = 20000
+               n_walkers: int = 32, max_path_steps: int = 20000, min_paths: int = 0
                ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Reactive paths (every step) from ``n_walkers`` runs at
     ``params.temperature_K`` started in ``initial``: each path runs from a
     walker's last frame in ``initial`` to its first in ``final`` without
     visiting a third basin. Returns ``count`` pairs of positions (L, n_atoms, 3)
-    and energies (L,) eV; if fewer
-    walkers than chains found a path, paths are shared between chains."""
+    and energies (L,) eV. The run stops once ``min_paths`` paths (``count``
+    when 0) are found, or after ``max_steps``; with fewer paths than
+    ``count`` the paths are shared between chains."""
     i_idx, f_idx = system.basins.index(initial), system.basins.index(final)
     n_walkers = max(n_walkers, count)
     x0 = system.start_positions(initial, n_walkers, rng=rng, split=split)
@@ -132,7 +136,7 @@ def seed_paths(system: System, initial: str, final: str, count: int, params: Lan
         done = (basin == f_idx) & valid[active]
         for c in active[done]:
             paths.append((buf[c, : ptr[c] + 1].copy(), buf_e[c, : ptr[c] + 1].copy()))
-        if len(paths) >= count:
+        if len(paths) >= (min(min_paths, count) if min_paths > 0 else count):
             break
         active = active[~done]
     if not paths:
@@ -166,7 +170,8 @@ def _tps_task(spec: dict[str, Any]) -> dict[str, Any]:
                              params.friction_per_fs)
         paths = seed_paths(system, initial, final, count, hot, rng, split=split,
                            fast=spec["fast"], max_steps=opts.seed_max_steps,
-                           n_walkers=opts.seed_walkers, max_path_steps=opts.seed_max_path_steps)
+                           n_walkers=opts.seed_walkers, max_path_steps=opts.seed_max_path_steps,
+                           min_paths=opts.seed_min_paths)
     masses = system.make_atoms().get_masses()
     prop = make_propagator(system, params, rng, count, spec["fast"])
     n_atoms = paths[0][0].shape[1]
