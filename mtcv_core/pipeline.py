@@ -129,6 +129,10 @@ def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | Non
                      client_factory=lambda: dask_client(sched, n_workers), progress=progress,
                      summary=summary)
     try:
+        try:
+            stages.validate(ctx)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         for stage in STAGES:
             if stage in summary["stages_done"]:
                 pass

@@ -45,6 +45,43 @@ def _source_options(ctx: Any, name: str, options: dict[str, Any]) -> Any:
     return factory(**merged)
 
 
+def validate(ctx: Any) -> None:
+    """Check every table of the run's config against its stage's schema and
+    the plugins it names before any stage runs, so that a typo in
+    ``[estimate]`` fails in a second, not after hours of sampling. Raises
+    ConfigError naming the key, the value and what was expected."""
+    import dataclasses
+
+    from mtcv_core.config import check_options, from_mapping
+
+    cfg = ctx.config
+    for name, opts in cfg.sample.sources.items():
+        _source_options(ctx, name, opts)
+    if cfg.train:
+        _train_config(ctx)
+    if cfg.umbrella:
+        ucfg = from_mapping(UmbrellaStageConfig, cfg.umbrella, "umbrella")
+        for pair in ucfg.transitions:
+            if len(pair) != 2 or any(b not in ctx.system.basins for b in pair):
+                raise ConfigError(f"umbrella.transitions: {pair!r} is not a pair of basins of "
+                                  f"{list(ctx.system.basins)}")
+        _sampler(ctx, ucfg)
+        if ucfg.reference and ucfg.reference_cvs:
+            try:
+                reference_cv(ctx, ucfg.reference_cvs)
+            except NotImplementedError:
+                pass
+        if ucfg.reference:
+            _sampler(ctx, ucfg, reference=True)
+    if cfg.estimate:
+        ecfg = from_mapping(EstimateStageConfig, cfg.estimate, "estimate")
+        factory = ctx.registry.get("estimator", ecfg.estimator).factory
+        if dataclasses.is_dataclass(factory):
+            check_options(factory, ecfg.options, "estimate.options")
+            check_options(factory, {**ecfg.options, **ecfg.reference_options},
+                          "estimate.reference_options")
+
+
 def run_sample(ctx: Any) -> None:
     """Run every data source on the train and test splits; write ``data.nc``."""
     from mtcv_core.config import ConfigError

@@ -146,3 +146,34 @@ def test_mbar_recovers_a_periodic_potential_across_the_boundary():
     diff = (pmf[ok] - pmf[ok].mean()) - (exact[ok] - exact[ok].mean())
     # bin averaging of cos over a 15 degree bin changes it by < 0.3 %
     assert np.all(np.abs(diff) < 4 * err[ok] + 0.003), (diff, err[ok])
+
+
+def test_reference_cv_subset_and_bad_names(ala):
+    from types import SimpleNamespace
+
+    from mtcv_core.config import ConfigError
+    from mtcv_core.stages import reference_cv
+
+    ctx = SimpleNamespace(system=ala)
+    module, index = reference_cv(ctx, ["psi"])
+    assert index == [1]
+    x = torch.as_tensor(_beta_like(ala, np.random.default_rng(2)))
+    np.testing.assert_allclose(module(x).numpy()[:, 0], ala.true_cv(x.numpy())[:, 1])
+    assert reference_cv(ctx, [])[1] == [0, 1]
+    with pytest.raises(ConfigError, match=r"reference_cvs.*'omega'.*\['phi', 'psi'\]"):
+        reference_cv(ctx, ["phi", "omega"])
+
+
+def test_sample_temperatures_per_split():
+    from types import SimpleNamespace
+
+    from mtcv_core.stages import _sample_temperature
+
+    sample = SimpleNamespace(train_temperature_K=None, test_temperature_K=100.0)
+    cfg = SimpleNamespace(temperature_K=120.0, sample=sample)
+    plain = SimpleNamespace(temperature_K=None)
+    assert _sample_temperature(cfg, plain, "train") == 120.0
+    assert _sample_temperature(cfg, plain, "test") == 100.0
+    assert _sample_temperature(cfg, SimpleNamespace(temperature_K=700.0), "test") == 700.0
+    sample.train_temperature_K, sample.test_temperature_K = 90.0, None
+    assert _sample_temperature(cfg, plain, "test") == 90.0

@@ -106,6 +106,16 @@ def test_resume_reuses_finished_parts(tiny_run, tmp_path):
     ('system = "muller_brown_5d"\n[sample.sources.basin_md]\nnsteps = 1',
      "sample.sources.basin_md.nsteps: unknown key"),
     ("system = [", "not valid TOML"),
+    # later stages' tables are checked before the first stage runs
+    ('system = "muller_brown_5d"\n[sample.sources.basin_md]\n[umbrella]\nn_windowz = 3',
+     "umbrella.n_windowz: unknown key"),
+    ('system = "muller_brown_5d"\n[sample.sources.basin_md]\n[estimate]\n'
+     'options = { n_binz = 3 }', "estimate.options.n_binz: unknown key"),
+    ('system = "muller_brown_5d"\n[sample.sources.basin_md]\n[umbrella]\n'
+     'sampler_options = { walkers = 3 }', "umbrella.sampler_options.walkers: unknown key"),
+    ('system = "alanine_dipeptide"\n[sample.sources.basin_md]\n[umbrella]\n'
+     'transitions = [["C7eq", "C7ax"]]\nreference_cvs = ["omega"]',
+     "umbrella.reference_cvs: ['omega'] are not true CVs"),
 ])
 def test_bad_config_clear_error(tmp_path, capsys, text, message):
     from mtcv_core.cli import main
@@ -116,6 +126,22 @@ def test_bad_config_clear_error(tmp_path, capsys, text, message):
     err = capsys.readouterr().err
     assert message in err
     assert str(cfg) in err or "no system named" in err or "no data_source" in err
+
+
+@pytest.mark.parametrize("example", sorted((Path(__file__).parents[1] / "examples").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_example_configs_validate(example, tmp_path):
+    """Every shipped example passes the up-front check of all its tables."""
+    from mtcv_core import stages
+    from mtcv_core.pipeline import RunContext
+    from mtcv_core.plugins import load_plugins
+
+    cfg, _ = load_config(example)
+    registry = load_plugins()
+    ctx = RunContext(config=cfg, out=tmp_path, registry=registry,
+                     system=registry.create("system", cfg.system, **cfg.system_options),
+                     client_factory=None, progress=False, summary={})
+    stages.validate(ctx)
 
 
 def test_builtin_quick_config_is_the_example():
