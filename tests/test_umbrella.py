@@ -103,6 +103,13 @@ def test_windows_saved_and_reused(mb, tmp_path):
     (tmp_path / "window_0001.nc").unlink()  # as if killed before it finished
     again = sampler.run(mb, cv, **kw)
     np.testing.assert_array_equal(first.cv_values.values, again.cv_values.values)
+    # a stored window planned with another spring is not reused: it runs again
+    stiffer = dict(kw, spring_constants=[[0.5, 0.5], [2.0, 2.0], [0.5, 0.5]])
+    with pytest.warns(RuntimeWarning, match="window_0001.nc: stored window has another"):
+        changed = sampler.run(mb, cv, **stiffer)
+    assert changed.spring_constant.values[1, 0] == 2.0
+    np.testing.assert_array_equal(first.cv_values.values[0], changed.cv_values.values[0])
+    assert not np.array_equal(first.cv_values.values[1], changed.cv_values.values[1])
 
 
 def test_window_planning_helpers():

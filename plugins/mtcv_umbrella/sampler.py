@@ -12,6 +12,7 @@ there are reused when a run resumes.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -140,13 +141,14 @@ class UmbrellaSampler(MDOptions, Sampler):
 
     def _stable_spring(self, k: np.ndarray, xi: np.ndarray, centers: np.ndarray,
                        positions: np.ndarray, cv: Any, masses: np.ndarray) -> float:
-        """The stiffest spring that keeps sqrt(k |grad xi|^2 / m) below
-        0.2 / timestep at the frames nearest the windows (99th percentile of
-        |grad xi|^2; never softer than the softest existing window)."""
+        """The stiffest spring that keeps the restraint's angular frequency
+        sqrt(k sum_i |grad_i xi|^2 / m_i) below 0.2 / timestep at the frames
+        nearest the windows (99th percentile of the mass-weighted squared
+        gradient; never softer than the softest existing window)."""
         near = np.argsort(np.abs(xi[None, :] - centers[:, None]), axis=1)[:, :20]
-        g2 = float(np.quantile(_grad_norm2(cv, positions[np.unique(near.ravel())]), 0.99))
-        m_over_dt2 = float(np.min(masses)) * 103.6427 / self.timestep_fs**2  # eV/A^2
-        return max(float(np.min(k)), 0.04 * m_over_dt2 / max(g2, 1e-12))
+        g2 = float(np.quantile(_grad_norm2(cv, positions[np.unique(near.ravel())], masses), 0.99))
+        amu_per_dt2 = 103.6427 / self.timestep_fs**2  # eV/A^2 per amu at this time step
+        return max(float(np.min(k)), 0.04 * amu_per_dt2 / max(g2, 1e-12))
 
     # --------------------------------------------------------------- run
     def run(self, system: System, cv: Any, *, seed: int, client: Any = None,
@@ -182,10 +184,16 @@ class UmbrellaSampler(MDOptions, Sampler):
         store_dir = Path(store) if store is not None else None
         done: dict[int, xr.Dataset] = {}
         if store_dir is not None:
-            for w in ids:
+            for i, w in enumerate(ids):
                 path = store_dir / f"window_{w:04d}.nc"
                 if path.exists():
-                    done[int(w)] = read_window(path)
+                    win = read_window(path)
+                    if _same_window(win, centers[i], ks[i], self.walkers_per_window):
+                        done[int(w)] = win
+                    else:  # planned differently (changed code or options): run it again
+                        warnings.warn(f"{path}: stored window has another centre, spring or "
+                                      "walker count than planned; running it again",
+                                      RuntimeWarning, stacklevel=2)
         todo = [i for i in range(n_win) if int(ids[i]) not in done]
         cv_bytes = cv_to_bytes(cv)
         specs = [dict(system=system, cv=cv_bytes, ids=ids[todo[s:s + c]],
@@ -209,15 +217,26 @@ class UmbrellaSampler(MDOptions, Sampler):
         return merge_windows([done[int(w)] for w in ids], temperature_K=params.temperature_K)
 
 
-def _grad_norm2(cv: Any, positions: np.ndarray) -> np.ndarray:
-    """|grad xi|^2 (1/angstrom^2, summed over CV components) at each frame."""
+def _grad_norm2(cv: Any, positions: np.ndarray, masses: np.ndarray | None = None
+                ) -> np.ndarray:
+    """sum_i |grad_i xi|^2 / m_i at each frame (1/(angstrom^2 amu), summed
+    over CV components); unit masses when ``masses`` is None."""
     pos = torch.tensor(positions, dtype=torch.float64, requires_grad=True)
     xi = cv.to(torch.float64)(pos)
+    inv_m = torch.ones(pos.shape[1], dtype=torch.float64) if masses is None else \
+        1.0 / torch.as_tensor(np.asarray(masses, float))
     out = np.zeros(len(positions))
     for d in range(xi.shape[1]):
         (g,) = torch.autograd.grad(xi[:, d].sum(), pos, retain_graph=True)
-        out += (g**2).sum(dim=(1, 2)).detach().numpy()
+        out += ((g**2).sum(dim=2) * inv_m).sum(dim=1).detach().numpy()
     return out
+
+
+def _same_window(win: xr.Dataset, center: np.ndarray, k: np.ndarray, walkers: int) -> bool:
+    """Whether a stored window was run with this centre, spring and walkers."""
+    return (np.allclose(win["center"].values, center, rtol=1e-12, atol=0.0)
+            and np.allclose(win["spring_constant"].values, k, rtol=1e-12, atol=0.0)
+            and int(win.attrs.get("walkers", -1)) == int(walkers))
 
 
 def _window_task(spec: dict[str, Any]) -> list[xr.Dataset]:
