@@ -59,3 +59,9 @@ def mtcv_register_samplers(register: Register) -> None:
 @hookspec
 def mtcv_register_estimators(register: Register) -> None:
     """Register free-energy estimators (:class:`mtcv_core.interfaces.Estimator`)."""
+
+
+@hookspec
+def mtcv_register_free_energy_models(register: Register) -> None:
+    """Register temperature-dependent free-energy models A(R, T) for coarse
+    graining (:class:`mtcv_core.interfaces.FreeEnergyModel`)."""

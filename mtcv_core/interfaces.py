@@ -189,5 +189,17 @@ class Estimator(ABC):
         """Free-energy profile and differences with uncertainties (eV)."""
 
 
+class FreeEnergyModel(ABC):
+    """A temperature-dependent coarse-grained free energy A(R, T).
+
+    Implementations are ``torch.nn.Module`` subclasses, so that forces
+    ``-grad_R A`` and ``d(beta A)/d beta`` follow by autograd.
+    """
+
+    @abstractmethod
+    def forward(self, positions: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+        """A in eV: positions (n, n_sites, 3) angstrom, temperature (n,) K -> (n,)."""
+
+
 __all__: Sequence[str] = ["System", "DataSource", "Labeler", "Featurizer", "LossHead",
-                          "Sampler", "Estimator"]
+                          "Sampler", "Estimator", "FreeEnergyModel"]

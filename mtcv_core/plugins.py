@@ -46,6 +46,7 @@ KINDS: dict[str, str] = {
     "loss_head": "mtcv_register_loss_heads",
     "sampler": "mtcv_register_samplers",
     "estimator": "mtcv_register_estimators",
+    "free_energy_model": "mtcv_register_free_energy_models",
 }
 
 
