@@ -53,3 +53,10 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 def emit(figures: dict[str, Any]) -> None:
     """Print the figures as the script's last line: one JSON object."""
     print(json.dumps(figures, sort_keys=True))
+
+
+def fmt(value: float | None, err: float | None = None, digits: int = 3) -> str:
+    """``value`` (or ``value ± err``) with ``digits`` decimals; "-" for None."""
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if err is None else f"{value:.{digits}f} ± {err:.{digits}f}"

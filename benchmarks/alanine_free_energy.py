@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import ROOT, emit, machine, table, write_section  # noqa: E402
+from _results import ROOT, emit, fmt, machine, table, write_section  # noqa: E402
 
 from mtcv_core.pipeline import run_pipeline
 
@@ -33,12 +33,6 @@ ACCURACY = ROOT / "examples" / "alanine_dipeptide_120K.toml"
 FREE_ENERGY = ROOT / "examples" / "alanine_dipeptide.toml"
 PAPER = {"accuracy": 0.86, "mae": 0.1, "barrier_phi": 0.32, "dF_phi": 0.03,
          "barrier_xi": 0.41, "dF_xi": -0.001}
-
-
-def fmt(value: float | None, err: float | None = None, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.{digits}f}" if err is None else f"{value:.{digits}f} ± {err:.{digits}f}"
 
 
 def row_of(summary: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import ROOT, emit, machine, table, write_section  # noqa: E402
+from _results import ROOT, emit, fmt, machine, table, write_section  # noqa: E402
 
 from mtcv_core.pipeline import run_pipeline
 
@@ -80,12 +80,6 @@ def reuse_sample_stage(src: Path, dst: Path) -> None:
 
 def row_of(summary: dict[str, Any]) -> dict[str, Any]:
     return next(r for r in summary["transitions"] if (r["from"], r["to"]) == ("A", "B"))
-
-
-def fmt(value: float | None, err: float | None = None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f}" if err is None else f"{value:.3f} ± {err:.3f}"
 
 
 def main() -> None:

@@ -20,17 +20,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import ROOT, emit, machine, table, write_section  # noqa: E402
+from _results import ROOT, emit, fmt, machine, table, write_section  # noqa: E402
 
 from mtcv_core.pipeline import run_pipeline
 
 EXAMPLE = ROOT / "examples" / "three_well_5d.toml"
-
-
-def fmt(value: float | None, err: float | None = None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f}" if err is None else f"{value:.3f} ± {err:.3f}"
 
 
 def main() -> None:

@@ -57,6 +57,17 @@ class System(ABC):
         index into :attr:`basins`, or -1 for frames outside every basin.
         """
 
+    def basin_name(self, basin: str | int | None) -> str:
+        """The basin's name from a name, a label index, or None (the first
+        basin); KeyError naming the basins for an unknown one."""
+        if basin is None:
+            return self.basins[0]
+        if isinstance(basin, int | np.integer):
+            return self.basins[int(basin)]
+        if basin not in self.basins:
+            raise KeyError(f"{self.name} has no basin {basin!r}; basins are {self.basins}")
+        return basin
+
     def start_positions(self, basin: str, n: int, *, rng: np.random.Generator,
                         split: str = "train") -> np.ndarray:
         """(n, n_atoms, 3) starting configurations in ``basin``.

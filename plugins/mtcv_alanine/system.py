@@ -198,16 +198,7 @@ class AlanineDipeptide(System):
     def minimum(self, basin: str | int | None = None) -> np.ndarray:
         """(22, 3) angstrom: the amber99sb minimum of ``basin``."""
         self._build()
-        return self._cache["minima"][self._basin_name(basin)].copy()
-
-    def _basin_name(self, basin: str | int | None) -> str:
-        if basin is None:
-            return self.basins[0]
-        if isinstance(basin, int | np.integer):
-            return self.basins[int(basin)]
-        if basin not in self.basins:
-            raise KeyError(f"{self.name} has no basin {basin!r}; basins are {self.basins}")
-        return basin
+        return self._cache["minima"][self.basin_name(basin)].copy()
 
     def calculator(self) -> OpenMMCalculator:
         """A new OpenMM-backed ASE calculator of this system."""

@@ -232,18 +232,9 @@ class Embedded5DSystem(System):
             self._cache["basin_minima"] = self._assign_basins(self.critical_points())
         return self._cache["basin_minima"]
 
-    def _basin_name(self, basin: str | int | None) -> str:
-        if basin is None:
-            return self.basins[0]
-        if isinstance(basin, int | np.integer):
-            return self.basins[int(basin)]
-        if basin not in self.basins:
-            raise KeyError(f"{self.name} has no basin {basin!r}; basins are {self.basins}")
-        return basin
-
     def minimum(self, basin: str | int | None = None) -> tuple[float, float, float]:
         """``(x~, y~, E)`` of the basin's minimum (angstrom, angstrom, eV)."""
-        m = self.critical_points().minima[self._basin_minima()[self._basin_name(basin)]]
+        m = self.critical_points().minima[self._basin_minima()[self.basin_name(basin)]]
         return m.x, m.y, m.energy
 
     def barrier(self, from_basin: str | int, to_basin: str | int, *,
@@ -257,7 +248,7 @@ class Embedded5DSystem(System):
         minima (``inf`` if none does).
         """
         bm = self._basin_minima()
-        i, j = bm[self._basin_name(from_basin)], bm[self._basin_name(to_basin)]
+        i, j = bm[self.basin_name(from_basin)], bm[self.basin_name(to_basin)]
         cp = self.critical_points()
         return cp.direct_barrier(i, j) if direct else cp.barrier(i, j)
 
