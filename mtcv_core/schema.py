@@ -223,14 +223,18 @@ def concat_frames(parts: Sequence[xr.Dataset]) -> xr.Dataset:
     return out
 
 
-def validate_frames(ds: xr.Dataset, *, where: str = "dataset") -> xr.Dataset:
-    """Check ``ds`` against the frame schema; raise :class:`SchemaError`
-    naming the file (``where``), variable, dimension and what was expected."""
+def schema_problems(ds: xr.Dataset, schema: str,
+                    variables: Mapping[str, tuple[tuple[str, ...], str, str, str]]) -> list[str]:
+    """What keeps ``ds`` from the layout of ``schema``: the global schema
+    attribute, each variable's presence, dims, units and dtype, and a
+    3-long ``spatial`` dimension. ``variables`` maps a name to ``(dims,
+    units, dtype kinds (numpy ``dtype.kind`` letters), what those kinds are
+    called)``. Returns messages naming the variable and what was expected."""
     problems: list[str] = []
-    if ds.attrs.get(SCHEMA_ATTR) != FRAMES_SCHEMA:
+    if ds.attrs.get(SCHEMA_ATTR) != schema:
         problems.append(f"global attribute {SCHEMA_ATTR!r} is "
-                        f"{ds.attrs.get(SCHEMA_ATTR)!r}, expected {FRAMES_SCHEMA!r}")
-    for name, (dims, units, _long, kind) in FRAME_VARIABLES.items():
+                        f"{ds.attrs.get(SCHEMA_ATTR)!r}, expected {schema!r}")
+    for name, (dims, units, kinds, what) in variables.items():
         if name not in ds.variables:
             problems.append(f"variable {name!r} is missing (expected dims {dims}, "
                             f"units {units!r})")
@@ -241,11 +245,20 @@ def validate_frames(ds: xr.Dataset, *, where: str = "dataset") -> xr.Dataset:
         if var.attrs.get("units") != units:
             problems.append(f"variable {name!r} has units {var.attrs.get('units')!r}, "
                             f"expected {units!r}")
-        if var.dtype.kind not in ("iu" if kind == "i" else "f"):
-            problems.append(f"variable {name!r} has dtype {var.dtype}, expected "
-                            f"{'an integer' if kind == 'i' else 'a floating'} type")
+        if var.dtype.kind not in kinds:
+            problems.append(f"variable {name!r} has dtype {var.dtype}, expected {what}")
     if "spatial" in ds.sizes and ds.sizes["spatial"] != 3:
         problems.append(f"dimension 'spatial' has size {ds.sizes['spatial']}, expected 3")
+    return problems
+
+
+def validate_frames(ds: xr.Dataset, *, where: str = "dataset") -> xr.Dataset:
+    """Check ``ds`` against the frame schema; raise :class:`SchemaError`
+    naming the file (``where``), variable, dimension and what was expected."""
+    problems = schema_problems(ds, FRAMES_SCHEMA, {
+        name: (dims, units, "iu" if kind == "i" else "f",
+               "an integer type" if kind == "i" else "a floating type")
+        for name, (dims, units, _long, kind) in FRAME_VARIABLES.items()})
     if not problems:
         if ds.sizes.get("frame", 0) == 0:
             problems.append("dimension 'frame' is empty: the dataset holds no frames")

@@ -42,10 +42,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from mtcv_core.schema import SchemaError, provenance
+from mtcv_core.schema import SCHEMA_ATTR, SchemaError, provenance, schema_problems
 
 CG_SCHEMA = "mtcv.cg_frames/1"
-SCHEMA_ATTR = "mtcv_schema"
 
 #: name -> (dims, units, long_name) of the variables of a CG dataset
 CG_VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
@@ -281,25 +280,9 @@ def validate_cg_dataset(ds: xr.Dataset, *, where: str = "dataset") -> xr.Dataset
         missing variables, wrong dims or units, non-finite values,
         non-positive temperatures, an empty dataset or no active coordinate.
     """
-    problems: list[str] = []
-    if ds.attrs.get(SCHEMA_ATTR) != CG_SCHEMA:
-        problems.append(f"global attribute {SCHEMA_ATTR!r} is {ds.attrs.get(SCHEMA_ATTR)!r}, "
-                        f"expected {CG_SCHEMA!r}")
-    for name, (dims, units, _long) in CG_VARIABLES.items():
-        if name not in ds.variables:
-            problems.append(f"variable {name!r} is missing (expected dims {dims}, "
-                            f"units {units!r})")
-            continue
-        var = ds[name]
-        if var.dims != dims:
-            problems.append(f"variable {name!r} has dims {var.dims}, expected {dims}")
-        if var.attrs.get("units") != units:
-            problems.append(f"variable {name!r} has units {var.attrs.get('units')!r}, "
-                            f"expected {units!r}")
-        if var.dtype.kind not in "iufb":
-            problems.append(f"variable {name!r} has dtype {var.dtype}, expected a number")
-    if "spatial" in ds.sizes and ds.sizes["spatial"] != 3:
-        problems.append(f"dimension 'spatial' has size {ds.sizes['spatial']}, expected 3")
+    problems = schema_problems(ds, CG_SCHEMA, {
+        name: (dims, units, "iufb", "a number")
+        for name, (dims, units, _long) in CG_VARIABLES.items()})
     if not problems:
         if ds.sizes["frame"] == 0:
             problems.append("dimension 'frame' is empty: the dataset holds no frames")
