@@ -109,6 +109,8 @@ class AlanineDipeptide(System):
         OpenMM platform of the ASE calculator: ``"Reference"`` (default)
         or ``"CPU"``.
 
+    Notes
+    -----
     Basins ``("C7eq", "C7ax", "beta")`` are the regions of
     :data:`BASIN_REGIONS_DEG`; each basin's structure (:meth:`minimum`) is
     the amber99sb minimum stored as a MODEL of the packaged
