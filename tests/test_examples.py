@@ -1,0 +1,123 @@
+"""Every example script in examples/ runs, on small settings.
+
+The scripts are found by glob, so a new ``examples/*.py`` is run here
+automatically: it must take ``--small`` (the test settings, seconds) and
+``--out DIR``, have a module docstring with its usage and an ``if __name__
+== "__main__":`` guard, and have an entry in :data:`EXPECTED` (what its
+output must say) -- a script without one fails :func:`test_example_script`.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+SCRIPTS = sorted(EXAMPLES.glob("*.py"))
+
+#: script name -> lines its --small run must print (substrings)
+EXPECTED: dict[str, list[str]] = {
+    "attach_umbrella_bias.py": ["with UmbrellaBias(EMT", "mean CV"],
+    "plumed_pytorch_cv.py": ["cv.ts: torch.jit.load gives the eager xi",
+                             "cv_plumed.ts: flat float32 input gives the eager xi",
+                             "plumed.dat"],
+    "read_with_ase_and_mdtraj.py": ["ase.io.read:", "positions agree"],
+}
+
+#: extra arguments per script
+ARGS: dict[str, list[str]] = {
+    # the alanine system needs OpenMM (optional); any system shows the round trip
+    "read_with_ase_and_mdtraj.py": ([] if importlib.util.find_spec("openmm")
+                                    else ["--system", "muller_brown_5d"]),
+}
+
+#: files each script must leave in its --out folder
+OUTPUTS: dict[str, list[str]] = {
+    "attach_umbrella_bias.py": ["cv.txt"],
+    "plumed_pytorch_cv.py": ["cv.ts", "cv_plumed.ts", "plumed.dat"],
+    "read_with_ase_and_mdtraj.py": ["frames.nc"],
+}
+
+
+@pytest.fixture(scope="module")
+def run_example(tmp_path_factory):
+    """Run a script once with --small (cached for the module); returns
+    (completed process, its --out folder)."""
+    cache: dict[str, tuple[subprocess.CompletedProcess, Path]] = {}
+
+    def run(script: Path):
+        if script.name not in cache:
+            cwd = tmp_path_factory.mktemp(script.stem)
+            out = cwd / "out"
+            env = dict(os.environ)
+            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                env.setdefault(var, "1")
+            res = subprocess.run(
+                [sys.executable, str(script), "--small", "--out", str(out),
+                 *ARGS.get(script.name, [])],
+                capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+            cache[script.name] = (res, out)
+        return cache[script.name]
+
+    return run
+
+
+def test_examples_found():
+    assert {p.name for p in SCRIPTS} >= set(EXPECTED)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_example_script_shape(script):
+    """Docstring with usage, a --small flag, a __main__ guard."""
+    source = script.read_text()
+    tree = ast.parse(source)
+    doc = ast.get_docstring(tree)
+    assert doc and "Usage" in doc and "--small" in doc, f"{script.name}: docstring with usage"
+    assert '"--small"' in source, f"{script.name}: needs a --small flag"
+    assert 'if __name__ == "__main__":' in source, f"{script.name}: needs a __main__ guard"
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_example_script(script, run_example):
+    assert script.name in EXPECTED, (
+        f"examples/{script.name} has no test: add what its --small run must print to "
+        "EXPECTED in tests/test_examples.py")
+    res, out = run_example(script)
+    assert res.returncode == 0, f"{script.name} failed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"
+    for text in EXPECTED[script.name]:
+        assert text in res.stdout, f"{script.name}: {text!r} not in its output:\n{res.stdout}"
+    for name in OUTPUTS.get(script.name, []):
+        assert (out / name).is_file(), f"{script.name} did not write {name}"
+
+
+def test_mdtraj_reads_mtcv_frames(run_example):
+    """The MDTraj half of read_with_ase_and_mdtraj.py (skipped without MDTraj)."""
+    pytest.importorskip("mdtraj")
+    res, out = run_example(EXAMPLES / "read_with_ase_and_mdtraj.py")
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "mdtraj.load:" in res.stdout and "positions agree" in res.stdout.split(
+        "mdtraj.load:")[1], res.stdout
+
+
+def test_plumed_input_matches_the_model(run_example):
+    res, out = run_example(EXAMPLES / "plumed_pytorch_cv.py")
+    assert res.returncode == 0, res.stderr[-4000:]
+    text = (out / "plumed.dat").read_text()
+    assert "UNITS LENGTH=A ENERGY=eV" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("xi: PYTORCH_MODEL"))
+    assert "FILE=cv_plumed.ts" in line
+    assert line.split("ARG=")[1].split(",") == [f"p{i}.{c}" for i in range(2) for c in "xyz"]
+    assert "RESTRAINT ARG=xi.node-0" in text
+    # the exported files load with torch alone and agree with each other
+    import torch
+
+    cv = torch.jit.load(str(out / "cv.ts"))
+    flat = torch.jit.load(str(out / "cv_plumed.ts"))
+    x = torch.randn(3, 2, 3, dtype=torch.float64) + 20.0
+    torch.testing.assert_close(flat(x.reshape(3, 6)).double(), cv(x).double())
