@@ -9,8 +9,10 @@ entry-point group exactly as a third-party plugin would be.
 ``second_cumulant``      loss head: unbiased second-cumulant term
 =======================  ==========================================================
 
-Beside the components: linear CG maps and the mapped dataset
-(:mod:`mtcv_thermo.cgmap`), free-energy models with explicit temperature
+Beside the components: linear CG maps, nonlinear ones with the
+instantaneous collective force (:class:`NonlinearCGMap`) and the mapped
+dataset (:mod:`mtcv_thermo.cgmap`; the radii of the 5D model systems in
+:mod:`mtcv_thermo.embedded`), free-energy models with explicit temperature
 (:class:`NeuralFreeEnergy`, :class:`KernelFreeEnergy`; :data:`MODELS`),
 training (:func:`train_free_energy`) and the learned A as an ASE
 calculator for CG MD (:class:`FreeEnergyCalculator`, :func:`run_cg_md`).
@@ -23,7 +25,13 @@ from typing import Any
 
 from mtcv_core import __version__, hookimpl
 from mtcv_thermo.calculator import FreeEnergyCalculator, make_cg_atoms, run_cg_md
-from mtcv_thermo.cgmap import CGMap, make_cg_dataset, map_dataset, validate_cg_dataset
+from mtcv_thermo.cgmap import (
+    CGMap,
+    NonlinearCGMap,
+    make_cg_dataset,
+    map_dataset,
+    validate_cg_dataset,
+)
 from mtcv_thermo.constants import KB
 from mtcv_thermo.exact_model import ThermoExactCalculator, ThermoExactModel
 from mtcv_thermo.heads import (
@@ -65,7 +73,7 @@ def mtcv_register_loss_heads(register: Register) -> None:
     register("second_cumulant", SecondCumulantHead)
 
 
-__all__ = ["__version__", "KB", "CGMap", "make_cg_dataset", "map_dataset",
+__all__ = ["__version__", "KB", "CGMap", "NonlinearCGMap", "make_cg_dataset", "map_dataset",
            "validate_cg_dataset", "ThermoExactModel", "ThermoExactCalculator",
            "FreeEnergyModel", "NeuralFreeEnergy", "KernelFreeEnergy", "MODELS",
            "mtcv_register_free_energy_models",
