@@ -28,6 +28,12 @@ EXPECTED: dict[str, list[str]] = {
                              "cv_plumed.ts: flat float32 input gives the eager xi",
                              "plumed.dat"],
     "read_with_ase_and_mdtraj.py": ["ase.io.read:", "positions agree"],
+    "tutorial_muller_brown.py": ["test accuracy", "A->B barrier", "wrote"],
+    "tutorial_three_well.py": ["test accuracy", "A->C barrier", "B->C barrier", "A->B barrier",
+                               "wrote"],
+    "tutorial_alanine_dipeptide.py": ["test accuracy", "C7eq->C7ax barrier", "wrote"],
+    "tutorial_thermo.py": ["force matching: final loss", "force + energy: final loss",
+                           "CG MD on force + energy A at 390 K", "wrote"],
 }
 
 #: extra arguments per script
@@ -42,6 +48,13 @@ OUTPUTS: dict[str, list[str]] = {
     "attach_umbrella_bias.py": ["cv.txt"],
     "plumed_pytorch_cv.py": ["cv.ts", "cv_plumed.ts", "plumed.dat"],
     "read_with_ase_and_mdtraj.py": ["frames.nc"],
+    "tutorial_muller_brown.py": ["small.toml", "run/summary.json", "xi_plane.png", "pmf.png",
+                                 "along_xi.png", "training.png"],
+    "tutorial_three_well.py": ["small.toml", "run/summary.json", "xi_plane.png", "fes.png",
+                               "latent.png", "training.png"],
+    "tutorial_alanine_dipeptide.py": ["small.toml", "run/summary.json", "xi_phi_psi.png",
+                                      "along_xi.png", "training.png", "fes.png"],
+    "tutorial_thermo.py": ["free_energy.png", "thermo.png", "cg_md.png"],
 }
 
 
@@ -94,6 +107,18 @@ def test_example_script(script, run_example):
         assert text in res.stdout, f"{script.name}: {text!r} not in its output:\n{res.stdout}"
     for name in OUTPUTS.get(script.name, []):
         assert (out / name).is_file(), f"{script.name} did not write {name}"
+
+
+@pytest.mark.parametrize("script", sorted(EXAMPLES.glob("tutorial_*.py")), ids=lambda p: p.name)
+def test_tutorial_figures_are_pngs(script, run_example):
+    """The figures a tutorial writes are non-empty PNG files."""
+    res, out = run_example(script)
+    assert res.returncode == 0, res.stderr[-4000:]
+    figures = [name for name in OUTPUTS[script.name] if name.endswith(".png")]
+    assert figures
+    for name in figures:
+        data = (out / name).read_bytes()
+        assert len(data) > 1000 and data.startswith(b"\x89PNG"), f"{script.name}: {name}"
 
 
 def test_mdtraj_reads_mtcv_frames(run_example):
