@@ -6,6 +6,13 @@ implemented in :class:`ase.md.langevin.Langevin`, with the same constants and
 the same order of random draws: a :class:`BatchLangevin` with one walker and
 the same ``numpy`` generator reproduces ASE's trajectory to round-off.
 
+Blow-ups -- non-finite positions or energies, or |energy| above a bound
+(1e6 eV by default) -- are checked at every step, recorded or not: either
+raised (:class:`BlowUpError`, a :class:`mtcv_core.errors.SimulationError`,
+naming the walker and step) or, with ``on_blow_up="drop"``, the walker is
+parked at its last good configuration and the others go on with unchanged
+random streams (the batch keeps its shape).
+
 Units: positions angstrom, energies eV, forces eV/angstrom, masses amu,
 time fs, temperature K. Velocities are in ASE's internal unit
 (angstrom / (ASE time unit)); :data:`FS` converts fs to that unit.
@@ -15,10 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from ase import Atoms, units
 from ase.md.langevin import Langevin
+
+from mtcv_core.errors import SimulationError
 
 FS = units.fs
 KB = units.kB
@@ -26,13 +36,40 @@ KB = units.kB
 EnergyForces = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-class BlowUpError(FloatingPointError):
-    """A trajectory produced non-finite or absurd energies/positions."""
+class BlowUpError(SimulationError):
+    """A trajectory produced non-finite or absurd energies/positions.
+
+    ``walker`` is the walker's index in its batch (or its id), ``step`` the
+    step (1 = the first step after the start) at which it was detected.
+    """
 
     def __init__(self, message: str, *, walker: int | None = None, step: int | None = None):
         super().__init__(message)
         self.walker = walker
         self.step = step
+
+
+def blown_up(x: np.ndarray, e: np.ndarray, energy_bound: float) -> np.ndarray:
+    """(n,) bool: walkers whose energy is not finite or beyond
+    ``energy_bound`` (eV, in absolute value), or whose positions (n, ..., 3)
+    angstrom are not all finite."""
+    e = np.asarray(e, dtype=float)
+    x = np.asarray(x, dtype=float)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(e) | (np.abs(e) > energy_bound)
+    return bad | ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
+
+
+def blow_up_record(*, step: int, energy: float, **where: Any) -> dict[str, Any]:
+    """A JSON-able record of a blow-up: where it happened (``where``: e.g.
+    source, split, trajectory, window, walker, seed), the ``step`` and the
+    ``energy`` (eV; a string for a non-finite value)."""
+    energy = float(energy)
+    rec: dict[str, Any] = {k: (v.item() if isinstance(v, np.generic) else v)
+                           for k, v in where.items()}
+    rec["step"] = int(step)
+    rec["energy_eV"] = energy if np.isfinite(energy) else repr(energy)
+    return rec
 
 
 @dataclass(frozen=True)
@@ -162,40 +199,97 @@ class BatchLangevin:
             v = v * self.mask
         return x_new, v, f, e
 
+    def blown(self, x: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """(n,) bool: walkers with non-finite positions or energies, or
+        |energy| above :attr:`energy_bound` (see :func:`blown_up`)."""
+        return blown_up(x, e, self.energy_bound)
+
     def check(self, x: np.ndarray, e: np.ndarray, step: int,
               walker_ids: np.ndarray | None = None) -> None:
         """Raise :class:`BlowUpError` naming the first bad walker and step."""
-        bad = ~np.isfinite(e) | (np.abs(e) > self.energy_bound)
-        bad |= ~np.isfinite(x).all(axis=(1, 2))
+        bad = self.blown(x, e)
         if bad.any():
             i = int(np.argmax(bad))
             wid = i if walker_ids is None else int(walker_ids[i])
             raise BlowUpError(f"walker {wid} blew up at step {step}: energy {e[i]!r}",
                               walker=wid, step=step)
 
-    def run(self, x: np.ndarray, v: np.ndarray, n_steps: int, stride: int = 1
-            ) -> dict[str, np.ndarray]:
+    @staticmethod
+    def hold(x: np.ndarray, v: np.ndarray, f: np.ndarray, dead: np.ndarray,
+             held: np.ndarray) -> None:
+        """Park the ``dead`` walkers (bool (n,)) in place: positions set to
+        ``held`` (n, n_atoms, 3) angstrom (their last good configuration),
+        velocities and forces to zero. Parked walkers keep their rows, so
+        the batch's shape -- and so every other walker's random stream --
+        is the same as without the blow-up; their records are meaningless
+        and must be dropped by the caller."""
+        x[dead] = held[dead]
+        v[dead] = 0.0
+        f[dead] = 0.0
+
+    def run(self, x: np.ndarray, v: np.ndarray, n_steps: int, stride: int = 1, *,
+            on_blow_up: str = "raise", alive: np.ndarray | None = None,
+            first_step: int = 0) -> dict[str, np.ndarray]:
         """Advance all walkers ``n_steps``; record every ``stride``-th step
         (the starting point is not recorded).
 
-        Returns ``positions`` (n_rec, n, n_atoms, 3), ``energy`` (n_rec, n),
-        ``forces`` (n_rec, n, n_atoms, 3), ``step`` (n_rec,), and the final
-        ``x``, ``v``.
+        Every step is checked for blow-ups (:meth:`blown`). With
+        ``on_blow_up="raise"`` the first one raises :class:`BlowUpError`
+        (walker and step); with ``"drop"`` the walker is parked
+        (:meth:`hold`), its step recorded, and the others go on unchanged.
+        ``alive`` (n,) bool marks walkers already dropped (default: none);
+        ``first_step`` offsets the reported steps (e.g. the equilibration
+        steps before this call).
+
+        Returns ``positions`` (n_rec, n, n_atoms, 3), ``energy`` (n_rec, n)
+        (NaN for dropped walkers), ``forces`` (n_rec, n, n_atoms, 3), ``step``
+        (n_rec,), the final ``x``, ``v``, and ``alive`` (n,) bool,
+        ``blow_up_step`` (n,) int (-1: none; 0: the start itself),
+        ``blow_up_energy`` (n,) eV.
         """
+        if on_blow_up not in ("raise", "drop"):
+            raise ValueError(f"on_blow_up: expected 'raise' or 'drop', got {on_blow_up!r}")
+        drop = on_blow_up == "drop"
         x = np.array(x, dtype=float)
         v = np.array(v, dtype=float)
-        e, f = self.evaluate(x)
+        n = len(x)
+        alive = np.ones(n, dtype=bool) if alive is None else np.array(alive, dtype=bool)
+        blow_step = np.full(n, -1, dtype=int)
+        blow_energy = np.full(n, np.nan)
+        held = x.copy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            e, f = self.evaluate(x)
+        if drop:
+            bad = self.blown(x, e) & alive
+            if bad.any():  # an absurd start: park it where a good walker starts
+                blow_step[bad], blow_energy[bad] = first_step, e[bad]
+                alive &= ~bad
+            if not alive.all():
+                held[~alive] = x[alive][0] if alive.any() else 0.0
+                self.hold(x, v, f, ~alive, held)
         pos, ene, frc, steps = [], [], [], []
         for s in range(1, n_steps + 1):
+            x_prev = x
             x, v, f, e = self.step(x, v, f)
+            if drop:
+                bad = self.blown(x, e) & alive
+                if bad.any():
+                    blow_step[bad], blow_energy[bad] = first_step + s, e[bad]
+                    held[bad] = x_prev[bad]
+                    alive &= ~bad
+                if not alive.all():
+                    self.hold(x, v, f, ~alive, held)
+                    e = np.where(alive, e, np.nan)
+            else:
+                self.check(x, e, first_step + s)
             if s % stride == 0:
-                self.check(x, e, s)
                 pos.append(x)
                 ene.append(e)
                 frc.append(f)
-                steps.append(s)
+                steps.append(first_step + s)
         return {"positions": np.array(pos), "energy": np.array(ene), "forces": np.array(frc),
-                "step": np.array(steps, dtype=int), "x": x, "v": v}
+                "step": np.array(steps, dtype=int), "x": x, "v": v, "alive": alive,
+                "blow_up_step": blow_step, "blow_up_energy": blow_energy}
 
 
 def run_ase_langevin(atoms: Atoms, n_steps: int, params: LangevinParams,
@@ -214,7 +308,7 @@ def run_ase_langevin(atoms: Atoms, n_steps: int, params: LangevinParams,
 
     def record() -> None:
         e = atoms.get_potential_energy()
-        if not np.isfinite(e) or abs(e) > energy_bound:
+        if blown_up(atoms.get_positions()[None], np.array([e]), energy_bound)[0]:
             raise BlowUpError(f"ASE trajectory blew up at step {dyn.nsteps}: energy {e!r}",
                               step=dyn.nsteps)
         pos.append(atoms.get_positions())
@@ -235,10 +329,20 @@ class BatchPropagator:
     """Walker slots advanced together by :class:`BatchLangevin` (the fast path).
 
     Slots are set with :meth:`reset` and advanced with :meth:`step`; only the
-    slots named are touched.
+    slots named are touched. Every step is checked for blow-ups: with
+    ``on_blow_up="raise"`` the first raises :class:`BlowUpError` (slot and
+    step); with ``"drop"`` :attr:`last_blown` marks the slots of the last
+    step that blew up, which keep their previous state (and are returned
+    with it) until the caller resets them or stops stepping them;
+    :attr:`last_energy` holds the energies (eV) the step produced, the bad
+    ones included.
     """
 
-    def __init__(self, system, params: LangevinParams, rng: np.random.Generator, n_slots: int):
+    def __init__(self, system, params: LangevinParams, rng: np.random.Generator, n_slots: int,
+                 *, on_blow_up: str = "raise"):
+        if on_blow_up not in ("raise", "drop"):
+            raise ValueError(f"on_blow_up: expected 'raise' or 'drop', got {on_blow_up!r}")
+        self.on_blow_up = on_blow_up
         self.masses = system.make_atoms().get_masses()
         self.mask = system.dof_mask
         self.integ = BatchLangevin(system.energy_and_forces, self.masses, params, rng,
@@ -249,25 +353,45 @@ class BatchPropagator:
         self.f = np.zeros_like(self.x)
         self.e = np.zeros(n_slots)
         self.steps = 0  # calls to step(), for blow-up messages
+        self.last_blown = np.zeros(0, dtype=bool)
+        self.last_energy = np.zeros(0)
 
     def reset(self, slots: np.ndarray, x: np.ndarray, v: np.ndarray) -> None:
         self.x[slots] = x
         self.v[slots] = v
-        self.e[slots], self.f[slots] = self.integ.evaluate(self.x[slots])
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.e[slots], self.f[slots] = self.integ.evaluate(self.x[slots])
 
     def step(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Advance ``slots`` one step; returns their x, energy, forces."""
         x, v, f, e = self.integ.step(self.x[slots], self.v[slots], self.f[slots])
         self.steps += 1
-        self.integ.check(x, e, step=self.steps, walker_ids=slots)
+        self.last_energy = np.array(e, dtype=float)
+        if self.on_blow_up == "raise":
+            self.integ.check(x, e, step=self.steps, walker_ids=slots)
+            bad = np.zeros(len(x), dtype=bool)
+        else:
+            bad = self.integ.blown(x, e)
+            if bad.any():  # keep the slot's last good state
+                x[bad], v[bad], f[bad] = self.x[slots][bad], 0.0, 0.0
+                e[bad] = self.e[slots][bad]
+        self.last_blown = bad
         self.x[slots], self.v[slots], self.f[slots], self.e[slots] = x, v, f, e
         return x, e, f
 
 
 class AsePropagator:
-    """Walker slots each advanced by ASE's own ``Langevin`` (the reference path)."""
+    """Walker slots each advanced by ASE's own ``Langevin`` (the reference path).
 
-    def __init__(self, system, params: LangevinParams, rng: np.random.Generator, n_slots: int):
+    Blow-ups as in :class:`BatchPropagator` (``on_blow_up``, :attr:`last_blown`).
+    """
+
+    def __init__(self, system, params: LangevinParams, rng: np.random.Generator, n_slots: int,
+                 *, on_blow_up: str = "raise", energy_bound: float = 1e6):
+        if on_blow_up not in ("raise", "drop"):
+            raise ValueError(f"on_blow_up: expected 'raise' or 'drop', got {on_blow_up!r}")
+        self.on_blow_up = on_blow_up
+        self.energy_bound = energy_bound
         self.atoms = [system.make_atoms() for _ in range(n_slots)]
         self.masses = self.atoms[0].get_masses()
         self.mask = system.dof_mask
@@ -275,6 +399,9 @@ class AsePropagator:
                              temperature_K=params.temperature_K,
                              friction=params.friction_per_fs / FS, fixcm=False, rng=rng)
                     for a in self.atoms]
+        self.steps = 0
+        self.last_blown = np.zeros(0, dtype=bool)
+        self.last_energy = np.zeros(0)
 
     def reset(self, slots: np.ndarray, x: np.ndarray, v: np.ndarray) -> None:
         for i, s in enumerate(np.atleast_1d(slots)):
@@ -283,23 +410,30 @@ class AsePropagator:
 
     def step(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         xs, es, fs = [], [], []
-        for s in np.atleast_1d(slots):
-            self.dyn[s].run(1)
+        slots = np.atleast_1d(slots)
+        self.steps += 1
+        for s in slots:
+            with np.errstate(over="ignore", invalid="ignore"):
+                self.dyn[s].run(1)
             atoms = self.atoms[s]
             xs.append(atoms.get_positions())
             es.append(atoms.get_potential_energy())
             fs.append(atoms.get_forces())
-        e = np.array(es)
-        if not np.isfinite(e).all():
-            i = int(np.argmax(~np.isfinite(e)))
-            raise BlowUpError(f"walker {int(np.atleast_1d(slots)[i])} blew up: energy {e[i]!r}",
-                              walker=int(np.atleast_1d(slots)[i]))
-        return np.array(xs), e, np.array(fs)
+        x, e, f = np.array(xs), np.array(es, dtype=float), np.array(fs)
+        bad = blown_up(x, e, self.energy_bound)
+        if bad.any() and self.on_blow_up == "raise":
+            i = int(np.argmax(bad))
+            raise BlowUpError(f"walker {int(slots[i])} blew up at step {self.steps}: "
+                              f"energy {e[i]!r}", walker=int(slots[i]), step=self.steps)
+        self.last_blown = bad
+        self.last_energy = e
+        return x, e, f
 
 
 def make_propagator(system, params: LangevinParams, rng: np.random.Generator, n_slots: int,
-                    fast: bool) -> BatchPropagator | AsePropagator:
-    """The fast batched propagator where the system supports it and ``fast``."""
+                    fast: bool, *, on_blow_up: str = "raise") -> BatchPropagator | AsePropagator:
+    """The fast batched propagator where the system supports it and ``fast``;
+    ``on_blow_up`` as in :class:`BatchPropagator`."""
     if fast and system.supports_batch:
-        return BatchPropagator(system, params, rng, n_slots)
-    return AsePropagator(system, params, rng, n_slots)
+        return BatchPropagator(system, params, rng, n_slots, on_blow_up=on_blow_up)
+    return AsePropagator(system, params, rng, n_slots, on_blow_up=on_blow_up)

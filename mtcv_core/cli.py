@@ -3,6 +3,11 @@
 ``mtcv run [CONFIG] [--out DIR] [--until STAGE] [--resume] [--scheduler ADDR]``
 runs the pipeline (see :mod:`mtcv_core.pipeline`); ``mtcv plugins [--json]``
 lists the installed components.
+
+An mtcv error (:class:`mtcv_core.errors.MtcvError`: bad config, dataset or
+model file, a missing or failing plugin, a blow-up) is printed as one line
+and exits with status 2; ``MTCV_TRACEBACK=1`` also prints the traceback of a
+plugin's own exception behind it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
+import traceback  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from mtcv_core import __version__  # noqa: E402
@@ -79,16 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mtcv_core.config import ConfigError
-    from mtcv_core.io import DatasetError
-    from mtcv_core.plugins import PluginError
-    from mtcv_core.schema import SchemaError
+    from mtcv_core.errors import MtcvError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DatasetError, SchemaError, PluginError) as exc:
-        print(f"mtcv: error: {exc}", file=sys.stderr)
+    except MtcvError as exc:  # config, dataset, model file, plugin, blow-up: one clear line
+        cause = exc.__cause__
+        hint = ""
+        if cause is not None and not isinstance(cause, MtcvError):  # a plugin's own failure
+            if os.environ.get("MTCV_TRACEBACK", "") not in ("", "0"):
+                traceback.print_exception(cause, file=sys.stderr)
+            else:
+                hint = " (set MTCV_TRACEBACK=1 for the traceback)"
+        print(f"mtcv: error: {exc}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # pragma: no cover
         print("mtcv: interrupted; rerun with --resume to continue", file=sys.stderr)

@@ -4,6 +4,11 @@ Every error names the file, the key path (``sample.basin_md.n_steps``) and
 what was expected. Components take their options as keyword arguments;
 :func:`check_options` validates a section against a component's dataclass
 fields before it is built, so a typo never reaches a plugin's internals.
+
+Bounds come from a field's metadata (``gt``, ``min``, ``max``); an integer
+field named ``seed`` (or ending in ``_seed``) is a random seed and must lie
+in ``[0, 2**63 - 1]`` whatever its metadata says (numpy refuses negative
+seeds).
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mtcv_core.errors import MtcvError
+
 QUICK_CONFIG = "quick.toml"
 
 
-class ConfigError(ValueError):
+class ConfigError(MtcvError, ValueError):
     """A configuration is invalid; the message says where and why."""
 
 
@@ -91,10 +98,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+#: the largest random seed (numpy and torch take non-negative 64-bit seeds)
+MAX_SEED = 2**63 - 1
+
+
 def _check_bounds(field: dataclasses.Field, value: Any, where: str) -> None:
     meta = field.metadata
     if value is None:
         return
+    if ((field.name == "seed" or field.name.endswith("_seed")) and isinstance(value, int)
+            and not 0 <= value <= meta.get("max", MAX_SEED)):
+        raise ConfigError(f"{where}: a random seed must lie in [0, {meta.get('max', MAX_SEED)}]"
+                          f", got {value!r}")
     if "min" in meta and value < meta["min"]:
         raise ConfigError(f"{where}: must be >= {meta['min']}, got {value!r}")
     if "gt" in meta and not value > meta["gt"]:
@@ -162,7 +177,13 @@ def load_toml(path: str | Path | None) -> tuple[dict[str, Any], str]:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: no such config file")
-        text = p.read_text()
+        try:
+            text = p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: not a UTF-8 text file, so not a TOML config ({exc})"
+                              ) from None
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read the config ({exc})") from None
         where = str(p)
     try:
         return tomllib.loads(text), where

@@ -9,10 +9,26 @@ and its own index.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+#: Dask scheduler addresses: ``[protocol://]host[:port]``
+_ADDRESS = re.compile(r"^((tcp|tls|inproc|ucx|ws|wss)://)?[^\s:/]+(:\d{1,5})?(/[^\s]*)?$")
+
+
+def check_scheduler_address(address: str, where: str = "execution.scheduler") -> str:
+    """``address`` if it looks like a Dask scheduler address
+    (``tcp://host:8786``, ``host:8786``, ...); otherwise a ConfigError
+    naming ``where``."""
+    from mtcv_core.config import ConfigError
+
+    if not isinstance(address, str) or not _ADDRESS.match(address):
+        raise ConfigError(f"{where}: {address!r} is not a Dask scheduler address; expected "
+                          "e.g. 'tcp://host:8786'")
+    return address
 
 
 def task_seed(seed: int, *keys: str | int) -> np.random.SeedSequence:
@@ -35,8 +51,15 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Any:
     a new local cluster of ``workers`` single-threaded processes."""
     from dask.distributed import Client, LocalCluster
 
+    from mtcv_core.config import ConfigError
+
     if scheduler:
-        return Client(scheduler)
+        check_scheduler_address(scheduler, "scheduler")
+        try:
+            return Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ConfigError(f"scheduler: cannot connect to the Dask scheduler at "
+                              f"{scheduler!r} ({type(exc).__name__}: {exc})") from exc
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                            dashboard_address=None, silence_logs=40)
     return Client(cluster)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import xarray as xr
 
+from mtcv_core.errors import MtcvError
 from mtcv_core.schema import FRAMES_SCHEMA, SCHEMA_ATTR, SchemaError, validate_frames
 from mtcv_core.schema_umbrella import FES_SCHEMA, UMBRELLA_SCHEMA, validate_fes, validate_umbrella
 
@@ -29,8 +30,12 @@ VALIDATORS: dict[str, Callable[..., xr.Dataset]] = {
 }
 
 
-class DatasetError(OSError):
+class DatasetError(MtcvError, OSError):
     """A file cannot be read as an mtcv dataset; the message names it."""
+
+
+class MissingFileError(DatasetError, FileNotFoundError):
+    """An input file does not exist; the message names it."""
 
 
 @contextlib.contextmanager
@@ -74,10 +79,13 @@ def read_dataset(path: PathLike, *, schema: str | None = None) -> xr.Dataset:
     """
     path = Path(path)
     if not path.exists():
-        raise DatasetError(f"{path}: no such file")
+        raise MissingFileError(f"{path}: no such file")
     try:
+        check_complete(path)
         with xr.open_dataset(path, engine="netcdf4") as handle:
             ds = handle.load()
+    except DatasetError:
+        raise
     except Exception as exc:  # netCDF4/HDF5 raise a zoo of types for a bad file
         raise DatasetError(f"{path}: not a readable netCDF file "
                            f"({type(exc).__name__}: {exc})") from exc
@@ -92,6 +100,34 @@ def read_dataset(path: PathLike, *, schema: str | None = None) -> xr.Dataset:
                               "not a dataset written by mtcv")
         return ds
     return validator(ds, where=str(path))
+
+
+def check_complete(path: PathLike) -> None:
+    """Raise :class:`DatasetError` if ``path`` is a classic (netCDF-3) file
+    shorter than its header says. The netCDF library reads the missing tail
+    of a truncated classic file as zeros without a word, so a file cut short
+    (a copy that stopped, a full disk) would load with silently wrong values;
+    SciPy's reader checks every variable against the file's length. HDF5
+    (netCDF-4) files are checked by HDF5 itself."""
+    import warnings
+
+    from scipy.io import netcdf_file
+
+    path = Path(path)
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic[:3] != b"CDF" or magic[3:] not in (b"\x01", b"\x02"):
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy warns about unclosed arrays
+            with netcdf_file(path, "r", mmap=False) as handle:
+                for var in handle.variables.values():
+                    _ = var.data.shape
+    except Exception as exc:
+        raise DatasetError(f"{path}: not a readable netCDF file: a truncated or corrupt "
+                           "netCDF-3 file, its header promises more data than it holds "
+                           f"({type(exc).__name__}: {exc})") from exc
 
 
 def read_frames(path: PathLike) -> xr.Dataset:

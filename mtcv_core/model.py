@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mtcv_core.errors import MtcvError
 from mtcv_core.io import atomic_path
 
 MODEL_FORMAT = "mtcv.model/1"
@@ -36,7 +37,7 @@ MODEL_FORMAT = "mtcv.model/1"
 MIN_STD = 1e-8
 
 
-class ModelFileError(OSError):
+class ModelFileError(MtcvError, OSError):
     """A model file cannot be loaded; the message names the file and why."""
 
 
@@ -264,6 +265,9 @@ class MultitaskCV(nn.Module):
         config, state = payload.get("config"), payload.get("state_dict")
         if not isinstance(config, Mapping) or not isinstance(state, Mapping):
             raise ModelFileError(f"{path}: model file lacks 'config' or 'state_dict'")
+        if config.get("dtype", "float32") not in ("float32", "float64"):
+            raise ModelFileError(f"{path}: model config has dtype {config.get('dtype')!r}, "
+                                 "expected 'float32' or 'float64'")
         try:
             model = build_model(config, registry)
             model.load_state_dict(dict(state), strict=True)

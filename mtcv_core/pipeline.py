@@ -12,12 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mtcv_core.config import ConfigError, doc, from_mapping, load_toml, positive
-from mtcv_core.io import atomic_path
+from mtcv_core.io import DatasetError, atomic_path
 
 STAGES = ("sample", "train", "umbrella", "estimate", "report")
+
+#: largest seed: seeds are stored as 32-bit netCDF attributes
+MAX_SEED = 2**31 - 1
 
 
 @dataclass
@@ -27,6 +30,12 @@ class ExecutionConfig:
     workers: int = positive(2, "workers of the local Dask cluster")
     scheduler: str | None = doc(None, "address of an existing Dask scheduler")
 
+    def __post_init__(self) -> None:
+        if self.scheduler is not None:
+            from mtcv_core.execution import check_scheduler_address
+
+            check_scheduler_address(self.scheduler, "execution.scheduler")
+
 
 @dataclass
 class SampleConfig:
@@ -35,7 +44,8 @@ class SampleConfig:
     sources: dict[str, Any] = field(default_factory=dict)
     test_fraction: float = field(default=0.2, metadata={"gt": 0, "max": 0.9,
                                                         "doc": "share of the test split"})
-    engine: str = doc("fast", "'fast' (batched walkers where possible) or 'ase'")
+    engine: Literal["fast", "ase"] = doc("fast", "'fast' (batched walkers where possible) or "
+                                               "'ase'")
     timestep_fs: float = positive(1.0, "MD time step, fs")
     friction_per_fs: float = positive(0.01, "Langevin friction, 1/fs")
     train_temperature_K: float | None = field(default=None, metadata={
@@ -51,7 +61,8 @@ class RunConfig:
 
     system: str
     name: str = doc("run", "name of the run (default output directory runs/<name>)")
-    seed: int = doc(0, "master random seed")
+    seed: int = field(default=0, metadata={
+        "min": 0, "max": MAX_SEED, "doc": "master random seed (0 to 2**31 - 1)"})
     temperature_K: float = positive(300.0, "temperature, K")
     system_options: dict[str, Any] = field(default_factory=dict)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
@@ -60,6 +71,11 @@ class RunConfig:
     umbrella: dict[str, Any] = field(default_factory=dict)
     estimate: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\\0"):
+            raise ConfigError(f"name: expected a plain name for runs/<name> (no path "
+                              f"separators), got {self.name!r}")
+
 
 def load_config(path: str | Path | None) -> tuple[RunConfig, str]:
     raw, where = load_toml(path)
@@ -67,6 +83,34 @@ def load_config(path: str | Path | None) -> tuple[RunConfig, str]:
         return from_mapping(RunConfig, raw), where
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """``summary.json`` of a run; :class:`DatasetError` naming it when it is
+    not a JSON object with a ``stages_done`` list of known stages."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path}: not a readable summary.json ({type(exc).__name__}: "
+                           f"{exc}); use a new --out directory") from exc
+    done = summary.get("stages_done", []) if isinstance(summary, dict) else None
+    if not isinstance(done, list) or any(s not in STAGES for s in done):
+        raise DatasetError(f"{path}: not an mtcv summary.json (expected an object whose "
+                           f"'stages_done' is a list of {list(STAGES)}, got {done!r})")
+    return summary
+
+
+def remove_stale_temporaries(out_dir: Path) -> int:
+    """Delete the temporary files (``.NAME.XXXX.tmp``, see
+    :func:`mtcv_core.io.atomic_path`) that a killed run left under
+    ``out_dir``; they never carry a final name, so nothing reads them, but
+    they would pile up over many interruptions. Returns how many."""
+    removed = 0
+    for tmp in out_dir.rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -95,44 +139,61 @@ def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | Non
                  workers: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Run the pipeline; returns the summary (also in ``OUT/summary.json``)."""
     from mtcv_core import stages
-    from mtcv_core.execution import dask_client
-    from mtcv_core.plugins import load_plugins
+    from mtcv_core.execution import check_scheduler_address, dask_client
+    from mtcv_core.plugins import PluginError, build_component, load_plugins
 
     config, where = load_config(config_path)
     if until is not None and until not in STAGES:
         raise ConfigError(f"--until: unknown stage {until!r}; stages are {list(STAGES)}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ConfigError(f"--workers: expected an integer >= 1, got {workers!r}")
+    if scheduler is not None:
+        check_scheduler_address(scheduler, "--scheduler")
+
+    # everything is checked before anything is read or written: a bad config
+    # fails naming its own mistake and leaves the output directory as it was
+    registry = load_plugins()
+    try:
+        system = build_component(registry, "system", config.system, config.system_options,
+                                 "system_options", name_where="system")
+    except (ConfigError, PluginError) as exc:
+        raise type(exc)(f"{where}: {exc}") from exc.__cause__
     out_dir = Path(out) if out is not None else Path("runs") / config.name
-    out_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {}
+    sched = scheduler or config.execution.scheduler
+    n_workers = workers or config.execution.workers
+    ctx = RunContext(config=config, out=out_dir, registry=registry, system=system,
+                     client_factory=lambda: dask_client(sched, n_workers), progress=progress,
+                     summary=summary)
+    try:
+        stages.validate(ctx)
+    except (ConfigError, PluginError) as exc:
+        raise type(exc)(f"{where}: {exc}") from exc.__cause__
+
     config_json = json.dumps(asdict(config), sort_keys=True)
     summary_path = out_dir / "summary.json"
-    summary: dict[str, Any] = {}
     if resume and summary_path.exists():
-        summary = json.loads(summary_path.read_text())
+        summary.update(read_summary(summary_path))
         if summary.get("config") and summary["config"] != json.loads(config_json):
             raise ConfigError(f"{out_dir}: --resume with a config different from the one "
                               "the run started with; use a new --out directory")
     elif summary_path.exists() and not resume:
         raise ConfigError(f"{out_dir} already holds a run (summary.json); pass --resume to "
                           "continue it or choose another --out directory")
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out: {out_dir}: cannot create the output directory "
+                          f"({type(exc).__name__}: {exc})") from None
+    remove_stale_temporaries(out_dir)
     summary.setdefault("system", config.system)
     summary.setdefault("temperature_K", config.temperature_K)
     summary["config"] = json.loads(config_json)
     summary.setdefault("stages_done", [])
     summary.setdefault("timings_s", {})
-
-    registry = load_plugins()
-    system = registry.create("system", config.system, **config.system_options)
-    sched = scheduler or config.execution.scheduler
-    n_workers = workers or config.execution.workers
-
-    ctx = RunContext(config=config, out=out_dir, registry=registry, system=system,
-                     client_factory=lambda: dask_client(sched, n_workers), progress=progress,
-                     summary=summary)
     try:
-        try:
-            stages.validate(ctx)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
         for stage in STAGES:
             if stage in summary["stages_done"]:
                 pass

@@ -15,22 +15,28 @@ Environment switches
     Comma-separated plugin names (entry-point names or module names) to skip.
 
 A plugin that fails to import or raises while registering is recorded in
-:attr:`Registry.broken` with its error; the others are unaffected.
+:attr:`Registry.broken` with its error; the others are unaffected. A
+component that raises while it is built (:func:`build_component`) or while it
+runs (:func:`blame`) is named, with its plugin and version, in the error.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import importlib.metadata as md
+import inspect
 import os
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 
 from mtcv_core import hookspecs
+from mtcv_core.errors import MtcvError
 
 ENTRY_POINT_GROUP = "mtcv"
 ENV_DISABLE_AUTOLOAD = "MTCV_DISABLE_PLUGIN_AUTOLOAD"
@@ -50,8 +56,11 @@ KINDS: dict[str, str] = {
 }
 
 
-class PluginError(LookupError):
-    """A component was asked for that no loaded plugin provides."""
+class PluginError(MtcvError, LookupError):
+    """A component was asked for that no loaded plugin provides, or a
+    plugin's component raised while it was built or run (the message names
+    the component, its plugin and version; ``__cause__`` is the original
+    exception)."""
 
 
 @dataclass(frozen=True)
@@ -250,3 +259,83 @@ def load_plugins(*, reload: bool = False) -> Registry:
         pm, versions, broken = get_plugin_manager()
         _REGISTRY = build_registry(pm, versions, broken)
     return _REGISTRY
+
+
+def _describe(comp: Component) -> str:
+    return f"{comp.kind} {comp.name!r} (plugin {comp.plugin} {comp.version})"
+
+
+def build_component(registry: Registry, kind: str, name: str, options: Mapping[str, Any],
+                    where: str, *, name_where: str | None = None, **context: Any) -> Any:
+    """Build component ``name`` of ``kind`` from the config table ``options``
+    found at ``where`` (e.g. ``"system_options"``); ``name_where`` is the
+    config key that named the component (e.g. ``"system"``), for the error
+    when no plugin provides it; ``context`` are arguments mtcv itself passes
+    (e.g. a head's ``latent_dim``).
+
+    Raises
+    ------
+    PluginError
+        No installed plugin provides it, or its factory raised something
+        other than a bad-option error (named with its plugin and version).
+    ConfigError
+        The options do not fit the factory: an unknown key, a wrong type or
+        value (the message names ``where``, the key and the plugin).
+    """
+    from mtcv_core.config import ConfigError, check_options
+
+    try:
+        comp = registry.get(kind, name)
+    except PluginError as exc:
+        if name_where is None:
+            raise
+        raise PluginError(f"{name_where}: {exc}") from None
+    factory = comp.factory
+    opts = dict(options)
+    if dataclasses.is_dataclass(factory):
+        opts = check_options(factory, opts, where)
+    else:
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):  # no introspectable signature
+            params = None
+        if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            allowed = sorted(k for k, p in params.items()
+                             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+                             and k not in context)
+            unknown = sorted(set(opts) - set(allowed))
+            if unknown:
+                raise ConfigError(f"{where}.{unknown[0]}: unknown option of {_describe(comp)}; "
+                                  f"allowed options: {allowed}")
+    try:
+        return factory(**context, **opts)
+    except ConfigError as exc:
+        text = str(exc)
+        head = text.split(":", 1)[0]
+        raise ConfigError(f"{where}.{text}" if " " not in head and "/" not in head
+                          else f"{where}: {text}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {_describe(comp)} rejected the options {opts!r} "
+                          f"({type(exc).__name__}: {exc})") from exc
+    except MtcvError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{_describe(comp)} raised {type(exc).__name__} while being built "
+                          f"from {where}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def blame(*components: Component | None, action: str) -> Iterator[None]:
+    """Run a block that calls into plugins' components; an exception that is
+    not an mtcv error (:class:`~mtcv_core.errors.MtcvError`) becomes a
+    :class:`PluginError` naming every component involved, its plugin and
+    version, and ``action`` (e.g. ``"running the sample stage"``); the
+    original exception is its ``__cause__``."""
+    try:
+        yield
+    except MtcvError:
+        raise
+    except Exception as exc:
+        names = " on ".join(_describe(c) for c in components if c is not None)
+        raise PluginError(f"{names} raised {type(exc).__name__} while {action}: {exc}"
+                          ) from exc

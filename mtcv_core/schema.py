@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from mtcv_core.errors import MtcvError
+
 SCHEMA_ATTR = "mtcv_schema"
 FRAMES_SCHEMA = "mtcv.frames/1"
 
@@ -61,7 +63,7 @@ FRAME_VARIABLES: dict[str, tuple[tuple[str, ...], str, str, str]] = {
 }
 
 
-class SchemaError(ValueError):
+class SchemaError(MtcvError, ValueError):
     """A dataset does not follow the schema; the message says where and why."""
 
 
@@ -262,11 +264,20 @@ def validate_frames(ds: xr.Dataset, *, where: str = "dataset") -> xr.Dataset:
     if not problems:
         if ds.sizes.get("frame", 0) == 0:
             problems.append("dimension 'frame' is empty: the dataset holds no frames")
+        elif ds.sizes.get("atom", 0) == 0:
+            problems.append("dimension 'atom' is empty: the frames hold no atoms")
         else:
-            bad = ~np.isfinite(ds["coordinates"].values).all(axis=(1, 2))
-            if bad.any():
-                problems.append(f"variable 'coordinates' has non-finite values in "
-                                f"{int(bad.sum())} frame(s), first at frame {int(np.argmax(bad))}")
+            for name in ("coordinates", "energy", "forces"):
+                values = ds[name].values
+                bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+                if bad.any():
+                    problems.append(f"variable {name!r} has non-finite values in "
+                                    f"{int(bad.sum())} frame(s), first at frame "
+                                    f"{int(np.argmax(bad))}")
+            masses = ds["masses"].values
+            if not (np.isfinite(masses) & (masses > 0)).all():
+                problems.append(f"variable 'masses' must be finite and > 0 amu, got "
+                                f"{masses.tolist()[:8]}")
             n_basins = len(basin_names(ds))
             lab = ds["label"].values
             if lab.min() < -1 or lab.max() >= n_basins:

@@ -25,24 +25,40 @@ def close_client(ctx: Any) -> None:
         ctx._client = None
 
 
+def _check_against_system(ctx: Any, component: Any, where: str) -> None:
+    """Call a component's optional ``check(system)`` (options that only the
+    system can judge: basin names, files); its ConfigError gets ``where``."""
+    check = getattr(component, "check", None)
+    if callable(check):
+        try:
+            check(ctx.system)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.{exc}") from None
+
+
 def _source_options(ctx: Any, name: str, options: dict[str, Any]) -> Any:
     """Build data source ``name`` from its config table, with the run's
     ``[sample]`` engine and thermostat settings as defaults."""
     import dataclasses
 
-    from mtcv_core.config import ConfigError, check_options
+    from mtcv_core.plugins import PluginError, build_component
 
     if not isinstance(options, dict):
         raise ConfigError(f"sample.sources.{name}: expected a table of options, got {options!r}")
-    factory = ctx.registry.get("data_source", name).factory
+    try:
+        factory = ctx.registry.get("data_source", name).factory
+    except PluginError as exc:
+        raise PluginError(f"sample.sources: {exc}") from None
     merged = dict(options)
     if dataclasses.is_dataclass(factory):
         fields = {f.name for f in dataclasses.fields(factory)}
         for key in ("engine", "timestep_fs", "friction_per_fs"):
             if key in fields and key not in merged:
                 merged[key] = getattr(ctx.config.sample, key)
-    merged = check_options(factory, merged, f"sample.sources.{name}")
-    return factory(**merged)
+    source = build_component(ctx.registry, "data_source", name, merged, f"sample.sources.{name}",
+                             name_where="sample.sources")
+    _check_against_system(ctx, source, f"sample.sources.{name}")
+    return source
 
 
 def validate(ctx: Any) -> None:
@@ -50,15 +66,14 @@ def validate(ctx: Any) -> None:
     the plugins it names before any stage runs, so that a typo in
     ``[estimate]`` fails in a second, not after hours of sampling. Raises
     ConfigError naming the key, the value and what was expected."""
-    import dataclasses
 
-    from mtcv_core.config import check_options, from_mapping
+    from mtcv_core.config import from_mapping
 
     cfg = ctx.config
     for name, opts in cfg.sample.sources.items():
         _source_options(ctx, name, opts)
     if cfg.train:
-        _train_config(ctx)
+        _check_train(ctx)
     if cfg.umbrella:
         ucfg = from_mapping(UmbrellaStageConfig, cfg.umbrella, "umbrella")
         for pair in ucfg.transitions:
@@ -75,18 +90,70 @@ def validate(ctx: Any) -> None:
             _sampler(ctx, ucfg, reference=True)
     if cfg.estimate:
         ecfg = from_mapping(EstimateStageConfig, cfg.estimate, "estimate")
-        factory = ctx.registry.get("estimator", ecfg.estimator).factory
-        if dataclasses.is_dataclass(factory):
-            check_options(factory, ecfg.options, "estimate.options")
-            check_options(factory, {**ecfg.options, **ecfg.reference_options},
-                          "estimate.reference_options")
+        _estimator(ctx, ecfg, reference=False)
+        _estimator(ctx, ecfg, reference=True)
+
+
+def _estimator(ctx: Any, cfg: Any, reference: bool) -> Any:
+    """The ``[estimate]`` estimator, with ``reference_options`` on top of
+    ``options`` for the true-CV reference."""
+    from mtcv_core.plugins import build_component
+
+    if reference:
+        return build_component(ctx.registry, "estimator", cfg.estimator,
+                               {**cfg.options, **cfg.reference_options},
+                               "estimate.reference_options", name_where="estimate.estimator")
+    return build_component(ctx.registry, "estimator", cfg.estimator, cfg.options,
+                           "estimate.options", name_where="estimate.estimator")
+
+
+def _n_atoms(system: Any) -> int:
+    """Atoms of ``system``, from its ``dof_mask`` (n_atoms, 3) where it has one:
+    ``make_atoms()`` may be expensive (the 5D systems locate their minima)."""
+    mask = system.dof_mask
+    if mask is not None:
+        return len(mask)
+    return len(system.make_atoms())
+
+
+def _check_train(ctx: Any) -> None:
+    """The ``[train]`` table against the plugins it names: the featurizer
+    and every head are built (for the system's atoms) with their options, and
+    the torch device is parsed, so that a typo fails before sampling."""
+    import torch
+
+    from mtcv_core.plugins import build_component
+
+    cfg = _train_config(ctx)
+    try:
+        torch.device(cfg.device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"train.device: {cfg.device!r} is not a torch device "
+                          f"({str(exc).splitlines()[0]})") from None
+    featurizer = build_component(ctx.registry, "featurizer", cfg.featurizer,
+                                 cfg.featurizer_options, "train.featurizer_options",
+                                 name_where="train.featurizer")
+    n_atoms = _n_atoms(ctx.system)
+    try:
+        n_features = int(featurizer.n_features(n_atoms))
+    except (TypeError, ValueError, IndexError) as exc:
+        raise ConfigError(f"train.featurizer_options: featurizer {cfg.featurizer!r} does not "
+                          f"fit the {n_atoms} atoms of {ctx.system.name!r} ({exc})") from None
+    if n_features < 1:
+        raise ConfigError(f"train.featurizer_options: featurizer {cfg.featurizer!r} gives "
+                          f"{n_features} features for {ctx.system.name!r}; expected >= 1")
+    for name, options in cfg.heads.items():
+        build_component(ctx.registry, "loss_head", name, options, "train",
+                        name_where="train.heads", latent_dim=cfg.latent_dim,
+                        n_features=n_features, n_classes=len(ctx.system.basins))
 
 
 def run_sample(ctx: Any) -> None:
     """Run every data source on the train and test splits; write ``data.nc``."""
     from mtcv_core.config import ConfigError
-    from mtcv_core.io import read_frames, write_dataset
-    from mtcv_core.schema import concat_frames, provenance
+    from mtcv_core.io import write_dataset
+    from mtcv_core.plugins import blame
+    from mtcv_core.schema import concat_frames, provenance, validate_frames
     from mtcv_core.summary import frame_counts
 
     cfg = ctx.config
@@ -99,18 +166,25 @@ def run_sample(ctx: Any) -> None:
     scales = {"train": 1.0, "test": f / (1.0 - f)}
     parts_dir = ctx.out / "sample"
     parts = []
+    blow_ups: list[Any] = []
     for name, source in sources.items():
         for split, scale in scales.items():
             part_path = parts_dir / f"{name}_{split}.nc"
-            if part_path.exists():  # finished before an interruption
-                parts.append(read_frames(part_path))
-                continue
-            part = source.run(ctx.system, seed=cfg.seed, client=_client(ctx), split=split,
-                              scale=scale, temperature_K=_sample_temperature(cfg, source, split),
-                              progress=ctx.progress)
-            part.attrs.update(provenance(seed=cfg.seed))
-            write_dataset(part, part_path)
+            part = _stored_part(part_path)  # finished before an interruption
+            if part is None:
+                with blame(_component(ctx, "data_source", name), _system_component(ctx),
+                           action=f"sampling the {split} split"):
+                    part = source.run(ctx.system, seed=cfg.seed, client=_client(ctx),
+                                      split=split, scale=scale,
+                                      temperature_K=_sample_temperature(cfg, source, split),
+                                      progress=ctx.progress)
+                if part.sizes.get("frame", 0):  # a source may find nothing in a split
+                    validate_frames(part, where=f"sample.sources.{name} ({split} split)")
+                part.attrs.update(provenance(seed=cfg.seed))
+                write_dataset(part, part_path)
+            blow_ups += _blow_ups(part)
             parts.append(part)
+    _note_blow_ups(ctx, "sample", blow_ups)
     data = concat_frames(parts)
     data.attrs.update(provenance(config=ctx.summary["config"], seed=cfg.seed,
                                  system=ctx.system.name))
@@ -124,6 +198,61 @@ def run_sample(ctx: Any) -> None:
 
     plot_frames(data, true, ctx.out / "figures" / "data.png",
                 names=list(ctx.system.true_cv_names) or ["cv0", "cv1"])
+
+
+def _stored_part(path: Any) -> Any:
+    """A data source's split saved by an earlier, interrupted run, or None
+    when there is none or it cannot be read (damaged after it was written:
+    it is sampled again, with a warning)."""
+    import warnings
+
+    from mtcv_core.errors import MtcvError
+    from mtcv_core.io import read_frames
+
+    if not path.exists():
+        return None
+    try:
+        return read_frames(path)
+    except MtcvError as exc:
+        warnings.warn(f"{exc}; sampling it again", RuntimeWarning, stacklevel=2)
+        return None
+
+
+def _component(ctx: Any, kind: str, name: str) -> Any:
+    """The registry entry of a component (for error messages)."""
+    return ctx.registry.get(kind, name)
+
+
+def _system_component(ctx: Any) -> Any:
+    return ctx.registry.get("system", ctx.config.system)
+
+
+def _blow_ups(ds: Any) -> list[Any]:
+    """The blow-ups a dataset reports (its ``blow_ups`` attribute, a JSON list)."""
+    import json
+
+    raw = ds.attrs.get("blow_ups")
+    if not raw:
+        return []
+    try:
+        found = json.loads(raw)
+    except (TypeError, ValueError):
+        return [{"unparsed": str(raw)}]
+    return list(found) if isinstance(found, list) else [found]
+
+
+def _note_blow_ups(ctx: Any, key: str, found: list[Any]) -> None:
+    """Record the trajectories/windows/shots that blew up (each with its
+    seed and step) in ``summary.json["blow_ups"][key]``; nothing when none did."""
+    table = ctx.summary.get("blow_ups", {})
+    if found:
+        table[key] = found
+    else:
+        table.pop(key, None)
+    if table:
+        ctx.summary["blow_ups"] = table
+    else:
+        ctx.summary.pop("blow_ups", None)
 
 
 def _sample_temperature(cfg: Any, source: Any, split: str) -> float:
@@ -239,9 +368,12 @@ class UmbrellaStageConfig:
 def _sampler(ctx: Any, cfg: UmbrellaStageConfig, reference: bool = False) -> Any:
     import dataclasses
 
-    from mtcv_core.config import check_options
+    from mtcv_core.plugins import PluginError, build_component
 
-    factory = ctx.registry.get("sampler", cfg.sampler).factory
+    try:
+        factory = ctx.registry.get("sampler", cfg.sampler).factory
+    except PluginError as exc:
+        raise PluginError(f"umbrella.sampler: {exc}") from None
     merged = dict(cfg.sampler_options)
     where = "umbrella.sampler_options"
     if reference:
@@ -252,7 +384,7 @@ def _sampler(ctx: Any, cfg: UmbrellaStageConfig, reference: bool = False) -> Any
         for key in ("engine", "timestep_fs", "friction_per_fs"):
             if key in names and key not in merged:
                 merged[key] = getattr(ctx.config.sample, key)
-    return factory(**check_options(factory, merged, where))
+    return build_component(ctx.registry, "sampler", cfg.sampler, merged, where)
 
 
 def _kT(ctx: Any) -> float:
@@ -268,6 +400,7 @@ def run_umbrella(ctx: Any) -> None:
     from mtcv_core.execution import task_rng
     from mtcv_core.export import load_cv
     from mtcv_core.io import read_frames, write_dataset
+    from mtcv_core.plugins import blame
 
     cfg = from_mapping(UmbrellaStageConfig, ctx.config.umbrella, "umbrella")
     for pair in cfg.transitions:
@@ -295,13 +428,17 @@ def run_umbrella(ctx: Any) -> None:
         span = xi.max(axis=0) - xi.min(axis=0)
         plan = sampler.plan_grid(xi, spacing=span / cfg.grid_points, kT=kT, rng=rng,
                                  width_factor=cfg.width_factor)
-    result, added = _refined_run(
-        sampler, ctx, cv, plan, positions, xi, cfg.max_refinements,
-        lambda res, pl: (sampler.refine_line(res, pl, xi[:, 0], threshold=cfg.refine_overlap,
-                                             kT=kT, rng=rng, positions=positions, cv=cv,
-                                             masses=train["masses"].values)
-                         if xi.shape[1] == 1 else sampler.refine_grid(res, pl)),
-        store=windows / "xi", cv_names=names, cv_units="1", **run_kw)
+    with blame(_component(ctx, "sampler", cfg.sampler), _system_component(ctx),
+               action="running umbrella windows along xi"):
+        result, added = _refined_run(
+            sampler, ctx, cv, plan, positions, xi, cfg.max_refinements,
+            lambda res, pl: (sampler.refine_line(res, pl, xi[:, 0],
+                                                 threshold=cfg.refine_overlap, kT=kT, rng=rng,
+                                                 positions=positions, cv=cv,
+                                                 masses=train["masses"].values)
+                             if xi.shape[1] == 1 else sampler.refine_grid(res, pl)),
+            store=windows / "xi", cv_names=names, cv_units="1", **run_kw)
+    _note_blow_ups(ctx, "umbrella", _blow_ups(result))
     ctx.summary["umbrella_windows_added"] = added
     write_dataset(result, ctx.out / "umbrella.nc")
     ctx.summary["umbrella_windows"] = int(result.sizes["window"])
@@ -364,10 +501,15 @@ def _run_reference(ctx: Any, cfg: Any, *, sampler: Any, positions: Any, labels: 
 
         def refine(res: Any, pl: Any) -> Any:
             return sampler.refine_grid(res, pl)
-    ref, added = _refined_run(sampler, ctx, true_cv, plan, positions, s, cfg.max_refinements,
-                              refine, store=store, cv_names=names,
-                              cv_units=ctx.system.true_cv_units,
-                              cv_periods=periods if periods.any() else None, **run_kw)
+    from mtcv_core.plugins import blame
+
+    with blame(_component(ctx, "sampler", cfg.sampler), _system_component(ctx),
+               action="running umbrella windows along the true CVs"):
+        ref, added = _refined_run(sampler, ctx, true_cv, plan, positions, s,
+                                  cfg.max_refinements, refine, store=store, cv_names=names,
+                                  cv_units=ctx.system.true_cv_units,
+                                  cv_periods=periods if periods.any() else None, **run_kw)
+    _note_blow_ups(ctx, "umbrella_reference", _blow_ups(ref))
     write_dataset(ref, ctx.out / "umbrella_reference.nc")
     ctx.summary["umbrella_reference_windows"] = int(ref.sizes["window"])
     ctx.summary["umbrella_reference_windows_added"] = added
@@ -496,28 +638,29 @@ def run_estimate(ctx: Any) -> None:
     quadrature reference in ``summary.json``."""
     import math
 
-    from mtcv_core.config import check_options, from_mapping
+    from mtcv_core.config import from_mapping
     from mtcv_core.export import load_model
     from mtcv_core.io import read_dataset, write_dataset
+    from mtcv_core.plugins import blame
     from mtcv_core.schema_umbrella import transitions_table
 
     cfg = from_mapping(EstimateStageConfig, ctx.config.estimate, "estimate")
-    factory = ctx.registry.get("estimator", cfg.estimator).factory
-    estimator = factory(**check_options(factory, cfg.options, "estimate.options"))
+    estimator = _estimator(ctx, cfg, reference=False)
     model = load_model(ctx.out / "model.pt", ctx.registry)
     basins = list(ctx.system.basins)
     umbrella = read_dataset(ctx.out / "umbrella.nc")
-    fes = estimator.estimate(umbrella, basin_of=_classifier_basins(model, ctx),
-                             basin_names=basins)
+    with blame(_component(ctx, "estimator", cfg.estimator), action="estimating along xi"):
+        fes = estimator.estimate(umbrella, basin_of=_classifier_basins(model, ctx),
+                                 basin_names=basins)
     write_dataset(fes, ctx.out / "fes.nc")
     along_xi = {(r["from"], r["to"]): r for r in transitions_table(fes)}
     true_cv: dict[tuple[str, str], dict[str, Any]] = {}
     if (ctx.out / "umbrella_reference.nc").exists():
-        ref_options = {**cfg.options, **cfg.reference_options}
-        ref_estimator = factory(**check_options(factory, ref_options,
-                                                "estimate.reference_options"))
-        ref = ref_estimator.estimate(read_dataset(ctx.out / "umbrella_reference.nc"),
-                                     basin_of=_reference_basins(ctx), basin_names=basins)
+        ref_estimator = _estimator(ctx, cfg, reference=True)
+        with blame(_component(ctx, "estimator", cfg.estimator),
+                   action="estimating along the true CVs"):
+            ref = ref_estimator.estimate(read_dataset(ctx.out / "umbrella_reference.nc"),
+                                         basin_of=_reference_basins(ctx), basin_names=basins)
         write_dataset(ref, ctx.out / "fes_reference.nc")
         true_cv = {(r["from"], r["to"]): r for r in transitions_table(ref)}
     quadrature = {(r["from"], r["to"]): r

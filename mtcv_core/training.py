@@ -47,8 +47,9 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from mtcv_core.config import ConfigError, doc, from_mapping, nonneg, positive
+from mtcv_core.errors import SimulationError
 from mtcv_core.model import MultitaskCV, build_model, model_config
-from mtcv_core.schema import basin_names, provenance
+from mtcv_core.schema import SchemaError, basin_names, provenance
 
 TRAINING_SCHEMA = "mtcv.training/1"
 
@@ -308,8 +309,8 @@ def train(frames: xr.Dataset, config: TrainConfig | Mapping[str, Any] | None = N
         order = rng.permutation(n)
         n_val = int(round(cfg.validation_fraction * n))
         if n - n_val < 1 or (cfg.validation_fraction > 0 and n_val < 1):
-            raise ValueError(f"train: {n} frames are too few for validation_fraction "
-                             f"{cfg.validation_fraction}")
+            raise SchemaError(f"train: {n} frames are too few for validation_fraction "
+                              f"{cfg.validation_fraction}")
         features = _raw_features(model, positions, cfg.eval_batch_size)
         all_data: Split = {
             "features": features,
@@ -386,8 +387,8 @@ def train(frames: xr.Dataset, config: TrainConfig | Mapping[str, Any] | None = N
                 monitor = float(np.dot(fixed, train_losses))
             record("time", time.perf_counter() - t_start)
             if not math.isfinite(monitor):
-                raise FloatingPointError(f"train: the loss became {monitor} at epoch {epoch}; "
-                                         "lower lr or check the data")
+                raise SimulationError(f"train: the loss became {monitor} at epoch {epoch}; "
+                                      "lower lr or check the data")
             if monitor < best:
                 best, best_epoch = monitor, epoch
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

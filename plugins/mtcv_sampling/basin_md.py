@@ -4,10 +4,18 @@ A trajectory that leaves its basin (a frame inside another basin) is cut
 there: only the frames up to its last frame in its own basin are kept, and the
 cut is counted in the dataset's attributes (``n_cut_trajectories``,
 ``n_dropped_frames``).
+
+A trajectory that blows up (non-finite positions or energies, or |energy|
+beyond the engine's bound) is dropped whole, the others go on unchanged;
+each is reported with its seed and step in the ``blow_ups`` attribute (a
+JSON list) and a warning. Only when every trajectory of a split blows up
+does the source fail (:class:`mtcv_core.errors.SimulationError`).
 """
 
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -15,8 +23,16 @@ import numpy as np
 import xarray as xr
 
 from mtcv_ase.frames import system_frames
-from mtcv_ase.md import BatchLangevin, LangevinParams, maxwell_boltzmann, run_ase_langevin
-from mtcv_core.config import nonneg, positive
+from mtcv_ase.md import (
+    BatchLangevin,
+    BlowUpError,
+    LangevinParams,
+    blow_up_record,
+    maxwell_boltzmann,
+    run_ase_langevin,
+)
+from mtcv_core.config import ConfigError, nonneg, positive
+from mtcv_core.errors import SimulationError
 from mtcv_core.execution import map_tasks, task_rng
 from mtcv_core.interfaces import DataSource, System
 from mtcv_core.schema import concat_frames
@@ -39,14 +55,23 @@ class BasinMD(MDOptions, DataSource):
     equilibration_steps: int = nonneg(500, "unrecorded steps before recording")
     basins: list[str] | None = None
 
+    def check(self, system: System) -> None:
+        """Raise :class:`ConfigError` for options that do not fit ``system``
+        (called before any stage runs)."""
+        unknown = [b for b in (self.basins or []) if b not in system.basins]
+        if unknown:
+            raise ConfigError(f"basins: {unknown} are not basins of {system.name!r}; "
+                              f"expected a subset of {list(system.basins)}")
+
     def run(self, system: System, *, seed: int, client: Any = None, split: str = "train",
             scale: float = 1.0, temperature_K: float | None = None,
             progress: bool = False) -> xr.Dataset:
         params = self.params(temperature_K)
         basins = self.basins or list(system.basins)
-        unknown = [b for b in basins if b not in system.basins]
-        if unknown:
-            raise ValueError(f"basin_md.basins: {unknown} not among {list(system.basins)}")
+        try:
+            self.check(system)
+        except ConfigError as exc:
+            raise ConfigError(f"basin_md.{exc}") from None
         fast = self.use_fast(system)
         specs = []
         traj_offset = 0
@@ -60,11 +85,24 @@ class BasinMD(MDOptions, DataSource):
             traj_offset += n
         results = map_tasks(_basin_task, specs, client=client, progress=progress,
                             desc=f"basin_md {split}")
+        blow_ups = [b for r in results for b in r["blow_ups"]]
+        for b in blow_ups:
+            warnings.warn(f"basin_md: trajectory {b['trajectory']} ({split} split, basin "
+                          f"{b['basin']}, seed {seed}) blew up at step {b['step']} (energy "
+                          f"{b['energy_eV']} eV); dropped, the others are kept",
+                          RuntimeWarning, stacklevel=2)
+        if len(blow_ups) == traj_offset:
+            raise SimulationError(
+                f"basin_md: all {traj_offset} trajectories of the {split} split blew up "
+                f"(first: trajectory {blow_ups[0]['trajectory']} at step {blow_ups[0]['step']}, "
+                f"seed {seed}); lower timestep_fs or the temperature")
         frames = concat_frames([r["frames"] for r in results])
         frames.attrs.update(
             n_trajectories=int(traj_offset),
             n_cut_trajectories=int(sum(r["n_cut"] for r in results)),
-            n_dropped_frames=int(sum(r["n_dropped"] for r in results)))
+            n_dropped_frames=int(sum(r["n_dropped"] for r in results)),
+            n_blown_trajectories=len(blow_ups),
+            blow_ups=json.dumps(blow_ups))
         return frames
 
 
@@ -79,32 +117,55 @@ def _basin_task(spec: dict[str, Any]) -> dict[str, Any]:
     masses = system.make_atoms(basin).get_masses()
     v0 = maxwell_boltzmann(masses, params.temperature_K, rng, n=count, dof_mask=system.dof_mask)
     n_eq, n_steps, stride = spec["n_eq"], spec["n_steps"], spec["stride"]
+    n_rec = n_steps // stride
+    blow_step = np.full(count, -1)
+    blow_energy = np.full(count, np.nan)
     if spec["fast"]:
         integ = BatchLangevin(system.energy_and_forces, masses, params, rng,
                               dof_mask=system.dof_mask)
-        eq = integ.run(x0, v0, n_eq, stride=max(n_eq, 1)) if n_eq else {"x": x0, "v": v0}
-        rec = integ.run(eq["x"], eq["v"], n_steps, stride)
+        eq = (integ.run(x0, v0, n_eq, stride=max(n_eq, 1), on_blow_up="drop") if n_eq else
+              {"x": x0, "v": v0, "alive": None})
+        rec = integ.run(eq["x"], eq["v"], n_steps, stride, on_blow_up="drop",
+                        alive=eq["alive"], first_step=n_eq)
+        for r in (eq, rec):
+            if "blow_up_step" in r:
+                hit = r["blow_up_step"] >= 0
+                blow_step[hit] = r["blow_up_step"][hit]
+                blow_energy[hit] = r["blow_up_energy"][hit]
         pos = np.swapaxes(rec["positions"], 0, 1)  # (walker, n_rec, n_atoms, 3)
         ene = rec["energy"].T
         frc = np.swapaxes(rec["forces"], 0, 1)
-        steps = rec["step"]
+        steps = rec["step"] - n_eq
     else:
-        pos_l, ene_l, frc_l = [], [], []
+        n_atoms = len(masses)
+        pos = np.full((count, n_rec, n_atoms, 3), np.nan)
+        ene = np.full((count, n_rec), np.nan)
+        frc = np.full((count, n_rec, n_atoms, 3), np.nan)
         for w in range(count):
             atoms = system.make_atoms(basin)
             atoms.set_positions(x0[w])
             atoms.set_velocities(v0[w])
-            rec = run_ase_langevin(atoms, n_eq + n_steps, params, rng, stride=1)
+            try:
+                rec = run_ase_langevin(atoms, n_eq + n_steps, params, rng, stride=1)
+            except BlowUpError as exc:  # drop this trajectory, keep the others
+                blow_step[w] = exc.step if exc.step is not None else 0
+                blow_energy[w] = atoms.get_potential_energy()
+                continue
             sel = slice(n_eq + stride - 1, None, stride)
-            pos_l.append(rec["positions"][sel])
-            ene_l.append(rec["energy"][sel])
-            frc_l.append(rec["forces"][sel])
-        pos, ene, frc = np.array(pos_l), np.array(ene_l), np.array(frc_l)
+            pos[w], ene[w], frc[w] = rec["positions"][sel], rec["energy"][sel], rec["forces"][sel]
         steps = np.arange(stride, n_steps + 1, stride)
     target = system.basins.index(basin)
     keep_pos, keep_ene, keep_frc, traj, time = [], [], [], [], []
     n_cut = n_dropped = 0
+    blow_ups = []
     for w in range(count):
+        if blow_step[w] >= 0:  # a trajectory that blew up is dropped whole
+            blow_ups.append(blow_up_record(
+                source="basin_md", split=spec["split"], basin=basin,
+                trajectory=int(spec["first_id"] + w), walker=w, seed=int(spec["seed"]),
+                stream=["basin_md", spec["split"], basin, int(spec["task"])],
+                step=int(blow_step[w]), energy=blow_energy[w]))
+            continue
         keep, cut = _kept_frames(system.basin_index(pos[w]), target)
         n_cut += cut
         n_dropped += pos.shape[1] - keep
@@ -113,12 +174,15 @@ def _basin_task(spec: dict[str, Any]) -> dict[str, Any]:
         keep_frc.append(frc[w, :keep])
         traj.append(np.full(keep, spec["first_id"] + w))
         time.append(steps[:keep] * params.timestep_fs)
+    if not keep_pos:  # every walker of this task blew up
+        keep_pos, keep_ene, keep_frc = [pos[0, :0]], [ene[0, :0]], [frc[0, :0]]
+        traj, time = [np.zeros(0, dtype=int)], [np.zeros(0)]
     frames = system_frames(
         system, np.concatenate(keep_pos), np.concatenate(keep_ene), np.concatenate(keep_frc),
         label=target, label_source="starting_basin", source="basin_md", split=spec["split"],
         trajectory=np.concatenate(traj), time=np.concatenate(time),
         temperature=params.temperature_K)
-    return {"frames": frames, "n_cut": n_cut, "n_dropped": n_dropped}
+    return {"frames": frames, "n_cut": n_cut, "n_dropped": n_dropped, "blow_ups": blow_ups}
 
 
 def _kept_frames(basin: np.ndarray, target: int) -> tuple[int, bool]:

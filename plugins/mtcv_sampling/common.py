@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from mtcv_ase.md import LangevinParams
 from mtcv_core.config import doc, positive
@@ -17,7 +18,8 @@ class MDOptions:
         "gt": 0, "doc": "temperature, K (default: the run's)"})
     timestep_fs: float = positive(1.0, "time step, fs")
     friction_per_fs: float = positive(0.01, "Langevin friction, 1/fs")
-    engine: str = doc("fast", "'fast' (batched walkers) or 'ase' (ASE's Langevin)")
+    engine: Literal["fast", "ase"] = doc("fast", "'fast' (batched walkers) or 'ase' (ASE's "
+                                               "Langevin)")
     walkers_per_task: int = positive(64, "walkers advanced together in one Dask task")
 
     def params(self, temperature_K: float | None = None) -> LangevinParams:

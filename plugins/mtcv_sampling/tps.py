@@ -19,21 +19,33 @@ The seed path comes from a run at ``seed_temperature_K`` started in
 ``initial`` (the stretch from its last visit of ``initial`` to its first
 arrival in ``final``), or from a file (``initial_path``), never from
 hand-placed points.
+
+A segment that blows up (non-finite positions or energies, or |energy|
+beyond the engine's bound) is dropped like one that reaches no basin and the
+chain shoots again from its current path; a seed-run walker that blows up
+stops. Both are counted (``tps_blown_segments``, ``tps_blown_seed_walkers``)
+and reported with their seed and step in the ``blow_ups`` attribute (a JSON
+list) and a warning.
 """
 
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import xarray as xr
 
 from mtcv_ase.frames import system_frames
-from mtcv_ase.md import LangevinParams, make_propagator, maxwell_boltzmann
-from mtcv_core.config import doc, nonneg, positive
+from mtcv_ase.md import LangevinParams, blow_up_record, make_propagator, maxwell_boltzmann
+from mtcv_core.config import ConfigError, doc, nonneg, positive
+from mtcv_core.errors import SimulationError
 from mtcv_core.execution import map_tasks, task_rng
 from mtcv_core.interfaces import DataSource, System
+from mtcv_core.io import DatasetError
 from mtcv_core.schema import concat_frames
 from mtcv_sampling.common import MDOptions, chunks
 
@@ -67,14 +79,24 @@ class TPS(MDOptions, DataSource):
     initial_path: str | None = doc(None, "a trajectory file holding a reactive path to "
                                          "start from instead of the high-temperature run")
 
+    def check(self, system: System) -> None:
+        """Raise :class:`ConfigError` for options that do not fit ``system``
+        (called before any stage runs)."""
+        for pair in self.transitions:
+            if len(pair) != 2 or any(b not in system.basins for b in pair) or pair[0] == pair[1]:
+                raise ConfigError(f"transitions: {pair!r} is not a pair of two different "
+                                  f"basins of {list(system.basins)}")
+        if self.initial_path is not None and not Path(self.initial_path).is_file():
+            raise ConfigError(f"initial_path: {self.initial_path}: no such file")
+
     def run(self, system: System, *, seed: int, client: Any = None, split: str = "train",
             scale: float = 1.0, temperature_K: float | None = None,
             progress: bool = False) -> xr.Dataset:
         params = self.params(temperature_K)
-        for pair in self.transitions:
-            if len(pair) != 2 or any(b not in system.basins for b in pair) or pair[0] == pair[1]:
-                raise ValueError(f"tps.transitions: {pair!r} is not a pair of two different "
-                                 f"basins of {list(system.basins)}")
+        try:
+            self.check(system)
+        except ConfigError as exc:
+            raise ConfigError(f"tps.{exc}") from None
         fast = self.use_fast(system)
         specs = []
         traj_offset = 0
@@ -93,12 +115,21 @@ class TPS(MDOptions, DataSource):
         totals = {key: int(sum(r["stats"][key] for r in results))
                   for key in results[0]["stats"]}
         frames.attrs.update({f"tps_{k}": v for k, v in totals.items()})
+        blow_ups = [b for r in results for b in r["blow_ups"]]
+        for b in blow_ups:
+            what = (f"seed-run walker {b['walker']}" if b["phase"] == "seed_run" else
+                    f"shot {b['shot']} of chain {b['chain']} (trajectory {b['trajectory']})")
+            warnings.warn(f"tps: {what} ({split} split, {b['initial']}->{b['final']}, seed "
+                          f"{seed}) blew up at step {b['step']} (energy {b['energy_eV']} eV); "
+                          "dropped, the others are kept", RuntimeWarning, stacklevel=2)
+        frames.attrs["blow_ups"] = json.dumps(blow_ups)
         return frames
 
 
 def seed_paths(system: System, initial: str, final: str, count: int, params: LangevinParams,
                rng: np.random.Generator, *, split: str, fast: bool, max_steps: int,
-               n_walkers: int = 32, max_path_steps: int = 20000, min_paths: int = 0
+               n_walkers: int = 32, max_path_steps: int = 20000, min_paths: int = 0,
+               blow_ups: list[dict[str, Any]] | None = None
                ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Reactive paths (every step) from ``n_walkers`` runs at
     ``params.temperature_K`` started in ``initial``: each path runs from a
@@ -106,12 +137,14 @@ def seed_paths(system: System, initial: str, final: str, count: int, params: Lan
     visiting a third basin. Returns ``count`` pairs of positions (L, n_atoms, 3)
     and energies (L,) eV. The run stops once ``min_paths`` paths (``count``
     when 0) are found, or after ``max_steps``; with fewer paths than
-    ``count`` the paths are shared between chains."""
+    ``count`` the paths are shared between chains. A walker that blows up
+    stops; with a list ``blow_ups``, ``{"walker", "step", "energy_eV"}`` is
+    appended to it for each."""
     i_idx, f_idx = system.basins.index(initial), system.basins.index(final)
     n_walkers = max(n_walkers, count)
     x0 = system.start_positions(initial, n_walkers, rng=rng, split=split)
     masses = system.make_atoms().get_masses()
-    prop = make_propagator(system, params, rng, n_walkers, fast)
+    prop = make_propagator(system, params, rng, n_walkers, fast, on_blow_up="drop")
     prop.reset(np.arange(n_walkers), x0, maxwell_boltzmann(
         masses, params.temperature_K, rng, n=n_walkers, dof_mask=system.dof_mask))
     buf = np.zeros((n_walkers, max_path_steps) + x0.shape[1:])
@@ -122,8 +155,19 @@ def seed_paths(system: System, initial: str, final: str, count: int, params: Lan
     valid = np.ones(n_walkers, dtype=bool)  # the buffer starts in `initial`
     paths: list[tuple[np.ndarray, np.ndarray]] = []
     active = np.arange(n_walkers)
+    n_blown = 0
     for _step in range(max_steps):
+        if not active.size:
+            break
         x, e, _ = prop.step(active)
+        blown = prop.last_blown
+        if blown.any():  # these walkers stop; the others go on with the same streams
+            for j in np.flatnonzero(blown):
+                n_blown += 1
+                if blow_ups is not None:
+                    blow_ups.append(blow_up_record(walker=int(active[j]), step=_step + 1,
+                                                   energy=prop.last_energy[j]))
+            valid[active[blown]] = False
         basin = system.basin_index(x)
         home = basin == i_idx
         ptr[active] = np.where(home, 0, ptr[active] + 1)
@@ -138,12 +182,15 @@ def seed_paths(system: System, initial: str, final: str, count: int, params: Lan
             paths.append((buf[c, : ptr[c] + 1].copy(), buf_e[c, : ptr[c] + 1].copy()))
         if len(paths) >= (min(min_paths, count) if min_paths > 0 else count):
             break
-        active = active[~done]
+        active = active[~done & ~blown]
     if not paths:
-        raise RuntimeError(
+        why = f" ({n_blown} of them blew up)" if n_blown else ""
+        raise SimulationError(
             f"tps: none of {n_walkers} seed runs at {params.temperature_K} K found a path "
-            f"{initial}->{final} within {max_steps} steps; raise seed_temperature_K or "
-            "seed_max_steps, or give initial_path")
+            f"{initial}->{final} within {max_steps} steps{why}; "
+            + ("lower seed_temperature_K or timestep_fs, " if n_blown else
+               "raise seed_temperature_K or seed_max_steps, ")
+            + "or give initial_path")
     return [paths[k % len(paths)] for k in range(count)]
 
 
@@ -163,17 +210,22 @@ def _tps_task(spec: dict[str, Any]) -> dict[str, Any]:
     initial, final = spec["initial"], spec["final"]
     i_idx, f_idx = system.basins.index(initial), system.basins.index(final)
     rng = task_rng(spec["seed"], "tps", split, initial, final, spec["task"])
+    where = dict(source="tps", split=split, initial=initial, final=final, seed=int(spec["seed"]),
+                 stream=["tps", split, initial, final, int(spec["task"])])
+    blow_ups: list[dict[str, Any]] = []
     if opts.initial_path:
         paths = [_read_path(opts.initial_path, system, i_idx, f_idx)] * count
     else:
         hot = LangevinParams(opts.seed_temperature_K, params.timestep_fs,
                              params.friction_per_fs)
+        seed_blow_ups: list[dict[str, Any]] = []
         paths = seed_paths(system, initial, final, count, hot, rng, split=split,
                            fast=spec["fast"], max_steps=opts.seed_max_steps,
                            n_walkers=opts.seed_walkers, max_path_steps=opts.seed_max_path_steps,
-                           min_paths=opts.seed_min_paths)
+                           min_paths=opts.seed_min_paths, blow_ups=seed_blow_ups)
+        blow_ups += [dict(where, phase="seed_run", **b) for b in seed_blow_ups]
     masses = system.make_atoms().get_masses()
-    prop = make_propagator(system, params, rng, count, spec["fast"])
+    prop = make_propagator(system, params, rng, count, spec["fast"], on_blow_up="drop")
     n_atoms = paths[0][0].shape[1]
     seg_x = np.zeros((count, opts.max_segment_steps, n_atoms, 3))
     seg_e = np.zeros((count, opts.max_segment_steps))
@@ -183,7 +235,8 @@ def _tps_task(spec: dict[str, Any]) -> dict[str, Any]:
     forward = np.zeros(count, dtype=bool)
     shots_done = np.zeros(count, dtype=int)
     n_shots = opts.shots_per_chain + opts.burn_in_shots
-    stats = dict(shots=0, accepted=0, reactive=0, dropped_segments=0, recorded_segments=0)
+    stats = dict(shots=0, accepted=0, reactive=0, dropped_segments=0, recorded_segments=0,
+                 blown_segments=0, blown_seed_walkers=len(blow_ups))
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "e", "f", "label", "traj", "t")}
 
     def shoot(c: int) -> None:
@@ -201,19 +254,26 @@ def _tps_task(spec: dict[str, Any]) -> dict[str, Any]:
     active = np.arange(count)
     while active.size:
         x, e, f = prop.step(active)
+        blown = prop.last_blown
         seg_x[active, seg_len[active]] = x
         seg_e[active, seg_len[active]] = e
         seg_f[active, seg_len[active]] = f
         seg_len[active] += 1
-        basin = system.basin_index(x)
-        finished = (basin >= 0) | (seg_len[active] >= opts.max_segment_steps)
+        basin = np.where(blown, -2, system.basin_index(x))
+        finished = (basin >= 0) | (seg_len[active] >= opts.max_segment_steps) | blown
         for j in np.flatnonzero(finished):
             c = int(active[j])
             n = int(seg_len[c])
             committed = int(basin[j])
             stats["shots"] += 1
             record = shots_done[c] >= opts.burn_in_shots
-            if committed < 0:
+            if committed == -2:  # blew up: dropped, the chain shoots again from its path
+                stats["blown_segments"] += 1
+                blow_ups.append(blow_up_record(
+                    **where, phase="shot", chain=c, shot=int(shots_done[c]),
+                    trajectory=int(spec["first_id"] + c * n_shots + shots_done[c]),
+                    walker=c, step=n, energy=prop.last_energy[j]))
+            elif committed < 0:
                 stats["dropped_segments"] += 1
             elif record:
                 sel = np.arange(opts.stride - 1, n, opts.stride)
@@ -265,7 +325,7 @@ def _tps_task(spec: dict[str, Any]) -> dict[str, Any]:
         frames = system_frames(system, seg_x[0, :0], seg_e[0, :0], seg_f[0, :0],
                                source="tps", split=split)
     stats["path_steps"] = int(sum(len(p[0]) for p in paths))
-    return {"frames": frames, "stats": stats}
+    return {"frames": frames, "stats": stats, "blow_ups": blow_ups}
 
 
 def _selection_norm(energy: np.ndarray, width: float) -> float:
@@ -289,11 +349,24 @@ def _pick_shooting_point(energy: np.ndarray, width: float, rng: np.random.Genera
 
 def _read_path(path: str, system: System, i_idx: int, f_idx: int
                ) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of a supplied reactive path; its ends must lie in the basins."""
+    """Positions of a supplied reactive path; its ends must lie in the basins.
+    An unreadable file, or one whose frames do not fit ``system``, raises
+    :class:`DatasetError` naming it."""
     import ase.io
 
-    images = ase.io.read(path, ":")
+    try:
+        images = ase.io.read(path, ":")
+    except Exception as exc:  # ASE's readers raise a zoo of types for a bad file
+        raise DatasetError(f"tps.initial_path: {path}: not a readable trajectory file "
+                           f"({type(exc).__name__}: {exc})") from exc
+    n_atoms = len(system.make_atoms())
+    if not images or any(len(a) != n_atoms for a in images):
+        raise DatasetError(f"tps.initial_path: {path}: expected frames of {n_atoms} atoms "
+                           f"(system {system.name!r}), got {[len(a) for a in images][:5]}")
     x = np.array([a.get_positions() for a in images])
+    if not np.isfinite(x).all() or len(x) < 3:
+        raise DatasetError(f"tps.initial_path: {path}: expected at least 3 frames with finite "
+                           f"positions, got {len(x)} frame(s)")
     if system.supports_batch:
         energy = system.energy_and_forces(x)[0]
     else:
@@ -304,8 +377,9 @@ def _read_path(path: str, system: System, i_idx: int, f_idx: int
             energy[k] = atoms.get_potential_energy()
     ends = system.basin_index(x[[0, -1]])
     if ends[0] != i_idx or ends[1] != f_idx:
-        raise ValueError(f"{path}: the path must start in basin {system.basins[i_idx]!r} and "
-                         f"end in {system.basins[f_idx]!r}; its ends are in basins "
-                         f"{[system.basins[b] if b >= 0 else None for b in ends]}")
+        raise DatasetError(f"tps.initial_path: {path}: the path must start in basin "
+                           f"{system.basins[i_idx]!r} and end in {system.basins[f_idx]!r}; its "
+                           f"ends are in basins "
+                           f"{[system.basins[b] if b >= 0 else None for b in ends]}")
     return x, energy
 

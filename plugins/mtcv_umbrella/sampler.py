@@ -7,11 +7,20 @@ recorded every ``stride`` steps. Windows are grouped into tasks of
 depend on the number of workers); with a ``store`` directory every window is
 written there atomically as soon as its task finishes, and windows already
 there are reused when a run resumes.
+
+Every step of every walker is checked for a blow-up (non-finite positions or
+energies, or |energy| beyond the engine's bound). A window with a walker
+that blows up is dropped -- its other walkers stop, the other windows go on
+with unchanged random streams -- and reported with its seed and step in the
+result's ``blow_ups`` attribute (a JSON list) and a warning; it is not
+stored, so it is run again (and dropped again) on resume. Only when every
+window blows up does the sampler fail (:class:`~mtcv_core.errors.SimulationError`).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +34,19 @@ from ase.md.langevin import Langevin
 from mtcv_ase.md import (
     FS,
     BatchLangevin,
+    BlowUpError,
     GroupedNormals,
     LangevinParams,
+    blow_up_record,
+    blown_up,
     maxwell_boltzmann,
     run_ase_langevin,
 )
 from mtcv_core.config import nonneg, positive
+from mtcv_core.errors import SimulationError
 from mtcv_core.execution import map_tasks, task_rng
 from mtcv_core.interfaces import Sampler, System
-from mtcv_core.io import write_dataset
+from mtcv_core.io import DatasetError, write_dataset
 from mtcv_sampling.common import MDOptions, chunks
 from mtcv_umbrella import windows as planning
 from mtcv_umbrella.bias import BatchedBias, UmbrellaBias
@@ -187,7 +200,12 @@ class UmbrellaSampler(MDOptions, Sampler):
             for i, w in enumerate(ids):
                 path = store_dir / f"window_{w:04d}.nc"
                 if path.exists():
-                    win = read_window(path)
+                    try:
+                        win = read_window(path)
+                    except DatasetError as exc:  # damaged since it was written: run it again
+                        warnings.warn(f"{exc}; running the window again", RuntimeWarning,
+                                      stacklevel=2)
+                        continue
                     if _same_window(win, centers[i], ks[i], self.walkers_per_window):
                         done[int(w)] = win
                     else:  # planned differently (changed code or options): run it again
@@ -208,13 +226,27 @@ class UmbrellaSampler(MDOptions, Sampler):
 
         results = map_tasks(_window_task, specs, client=client, progress=progress,
                             desc="umbrella windows")
+        blow_ups = []
         for result in results:
-            for win in result:
+            for win in result["windows"]:
                 w = int(win.attrs["window_id"])
                 if store_dir is not None:
                     write_dataset(win, store_dir / f"window_{w:04d}.nc")
                 done[w] = win
-        return merge_windows([done[int(w)] for w in ids], temperature_K=params.temperature_K)
+            blow_ups += result["blow_ups"]
+        for b in blow_ups:
+            warnings.warn(f"umbrella: window {b['window']} (walker {b['walker']}, seed {seed}) "
+                          f"blew up at step {b['step']} (energy {b['energy_eV']} eV); the "
+                          "window is dropped, the others are kept", RuntimeWarning, stacklevel=2)
+        kept = [done[int(w)] for w in ids if int(w) in done]
+        if not kept:
+            raise SimulationError(
+                f"umbrella: all {n_win} windows blew up (first: window {blow_ups[0]['window']} "
+                f"at step {blow_ups[0]['step']}, seed {seed}); lower timestep_fs or the "
+                "spring constants")
+        merged = merge_windows(kept, temperature_K=params.temperature_K)
+        merged.attrs["blow_ups"] = json.dumps(sorted(blow_ups, key=lambda b: b["window"]))
+        return merged
 
 
 def _grad_norm2(cv: Any, positions: np.ndarray, masses: np.ndarray | None = None
@@ -239,8 +271,9 @@ def _same_window(win: xr.Dataset, center: np.ndarray, k: np.ndarray, walkers: in
             and int(win.attrs.get("walkers", -1)) == int(walkers))
 
 
-def _window_task(spec: dict[str, Any]) -> list[xr.Dataset]:
-    """Advance a group of windows; returns one dataset per window."""
+def _window_task(spec: dict[str, Any]) -> dict[str, list[Any]]:
+    """Advance a group of windows; returns ``{"windows": one dataset per
+    window that did not blow up, "blow_ups": a record per window that did}``."""
     system: System = spec["system"]
     params: LangevinParams = spec["params"]
     cv = cv_from_bytes(spec["cv"])
@@ -261,21 +294,54 @@ def _window_task(spec: dict[str, Any]) -> list[xr.Dataset]:
                                            dof_mask=system.dof_mask) for r in rngs])
     cv_rec = np.zeros((n_rec, len(x0), centers.shape[1]))
     e_rec = np.zeros((n_rec, len(x0)))
+    blown: dict[int, dict[str, Any]] = {}  # window index in this task -> its blow-up
+
+    def blow_up(j: int, step: int, energy: float) -> None:
+        """Walker ``j`` (task order) blew up at ``step``: drop its window."""
+        i = j // m
+        if i not in blown:
+            blown[i] = blow_up_record(source="umbrella", window=int(ids[i]), walker=int(j % m),
+                                      seed=int(spec["seed"]),
+                                      stream=["umbrella-window", int(ids[i])], step=step,
+                                      energy=energy)
+
     if spec["fast"]:
         forces = BatchedBias(system, cv, c_w, k_w, periods=spec["cv_periods"])
         noise = GroupedNormals(rngs, [m] * len(ids))
         integ = BatchLangevin(forces, masses, params, noise, dof_mask=system.dof_mask)
         x, v = x0, v0
-        _, f = integ.evaluate(x)
-        for s in range(1, n_eq + n_steps + 1):
-            x, v, f, e = integ.step(x, v, f)
+        with np.errstate(over="ignore", invalid="ignore"):
+            e, f = integ.evaluate(x)
+        alive = np.ones(len(x0), dtype=bool)
+        held = np.array(x, dtype=float)
+        window_of = np.arange(len(x0)) // m
+        x_prev = x
+        for s in range(0, n_eq + n_steps + 1):
+            if s:
+                x_prev = x
+                x, v, f, e = integ.step(x, v, f)
+            bad = integ.blown(x, e) & alive
+            if bad.any():  # drop the windows of these walkers; park all their walkers
+                for j in np.flatnonzero(bad):
+                    blow_up(int(j), s, e[j])
+                rows = np.isin(window_of, [i for i in blown]) & alive
+                good = alive & ~rows
+                fallback = x[good][0] if good.any() else 0.0
+                held[rows] = np.where(bad[rows, None, None], x_prev[rows] if s else fallback,
+                                      x[rows])
+                alive &= ~rows
+                if not alive.any():
+                    break  # every window of this task blew up
+            if not alive.all():
+                integ.hold(x, v, f, ~alive, held)
             if s > n_eq and (s - n_eq) % stride == 0:
-                integ.check(x, e, s)
                 r = (s - n_eq) // stride - 1
                 cv_rec[r] = forces.last_cv
                 e_rec[r] = forces.last_unbiased
     else:
         for w in range(len(x0)):
+            if w // m in blown:
+                continue  # its window already blew up
             rng = rngs[w // m]
             atoms = system.make_atoms()
             atoms.set_positions(x0[w])
@@ -284,21 +350,33 @@ def _window_task(spec: dict[str, Any]) -> list[xr.Dataset]:
             atoms.calc = bias
             cvs, es = [], []
 
-            def record(a=atoms, cvs=cvs, es=es) -> None:
+            def record(a=atoms, cvs=cvs, es=es, dyn_steps=lambda: 0) -> None:
+                energy = a.calc.results["energy"]
+                if blown_up(a.get_positions()[None], np.array([energy]), 1e6)[0]:
+                    raise BlowUpError(f"ASE umbrella walker blew up: energy {energy!r}",
+                                      step=n_eq + dyn_steps())
                 cvs.append(np.atleast_1d(a.calc.results["cv"]).copy())
                 es.append(a.calc.results["unbiased_energy"])
 
-            if n_eq:
-                run_ase_langevin(atoms, n_eq, params, rng, stride=n_eq)
-            dyn = Langevin(atoms, timestep=params.timestep_fs * FS,
-                           temperature_K=params.temperature_K,
-                           friction=params.friction_per_fs / FS, fixcm=False, rng=rng)
-            dyn.attach(record, interval=stride)
-            dyn.run(n_steps)
-            cv_rec[:, w] = np.array(cvs[1:])  # ASE records step 0 too
-            e_rec[:, w] = np.array(es[1:])
+            try:
+                if n_eq:
+                    run_ase_langevin(atoms, n_eq, params, rng, stride=1)
+                dyn = Langevin(atoms, timestep=params.timestep_fs * FS,
+                               temperature_K=params.temperature_K,
+                               friction=params.friction_per_fs / FS, fixcm=False, rng=rng)
+                dyn.attach(record, interval=1, dyn_steps=lambda d=dyn: d.nsteps)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    dyn.run(n_steps)
+            except BlowUpError as exc:
+                blow_up(w, exc.step if exc.step is not None else 0,
+                        atoms.calc.results.get("energy", np.nan))
+                continue
+            cv_rec[:, w] = np.array(cvs[stride::stride])  # ASE records step 0 too
+            e_rec[:, w] = np.array(es[stride::stride])
     out = []
     for i, w in enumerate(ids):
+        if i in blown:
+            continue
         sel = slice(i * m, (i + 1) * m)
         # samples: walker-major so each walker's series stays contiguous
         series = np.swapaxes(cv_rec[:, sel], 0, 1).reshape(-1, centers.shape[1])
@@ -307,4 +385,4 @@ def _window_task(spec: dict[str, Any]) -> list[xr.Dataset]:
             window_id=int(w), center=centers[i], spring_constant=k[i], cv_values=series,
             energy=energy, walkers=m, temperature_K=params.temperature_K,
             cv_names=spec["cv_names"], cv_units=spec["cv_units"], cv_period=spec["cv_periods"]))
-    return out
+    return {"windows": out, "blow_ups": [blown[i] for i in sorted(blown)]}

@@ -1,0 +1,25 @@
+"""The root of mtcv's own exceptions.
+
+Every error mtcv raises on purpose -- a bad config, an unreadable dataset or
+model file, a missing plugin, a simulation that blew up -- derives from
+:class:`MtcvError` (and from the builtin class it always derived from, so
+``except ValueError`` keeps working). The command line prints an
+``MtcvError`` as one line naming what and where, and exits with status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class MtcvError(Exception):
+    """An error mtcv reports as one clear message (file, field, value, what
+    was expected)."""
+
+
+class SimulationError(MtcvError, FloatingPointError):
+    """A simulation produced non-finite or absurd values (positions,
+    energies) and could not go on; the message names the walker, step and
+    seed."""
+
+
+__all__ = ["MtcvError", "SimulationError"]
