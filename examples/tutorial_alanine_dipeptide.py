@@ -37,12 +37,11 @@ Figures go to ``DIR`` (default ``runs/tutorial_alanine_dipeptide``).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tutorial_muller_brown import print_summary, pyplot_agg, small_config, test_frames
+from tutorial_muller_brown import pyplot_agg, test_frames, tutorial_main
 
 EXAMPLE = Path(__file__).resolve().parent / "alanine_dipeptide.toml"
 
@@ -162,29 +161,9 @@ def figures(run: Path, summary: dict[str, Any], out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small", action="store_true",
-                        help="a small version of the example (tests, about a minute)")
-    parser.add_argument("--until", default=None,
-                        help="stop after this stage (e.g. train: the CV only)")
-    parser.add_argument("--out", type=Path, default=Path("runs/tutorial_alanine_dipeptide"),
-                        help="folder for the run (DIR/run) and the figures")
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-
-    from mtcv_core.pipeline import run_pipeline
-
-    config = small_config(EXAMPLE, SMALL, args.out) if args.small else EXAMPLE
-    run = args.out / "run"
-    summary = run_pipeline(config, out=run, until=args.until, resume=True,
-                           progress=not args.small)
-    print_summary(run, summary)
-    if "train" not in summary["stages_done"]:
-        print("no CV yet (the run stopped before training): no figures")
-        return 0
-    for path in figures(run, summary, args.out):
-        print(f"wrote {path}")
-    return 0
+    return tutorial_main(__doc__, example=EXAMPLE, small=SMALL,
+                         default_out="runs/tutorial_alanine_dipeptide", figures=figures,
+                         argv=argv, with_until=True)
 
 
 if __name__ == "__main__":

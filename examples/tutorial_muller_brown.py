@@ -319,11 +319,19 @@ def figures(run: Path, summary: dict[str, Any], out: Path) -> list[Path]:
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def tutorial_main(doc: str, *, example: Path, small: dict[str, Any] | Any, default_out: str,
+                  figures: Any, argv: list[str] | None = None, with_until: bool = False) -> int:
+    """The command line shared by the pipeline tutorials: ``--small``, ``--out DIR``
+    (and ``--until STAGE`` with ``with_until``); runs the example (or its small
+    version) into ``DIR/run`` with ``resume=True`` and draws ``figures(run,
+    summary, out) -> [paths]`` once a CV exists."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--small", action="store_true",
-                        help="a small version of the example (tests, under a minute)")
-    parser.add_argument("--out", type=Path, default=Path("runs/tutorial_muller_brown"),
+                        help="a small version of the example (tests, about a minute)")
+    if with_until:
+        parser.add_argument("--until", default=None,
+                            help="stop after this stage (e.g. train: the CV only)")
+    parser.add_argument("--out", type=Path, default=Path(default_out),
                         help="folder for the run (DIR/run) and the figures")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -331,13 +339,22 @@ def main(argv: list[str] | None = None) -> int:
     from mtcv_core.pipeline import run_pipeline
 
     # the whole pipeline: sample -> train -> umbrella -> estimate -> report
-    config = small_config(EXAMPLE, SMALL, args.out) if args.small else EXAMPLE
+    config = small_config(example, small, args.out) if args.small else example
     run = args.out / "run"
-    summary = run_pipeline(config, out=run, resume=True, progress=not args.small)
+    summary = run_pipeline(config, out=run, until=getattr(args, "until", None), resume=True,
+                           progress=not args.small)
     print_summary(run, summary)
+    if "train" not in summary["stages_done"]:
+        print("no CV yet (the run stopped before training): no figures")
+        return 0
     for path in figures(run, summary, args.out):
         print(f"wrote {path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return tutorial_main(__doc__, example=EXAMPLE, small=SMALL,
+                         default_out="runs/tutorial_muller_brown", figures=figures, argv=argv)
 
 
 if __name__ == "__main__":

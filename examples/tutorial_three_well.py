@@ -37,18 +37,16 @@ tutorial come from ``examples/tutorial_muller_brown.py``.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tutorial_muller_brown import (
-    print_summary,
     pyplot_agg,
-    small_config,
     test_frames,
     transition_text,
     true_cv_panel,
+    tutorial_main,
     xi_plane_figure,
 )
 
@@ -206,23 +204,8 @@ def figures(run: Path, summary: dict[str, Any], out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small", action="store_true",
-                        help="a small version of the example (tests, about a minute)")
-    parser.add_argument("--out", type=Path, default=Path("runs/tutorial_three_well"),
-                        help="folder for the run (DIR/run) and the figures")
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-
-    from mtcv_core.pipeline import run_pipeline
-
-    config = small_config(EXAMPLE, SMALL, args.out) if args.small else EXAMPLE
-    run = args.out / "run"
-    summary = run_pipeline(config, out=run, resume=True, progress=not args.small)
-    print_summary(run, summary)
-    for path in figures(run, summary, args.out):
-        print(f"wrote {path}")
-    return 0
+    return tutorial_main(__doc__, example=EXAMPLE, small=SMALL,
+                         default_out="runs/tutorial_three_well", figures=figures, argv=argv)
 
 
 if __name__ == "__main__":
