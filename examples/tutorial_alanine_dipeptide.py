@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tutorial_muller_brown import pyplot_agg, test_frames, tutorial_main
+from tutorial_muller_brown import load_run, pyplot_agg, tutorial_main
 
 EXAMPLE = Path(__file__).resolve().parent / "alanine_dipeptide.toml"
 
@@ -135,17 +135,10 @@ def fes_figure(fes: Any, fes_ref: Any | None, rows: list[dict[str, Any]],
 
 def figures(run: Path, summary: dict[str, Any], out: Path) -> list[Path]:
     """The tutorial's figures from the files the run has."""
-    from mtcv_core.export import load_model
     from mtcv_core.io import read_dataset
     from mtcv_core.plots import plot_along_cv, plot_history
-    from mtcv_core.plugins import load_plugins
-    from mtcv_core.training import predict
 
-    registry = load_plugins()
-    system = registry.create("system", summary["system"])
-    model = load_model(run / "model.pt", registry)
-    test = test_frames(run)
-    pred = predict(model, test)
+    system, model, test, pred = load_run(run, summary)
     paths = [out / "xi_phi_psi.png", out / "along_xi.png", out / "training.png"]
     xi_phi_psi_figure(system, test, pred["xi"], paths[0])
     plot_along_cv(pred["xi"], test["energy"].values, energy_pred=pred.get("energy"),

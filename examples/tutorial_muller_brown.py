@@ -288,21 +288,27 @@ def print_summary(run: Path, summary: dict[str, Any]) -> None:
         print(line)
 
 
-def figures(run: Path, summary: dict[str, Any], out: Path) -> list[Path]:
-    """The tutorial's figures from the files of a finished run."""
+def load_run(run: Path, summary: dict[str, Any]) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """(system, model, test frames, the model's predictions on them) of a run
+    directory whose train stage is done."""
     from mtcv_core.export import load_model
-    from mtcv_core.io import read_dataset
-    from mtcv_core.plots import plot_along_cv, plot_history
     from mtcv_core.plugins import load_plugins
     from mtcv_core.training import predict
 
     registry = load_plugins()
     system = registry.create("system", summary["system"])
-    temperature = float(summary["temperature_K"])
     model = load_model(run / "model.pt", registry)
-    # the CV on the test frames
     test = test_frames(run)
-    pred = predict(model, test)
+    return system, model, test, predict(model, test)
+
+
+def figures(run: Path, summary: dict[str, Any], out: Path) -> list[Path]:
+    """The tutorial's figures from the files of a finished run."""
+    from mtcv_core.io import read_dataset
+    from mtcv_core.plots import plot_along_cv, plot_history
+
+    system, model, test, pred = load_run(run, summary)  # the CV on the test frames
+    temperature = float(summary["temperature_K"])
     paths = [out / f"{name}.png" for name in ("xi_plane", "pmf", "along_xi", "training")]
     xi_plane_figure(system, model, system.true_cv(test["coordinates"].values), paths[0])
     # free energies: along xi and along the true CVs, against quadrature

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 from tutorial_muller_brown import (
+    load_run,
     pyplot_agg,
-    test_frames,
     transition_text,
     true_cv_panel,
     tutorial_main,
@@ -181,17 +181,10 @@ def latent_figure(model: Any, system: Any, test: Any, pred: dict[str, np.ndarray
 
 def figures(run: Path, summary: dict[str, Any], out: Path) -> list[Path]:
     """The tutorial's figures from the files of a finished run."""
-    from mtcv_core.export import load_model
     from mtcv_core.io import read_dataset
     from mtcv_core.plots import plot_history
-    from mtcv_core.plugins import load_plugins
-    from mtcv_core.training import predict
 
-    registry = load_plugins()
-    system = registry.create("system", summary["system"])
-    model = load_model(run / "model.pt", registry)
-    test = test_frames(run)
-    pred = predict(model, test)
+    system, model, test, pred = load_run(run, summary)
     paths = [out / f"{name}.png" for name in ("xi_plane", "fes", "latent", "training")]
     xi_plane_figure(system, model, system.true_cv(test["coordinates"].values), paths[0])
     ref_path = run / "fes_reference.nc"
