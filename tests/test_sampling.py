@@ -164,3 +164,50 @@ def test_trajectory_files_clear_errors(mb, tmp_path):
     ase.io.write(bare, [Atoms("H2", positions=np.zeros((2, 3)))])
     with pytest.raises(ValueError, match="bare.xyz: image 0 has no energy"):
         TrajectoryFiles(paths=[str(bare)]).run(mb, seed=0)
+
+
+# ------------------------------------------------- TPS forgets a hot seed
+def _double_well_x_basins():
+    """The example plugin's 2D double well with basins defined on x alone,
+    so that the harmonic coordinate y is independent of reactivity: in the
+    path ensemble every frame's y is Boltzmann distributed, <k y^2 / 2> = kT/2."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "plugin_package"))
+    try:
+        from mtcv_example.double_well import DoubleWell2D
+    finally:
+        sys.path.pop(0)
+
+    class XBasins(DoubleWell2D):
+        def basin_index_2d(self, x, y):
+            x = np.asarray(x, float)
+            return np.where(x < -0.8, 0, np.where(x > 0.8, 1, -1))
+
+    return XBasins(barrier_eV=0.25, stiffness_y=2.0, tilt_eV=0.0)
+
+
+@pytest.mark.parametrize("width,expect_equilibrium", [(0.0, True), (0.05, False)])
+def test_tps_frames_reach_the_target_temperature(width, expect_equilibrium):
+    """From a 3000 K seed path, 200 burn-in shots: with uniform shooting points
+    the recorded frames' harmonic energy is kT/2 at 300 K (measured 1.00 +- 0.03
+    of it); energy-biased shooting points (width 0.05 eV ~ 2 kT) start the
+    segments from hotter frames (measured 1.33 +- 0.08)."""
+    from ase.units import kB
+
+    system = _double_well_x_basins()
+    src = TPS(transitions=[["L", "R"]], chains=64, shots_per_chain=40, burn_in_shots=200,
+              stride=5, seed_temperature_K=3000.0, seed_walkers=16,
+              shooting_energy_width_eV=width, walkers_per_task=64, temperature_K=300.0,
+              timestep_fs=1.0, friction_per_fs=0.01)
+    ds = src.run(system, seed=4)
+    y = ds["coordinates"].values[:, 0, 1]
+    ratio = 0.5 * system.k * y**2 / (0.5 * kB * 300.0)
+    chain = ds["trajectory"].values // (200 + 40)
+    per_chain = np.array([ratio[chain == c].mean() for c in np.unique(chain)])
+    err = per_chain.std(ddof=1) / np.sqrt(len(per_chain))
+    if expect_equilibrium:
+        assert abs(ratio.mean() - 1.0) < max(4 * err, 0.1), (ratio.mean(), err)
+    else:
+        assert ratio.mean() > 1.15, (ratio.mean(), err)
