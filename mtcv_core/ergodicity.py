@@ -31,6 +31,34 @@ def walker_spread(series: np.ndarray, walkers: int) -> float:
     return float(np.max(spread))
 
 
+def statistical_inefficiency(series: np.ndarray, walkers: int) -> float:
+    """Statistical inefficiency g >= 1 of a window's series (``n / g``
+    samples are independent): :func:`pymbar.timeseries.statistical_inefficiency`
+    of one walker, ``statistical_inefficiency_multiple`` over several (the
+    series is ``walkers`` equal parts, walker-major), the largest over the CV
+    dimensions. series: (n,) or (n, d)."""
+    from pymbar import timeseries
+    from pymbar.utils import ParameterError
+
+    series = np.asarray(series, float).reshape(len(series), -1)
+    n = len(series)
+    parts = np.array_split(np.arange(n), max(1, min(walkers, n)))
+    g = 1.0
+    for d in range(series.shape[1]):
+        segs = [series[p, d] for p in parts if len(p) >= 3]
+        if not segs or all(np.ptp(s) == 0 for s in segs):
+            continue
+        try:
+            if len(segs) == 1:
+                g_d = timeseries.statistical_inefficiency(segs[0])
+            else:
+                g_d = timeseries.statistical_inefficiency_multiple(segs)
+        except ParameterError:
+            g_d = 1.0
+        g = max(g, float(g_d))
+    return g
+
+
 def consistent_windows(samples: list[np.ndarray], walkers: int, tolerance: float = 4.0
                        ) -> np.ndarray:
     """(n_windows,) bool: windows whose walkers agree (:func:`walker_spread`

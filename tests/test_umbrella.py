@@ -172,6 +172,30 @@ def test_refinement_stiffens_where_the_first_pass_fell_short():
     assert c2.size == 0
 
 
+def test_a_stretch_seen_only_in_a_slow_tail_is_a_gap():
+    """Raw samples reach [0.6, 1.4] only through one window's slowly
+    decorrelating tail (an AR(1) series, g ~ 2000): plenty of raw samples,
+    fewer than two independent ones per bin, so the stretch is a gap (the
+    alanine xi windows of docs/results.md had exactly this)."""
+    from mtcv_core.ergodicity import statistical_inefficiency
+    from mtcv_umbrella.windows import coverage_gaps
+
+    rng = np.random.default_rng(5)
+    fast = [rng.normal(c, 0.1, 4000) for c in (0.0, 0.25, 1.75, 2.0)]
+    slow = np.empty(4000)
+    slow[0] = 0.5
+    for i in range(1, slow.size):  # AR(1) around 0.5, correlation time ~1000 samples
+        slow[i] = 0.5 + 0.999 * (slow[i - 1] - 0.5) + rng.normal(0, 0.3 * np.sqrt(1 - 0.999**2))
+    samples = fast + [slow]
+    g = [statistical_inefficiency(s, 1) for s in samples]
+    assert g[-1] > 100 * max(g[:-1])
+    raw = coverage_gaps(samples, 0.0, 2.0, 0.05)
+    effective = coverage_gaps(samples, 0.0, 2.0, 0.05, weights=[1 / x for x in g])
+    covered = lambda gaps, x: not any(a <= x < b for a, b in gaps)  # noqa: E731
+    assert covered(raw, 0.9) and not covered(effective, 0.9)
+    assert covered(effective, 0.0) and covered(effective, 2.0 - 1e-9)
+
+
 def test_grouped_normals_give_each_group_its_own_stream():
     from mtcv_ase.md import GroupedNormals
 

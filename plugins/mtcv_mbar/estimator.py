@@ -57,7 +57,7 @@ import xarray as xr
 from ase import units
 
 from mtcv_core.config import doc, nonneg, positive
-from mtcv_core.ergodicity import walker_spread
+from mtcv_core.ergodicity import statistical_inefficiency, walker_spread
 from mtcv_core.fes_paths import basin_barriers
 from mtcv_core.interfaces import Estimator
 from mtcv_core.schema import SCHEMA_ATTR
@@ -394,23 +394,10 @@ def _decorrelate(series: np.ndarray, walkers: int, subsample: bool) -> tuple[flo
     """Statistical inefficiency of a window's (n, d) series and the indices
     to keep. The series is ``walkers`` independent parts, walker-major."""
     from pymbar import timeseries
-    from pymbar.utils import ParameterError
 
     n = len(series)
     parts = np.array_split(np.arange(n), max(1, min(walkers, n)))
-    g = 1.0
-    for d in range(series.shape[1]):
-        segs = [series[p, d] for p in parts if len(p) >= 3]
-        if not segs or all(np.ptp(s) == 0 for s in segs):
-            continue
-        try:
-            if len(segs) == 1:
-                g_d = timeseries.statistical_inefficiency(segs[0])
-            else:
-                g_d = timeseries.statistical_inefficiency_multiple(segs)
-        except ParameterError:
-            g_d = 1.0
-        g = max(g, float(g_d))
+    g = statistical_inefficiency(series, walkers)
     if not subsample or g <= 1.0:
         return g, np.arange(n)
     keep = [p[np.asarray(timeseries.subsample_correlated_data(series[p, 0], g=g), int)]

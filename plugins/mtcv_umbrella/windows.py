@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mtcv_core.ergodicity import consistent_windows
+from mtcv_core.ergodicity import consistent_windows, statistical_inefficiency
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,25 @@ def plan_windows(xi: np.ndarray, labels: np.ndarray, basin_from: int, basin_to: 
 
 
 def coverage_gaps(samples: list[np.ndarray], lo: float, hi: float, width: float,
-                  min_fraction: float = 0.02) -> list[tuple[float, float]]:
+                  min_fraction: float = 0.02, weights: list[float] | None = None,
+                  min_effective: float = 2.0) -> list[tuple[float, float]]:
     """Stretches of [lo, hi] that the windows barely visit: runs of histogram
     bins (``width`` wide) holding fewer than ``min_fraction`` of the median
-    bin count (and fewer than 10 samples)."""
+    bin count (and fewer than 10 samples) or, with ``weights`` (one per
+    window: 1 / its statistical inefficiency), fewer than ``min_effective``
+    independent samples. A window pushed far from its centre by a steep
+    free-energy slope may reach a stretch only in the tail of a slowly
+    decorrelating series: many raw samples, too few independent ones for
+    MBAR's histogram to see."""
     pooled = np.concatenate(samples) if samples else np.zeros(0)
     n_bins = max(1, int(np.ceil((hi - lo) / width)))
     counts, edges = np.histogram(pooled, bins=n_bins, range=(lo, hi))
     low = (counts < max(10.0, min_fraction * np.median(counts))) if counts.size else counts
+    if weights is not None and samples:
+        w = np.concatenate([np.full(len(s), float(wi)) for s, wi in zip(samples, weights,
+                                                                        strict=True)])
+        effective, _ = np.histogram(pooled, bins=n_bins, range=(lo, hi), weights=w)
+        low = low | (effective < min_effective)
     gaps, start = [], None
     for i, is_low in enumerate(low):
         if is_low and start is None:
@@ -103,8 +114,10 @@ def refine_line_centers(centers: np.ndarray, k: np.ndarray, samples: list[np.nda
     *gap*) and the window's walkers disagree. Three rules, applied to the
     windows whose walkers agree (:func:`consistent_windows`):
 
-    1. every gap is filled with windows four times stiffer than the stiffest
-       window around it, spaced two thermal widths ``2 sqrt(kT/k)`` apart;
+    1. every gap (:func:`coverage_gaps`: too few samples, or fewer than two
+       independent ones, per half a typical window width) is filled with
+       windows four times stiffer than the stiffest window around it, spaced
+       two thermal widths ``2 sqrt(kT/k)`` apart;
     2. a window whose walkers disagree, or whose samples spread more than
        ``max_width_ratio`` times its thermal width sqrt(kT/k) (the free
        energy there curves down almost as fast as the spring curves up),
@@ -124,6 +137,8 @@ def refine_line_centers(centers: np.ndarray, k: np.ndarray, samples: list[np.nda
     widths = [float(np.std(s)) for s, good in zip(samples, ok, strict=True) if good and s.size]
     width = 0.5 * float(np.median(widths)) if widths else float(np.sqrt(kT / k.max()))
     good_samples = [s for s, good in zip(samples, ok, strict=True) if good]
+    inv_g = [1.0 / statistical_inefficiency(s, walkers) if s.size >= 3 else 1.0
+             for s in good_samples]
     new_c: list[float] = []
     new_k: list[float] = []
 
@@ -137,7 +152,8 @@ def refine_line_centers(centers: np.ndarray, k: np.ndarray, samples: list[np.nda
         new_c.append(float(c))
         new_k.append(float(kk))
 
-    gaps = coverage_gaps(good_samples, float(centers.min()), float(centers.max()), width)
+    gaps = coverage_gaps(good_samples, float(centers.min()), float(centers.max()), width,
+                         weights=inv_g)
     for g0, g1 in gaps:
         near = np.abs(centers - np.clip(centers, g0, g1)) <= 2 * width
         k_here = float(k[near].max()) if near.any() else float(k.max())
