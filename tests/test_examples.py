@@ -81,6 +81,16 @@ def run_example(tmp_path_factory):
     return run
 
 
+#: scripts whose --small run takes about a minute each on 2 cores: run with
+#: ``-m slow`` (benchmarks/slow_tests.py) to keep the default suite short; the
+#: Muller-Brown and thermo tutorials stay in it and cover the shared code
+SLOW = {"tutorial_three_well.py", "tutorial_alanine_dipeptide.py"}
+
+
+def _params(scripts):
+    return [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW else p for p in scripts]
+
+
 def test_examples_found():
     assert {p.name for p in SCRIPTS} >= set(EXPECTED)
 
@@ -98,7 +108,7 @@ def test_example_script_shape(script):
     assert 'if __name__ == "__main__":' in source, f"{script.name}: needs a __main__ guard"
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", _params(SCRIPTS), ids=lambda p: p.name)
 def test_example_script(script, run_example):
     assert script.name in EXPECTED, (
         f"examples/{script.name} has no test: add what its --small run must print to "
@@ -111,7 +121,8 @@ def test_example_script(script, run_example):
         assert (out / name).is_file(), f"{script.name} did not write {name}"
 
 
-@pytest.mark.parametrize("script", sorted(EXAMPLES.glob("tutorial_*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("script", _params(sorted(EXAMPLES.glob("tutorial_*.py"))),
+                         ids=lambda p: p.name)
 def test_tutorial_figures_are_pngs(script, run_example):
     """The figures a tutorial writes are non-empty PNG files."""
     res, out = run_example(script)
