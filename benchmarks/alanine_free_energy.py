@@ -11,6 +11,10 @@ C7eq -> C7ax free energies along xi against umbrella sampling along phi.
 Usage: python benchmarks/alanine_free_energy.py [--out DIR]
   --out DIR: where the runs go (default: runs/bench_alanine); an interrupted
   benchmark resumes from what is there.
+Writes the section of docs/results.md and, with the alanine tutorial's
+plotting code, docs/figures/alanine_fes.png (F along xi beside F along phi)
+and docs/figures/alanine_xi_phi_psi.png (xi of the 50 K test frames over the
+Ramachandran plane).
 Last line: JSON with ``test_accuracy``, ``energy_mae_eV`` (120 K CV on the
 100 K test set), ``barrier_err_eV`` and ``delta_F_err_eV`` (along xi minus
 along phi, 50 K), the values themselves and wall times.
@@ -80,6 +84,7 @@ def main() -> None:
     ok = (err_b is not None and abs(err_b) <= 0.05 and err_df is not None
           and abs(err_df) <= 0.05)
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in fe["timings_s"].items())
+    figures = _figures(out / "50K", fe)
     write_section("alanine_free_energy", f"""## Alanine dipeptide (amber99sb, vacuum)
 
 `python benchmarks/alanine_free_energy.py` on {machine()}. The CV: 1D latent on the
@@ -95,6 +100,8 @@ xi by the CV's classifier). "paper" is barrier / dF of Sun et al.
 
 Along xi minus along phi: barrier {fmt(err_b)} eV, dF {fmt(err_df)} eV; acceptance (both
 within 0.05 eV): {"met" if ok else "not met"}. 50 K run stages: {timings}.
+
+{figures}
 """)
     emit({"test_accuracy": acc["test_accuracy"], "energy_mae_eV": acc["test_energy_mae_eV"],
           "barrier_eV": r["barrier_eV"], "barrier_phi_eV": r["true_cv_barrier_eV"],
@@ -103,6 +110,28 @@ within 0.05 eV): {"met" if ok else "not met"}. 50 K run stages: {timings}.
           "delta_F_err_eV": None if err_df is None else round(err_df, 4),
           "umbrella_cv_test_accuracy": fe["test_accuracy"],
           "wall_s": {k: round(v, 1) for k, v in wall.items()}})
+
+
+def _figures(run: Path, summary: dict[str, Any]) -> str:
+    """The tutorial's F(xi) / F(phi) and xi-over-(phi, psi) figures of the 50 K
+    run, copied to docs/figures; returns the Markdown that shows them."""
+    import shutil
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from tutorial_alanine_dipeptide import figures
+    finally:
+        sys.path.pop(0)
+    shown = []
+    with tempfile.TemporaryDirectory() as tmp:
+        made = {p.name: p for p in figures(run, summary, Path(tmp))}
+        for name in ("fes.png", "xi_phi_psi.png"):
+            if name in made:
+                target = ROOT / "docs" / "figures" / f"alanine_{name}"
+                shutil.copyfile(made[name], target)
+                shown.append(f"![alanine {name[:-4]}](figures/{target.name})")
+    return "\n\n".join(shown)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ Usage::
 
     python examples/tutorial_alanine_dipeptide.py [--small] [--until STAGE] [--out DIR]
 
-Without ``--small`` it runs the example as it is (about 13 minutes on 2
-cores: sample 271 s, train 30 s, umbrella 461 s, estimate 12 s, see
+Without ``--small`` it runs the example as it is (about 34 minutes on 2
+cores: sample 625 s, train 115 s, umbrella 1266 s, estimate 26 s, see
 docs/results.md) into ``DIR/run``; an interrupted run continues when started
 again with the same ``--out``, and ``--until train`` stops after the CV.
 ``--small`` (what the tests run, about a minute) writes ``DIR/small.toml``:

@@ -34,6 +34,8 @@ shots_per_chain = 2
 burn_in_shots = 1
 stride = 20
 walkers_per_task = 1
+shooting_energy_width_eV = 0.05
+max_segment_steps = 5000
 """
 
 

@@ -20,8 +20,12 @@ def mb():
 
 
 def small_tps(**kw):
+    # energy-biased shooting points, as the 5D configs use: uniform ones on
+    # Muller-Brown often start in the intermediate minimum, whose segments
+    # wander for ~20,000 steps (the tests would take twice as long)
     opts = dict(chains=4, shots_per_chain=3, burn_in_shots=1, stride=10,
-                temperature_K=300.0, seed_temperature_K=2500.0, walkers_per_task=2)
+                temperature_K=300.0, seed_temperature_K=2500.0, walkers_per_task=2,
+                shooting_energy_width_eV=0.05)
     opts.update(kw)
     return TPS(**opts)
 
@@ -93,7 +97,7 @@ def test_dask_workers_do_not_change_results(mb):
 
     basin = BasinMD(trajectories_per_basin=4, n_steps=200, stride=10, equilibration_steps=50,
                     temperature_K=300.0, walkers_per_task=2)
-    tps = small_tps(chains=2, shots_per_chain=2, walkers_per_task=1)
+    tps = small_tps(chains=2, shots_per_chain=2, walkers_per_task=1, max_segment_steps=5000)
     results = []
     for workers in (1, 2):
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
