@@ -280,23 +280,33 @@ def no_stage_runs():
         yield
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A run directory with files from an earlier run (valid config, sample done)."""
+def _resumable_run(root: Path, stages_done: list[str], out_name: str = "o",
+                   **summary: typing.Any) -> tuple[Path, Path]:
+    """``(config file, run directory)``: BASE written as TOML under ``root``
+    and a run directory whose summary.json holds that config and says
+    ``stages_done`` are done (``summary``: further keys)."""
     from dataclasses import asdict
 
     from mtcv_core.pipeline import load_config
 
+    cfg = root / "c.toml"
+    cfg.write_text(to_toml(BASE))
+    config, _ = load_config(cfg)
+    out = root / out_name
+    out.mkdir(parents=True)
+    (out / "summary.json").write_text(json.dumps({
+        **summary, "config": json.loads(json.dumps(asdict(config), sort_keys=True)),
+        "stages_done": stages_done}))
+    return cfg, out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory with files from an earlier run (valid config, sample done)."""
     root = tmp_path_factory.mktemp("existing")
-    cfg_path = root / "good.toml"
-    cfg_path.write_text(to_toml(BASE))
-    config, _ = load_config(cfg_path)
-    out = root / "out"
-    (out / "sample").mkdir(parents=True)
-    summary = {"system": "muller_brown_5d", "temperature_K": 300.0,
-               "config": json.loads(json.dumps(asdict(config), sort_keys=True)),
-               "stages_done": ["sample"], "timings_s": {"sample": 1.0}}
-    (out / "summary.json").write_text(json.dumps(summary))
+    _, out = _resumable_run(root, ["sample"], "out", system="muller_brown_5d", temperature_K=300.0,
+                            timings_s={"sample": 1.0})
+    (out / "sample").mkdir()
     write_dataset(_frames(), out / "data.nc")
     write_dataset(_frames(), out / "sample" / "basin_md_train.nc")
     (out / "model.pt").write_bytes(b"earlier bytes")
@@ -483,18 +493,7 @@ def _check_bad_dataset(case, reliability_counts):
 def test_corrupt_data_on_resume_is_one_clear_error(tmp_path):
     """A run whose data.nc was damaged after the sample stage: the train stage
     of ``--resume`` names the file instead of training on garbage."""
-    from dataclasses import asdict
-
-    from mtcv_core.pipeline import load_config
-
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(to_toml(BASE))
-    config, _ = load_config(cfg)
-    out = tmp_path / "o"
-    out.mkdir()
-    (out / "summary.json").write_text(json.dumps({
-        "config": json.loads(json.dumps(asdict(config), sort_keys=True)),
-        "stages_done": ["sample"]}))
+    cfg, out = _resumable_run(tmp_path, ["sample"])
     write_dataset(_frames(), out / "data.nc")
     data = (out / "data.nc").read_bytes()
     (out / "data.nc").write_bytes(data[: len(data) - 10])
@@ -735,19 +734,8 @@ def test_model_file_that_runs_code_is_refused(model_file, tmp_path, reliability_
 def test_run_refuses_a_model_file_that_runs_code(tmp_path):
     """``mtcv run --resume`` of a run whose model.pt was replaced by an
     exploit: one line naming the file; the code never runs."""
-    from dataclasses import asdict
-
-    from mtcv_core.pipeline import load_config
-
     marker = tmp_path / "pwned"
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(to_toml(BASE))
-    config, _ = load_config(cfg)
-    out = tmp_path / "o"
-    out.mkdir()
-    (out / "summary.json").write_text(json.dumps({
-        "config": json.loads(json.dumps(asdict(config), sort_keys=True)),
-        "stages_done": ["sample", "train", "umbrella"]}))
+    cfg, out = _resumable_run(tmp_path, ["sample", "train", "umbrella"])
     torch.save({"format": MODEL_FORMAT, "config": Exploit(str(marker))}, out / "model.pt")
     rc, err = _mtcv("run", str(cfg), "--out", str(out), "--resume", "--quiet")
     assert rc == 2 and "model.pt" in err and "Traceback" not in err, err
