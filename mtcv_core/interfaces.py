@@ -116,6 +116,56 @@ class System(ABC):
         """
         raise NotImplementedError(f"system {self.name!r} has no batched evaluation")
 
+    # ------------------------------------------------- spectator coordinates
+    #: names of the spectator coordinates: coordinates that change neither the
+    #: potential energy nor the basin, so a good CV must ignore them (the 5D
+    #: models: ``x5`` and the two embedding angles). Empty: none declared.
+    spectator_names: tuple[str, ...] = ()
+    #: period of each spectator (0: not periodic), same order as the names
+    spectator_periods: tuple[float, ...] = ()
+    #: units of each spectator ("angstrom", "radian", ...)
+    spectator_units: tuple[str, ...] = ()
+
+    def spectators(self, positions: np.ndarray) -> np.ndarray:
+        """Spectator values: (n, n_atoms, 3) angstrom -> (n, n_spectators).
+
+        Systems that declare :attr:`spectator_names` implement this and
+        :meth:`with_spectators`; training then augments along them
+        (``train.spectator_augmentation``) and the pipeline reports the CV's
+        sensitivity to them (:mod:`mtcv_core.spectators`)."""
+        raise NotImplementedError(f"system {self.name!r} declares no spectator coordinates")
+
+    def with_spectators(self, positions: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """The same configurations with their spectators set to ``values``.
+
+        positions: (n, n_atoms, 3) angstrom, values: (n, n_spectators) ->
+        (n, n_atoms, 3). The potential energy and the basin of every frame
+        must not change (up to the system's own tolerance)."""
+        raise NotImplementedError(f"system {self.name!r} declares no spectator coordinates")
+
+    def landmarks(self) -> dict[str, tuple[np.ndarray, int]]:
+        """Named reference configurations: name -> (positions (n_atoms, 3)
+        angstrom, basin label or -1), e.g. each basin's minimum and the saddles
+        between them. Used to report how a CV moves when only the spectators
+        do. Empty when the system has none."""
+        return {}
+
+    def equilibrium_nodes(self, temperature_K: float, *,
+                          spectator_spread: Sequence[float] | None = None,
+                          spectator_draws: int = 16, seed: int = 0,
+                          chunk: int = 65536) -> Any:
+        """Quadrature of the exact Boltzmann distribution, for free energies
+        along ANY CV by quadrature (:func:`mtcv_core.exact_pmf.exact_pmf`).
+
+        Yields chunks ``(positions (m, n_atoms, 3) angstrom, weights (m,))``
+        whose weights sum to one over all chunks: ``<A> = sum_i w_i A(x_i)``
+        for any observable A. Non-periodic spectators are drawn from
+        ``N(0, spread^2)`` (``spectator_spread`` per spectator, their units;
+        None or 0: held at 0), periodic ones uniformly over their period,
+        ``spectator_draws`` configurations per quadrature cell.
+        Raises NotImplementedError for systems without exact quadrature."""
+        raise NotImplementedError(f"system {self.name!r} has no exact quadrature")
+
     def describe(self) -> dict[str, Any]:
         """A JSON-serialisable description (name, basins, parameters)."""
         return {"name": self.name, "basins": list(self.basins),

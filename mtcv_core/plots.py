@@ -167,18 +167,34 @@ def plot_frames(frames: xr.Dataset, true_cv: np.ndarray, path: str | os.PathLike
     return fig
 
 
-def plot_fes(fes: xr.Dataset, path: str | os.PathLike[str] | None) -> Figure:
+def plot_fes(fes: xr.Dataset, path: str | os.PathLike[str] | None,
+             exact: xr.Dataset | None = None) -> Figure:
     """The PMF of a free-energy dataset (``mtcv.fes/1``): 1D with its error
-    band, 2D as a map."""
+    band (and, given ``exact``, the exact PMF along the same CV from
+    :func:`mtcv_core.exact_pmf.exact_pmf`, dashed), 2D as a map (with the
+    exact PMF's contours)."""
     fig = _figure(width=5.5, height=4.2)
     ax = fig.subplots()
     names = str(fes.attrs.get("cv_names", "s")).split()
     if "bin" in fes["pmf"].dims:
         x, y, e = (fes[v].values for v in ("bin_center", "pmf", "pmf_err"))
-        ax.plot(x, y, color="C0")
+        ax.plot(x, y, color="C0", label="MBAR")
         ax.fill_between(x, y - e, y + e, color="C0", alpha=0.3)
+        if exact is not None and "bin" in exact["pmf"].dims:
+            ax.plot(exact["bin_center"].values, exact["pmf"].values, color="k", ls="--",
+                    lw=1.2, label="exact along the same CV")
+            ax.legend(frameon=False)
         ax.set_xlabel(names[0])
         ax.set_ylabel("F (eV)")
+    elif exact is not None and "bin_x" in exact["pmf"].dims:
+        mesh = ax.pcolormesh(fes["bin_center_x"].values, fes["bin_center_y"].values,
+                             fes["pmf"].values.T, shading="auto", cmap="viridis")
+        fig.colorbar(mesh, ax=ax, label="F (eV): MBAR; white contours: exact")
+        levels = np.arange(0.0, float(np.nanmax(exact["pmf"].values)), 0.1)
+        ax.contour(exact["bin_center_x"].values, exact["bin_center_y"].values,
+                   exact["pmf"].values.T, levels=levels, colors="w", linewidths=0.6)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1] if len(names) > 1 else "s2")
     else:
         mesh = ax.pcolormesh(fes["bin_center_x"].values, fes["bin_center_y"].values,
                              fes["pmf"].values.T, shading="auto", cmap="viridis")

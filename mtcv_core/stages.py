@@ -296,9 +296,17 @@ def run_train(ctx: Any) -> None:
     from mtcv_core.io import read_frames, write_dataset
     from mtcv_core.training import evaluate, train
 
+    from mtcv_core.spectators import SpectatorAugmenter, declares_spectators
+
     data = read_frames(ctx.out / "data.nc")
     cfg = _train_config(ctx)
-    model, history = train(_split(data, "train"), cfg, ctx.registry, progress=ctx.progress)
+    train_frames = _split(data, "train")
+    augment = None
+    if cfg.spectator_augmentation > 0 and declares_spectators(ctx.system):
+        augment = SpectatorAugmenter(ctx.system, train_frames["coordinates"].values,
+                                     cfg.spectator_augmentation)
+    model, history = train(train_frames, cfg, ctx.registry, progress=ctx.progress,
+                           augment=augment)
     model.save(ctx.out / "model.pt")
     export_torchscript(model, ctx.out / "cv.ts")
     test = _split(data, "test")
@@ -310,7 +318,49 @@ def run_train(ctx: Any) -> None:
                        test_energy_mae_eV=metrics.get("energy_mae_eV"),
                        n_train=int(_split(data, "train").sizes["frame"]),
                        n_test=int(test.sizes["frame"]))
+    if declares_spectators(ctx.system):
+        ctx.summary["spectator_sensitivity"] = spectator_report(
+            ctx.system, model, _classifier_basins(model, ctx),
+            train_frames["coordinates"].values)
+    else:
+        ctx.summary.pop("spectator_sensitivity", None)
     _train_figures(ctx, model, history, test)
+
+
+def model_cv_function(model: Any) -> Any:
+    """positions (n, n_atoms, 3) angstrom -> xi (n, d) numpy, by ``model.cv``."""
+    import numpy as np
+    import torch
+
+    def cv(positions: Any) -> Any:
+        with torch.no_grad():
+            pos = torch.as_tensor(np.asarray(positions), dtype=model.dtype, device=model.device)
+            return model.cv(pos).double().cpu().numpy()
+
+    return cv
+
+
+def spectator_report(system: Any, model: Any, basin_of: Any, train_positions: Any, *,
+                     k: float = 5.0) -> dict[str, Any]:
+    """The CV's spectator sensitivity (:func:`mtcv_core.spectators.spectator_sensitivity`)
+    rounded for ``summary.json``: per landmark the spread of xi with the
+    spectators moved over ``k`` times their training range, and the share of
+    basin-minimum draws classified into another basin."""
+    from mtcv_core.spectators import spectator_sensitivity
+
+    res = spectator_sensitivity(system, model_cv_function(model), basin_of, train_positions,
+                                k=k)
+
+    def rounded(v: Any) -> Any:
+        if isinstance(v, float):
+            return round(v, 4)
+        if isinstance(v, dict):
+            return {key: rounded(x) for key, x in v.items()}
+        if isinstance(v, list):
+            return [rounded(x) for x in v]
+        return v
+
+    return rounded(res)
 
 
 def _train_figures(ctx: Any, model: Any, history: Any, test: Any) -> None:
@@ -663,6 +713,7 @@ def run_estimate(ctx: Any) -> None:
                                          basin_of=_reference_basins(ctx), basin_names=basins)
         write_dataset(ref, ctx.out / "fes_reference.nc")
         true_cv = {(r["from"], r["to"]): r for r in transitions_table(ref)}
+    exact = _exact_along_xi(ctx, fes, model, basins)
     quadrature = {(r["from"], r["to"]): r
                   for r in ctx.system.reference_transitions(ctx.config.temperature_K)}
     pairs = [tuple(p) for p in from_mapping(UmbrellaStageConfig, ctx.config.umbrella,
@@ -689,8 +740,54 @@ def run_estimate(ctx: Any) -> None:
             "true_cv_delta_F_eV": num(t, "delta_F_eV"),
             "true_cv_delta_F_err_eV": num(t, "delta_F_err_eV"),
         })
+        for label, ds in exact.items():
+            if ds is None:
+                continue
+            from mtcv_core.exact_pmf import transition_values
+
+            ev = transition_values(ds, a, b)
+            rows[-1][f"{label}_barrier_eV"] = num(ev, "barrier_eV")
+            rows[-1][f"{label}_delta_F_eV"] = num(ev, "delta_F_eV")
     ctx.summary["transitions"] = rows
     ctx.summary["min_neighbour_overlap"] = fes.attrs.get("min_neighbour_overlap")
+
+
+def _exact_along_xi(ctx: Any, fes: Any, model: Any, basins: list[str]) -> dict[str, Any]:
+    """The exact PMF along the learned CV on ``fes.nc``'s bins, for systems
+    with quadrature (``System.equilibrium_nodes``): ``exact`` with the
+    non-periodic spectators spread as in the training data (Gaussian, their
+    std), written to ``fes_exact.nc``; ``exact_spectators_at_zero`` with them
+    held at zero. Empty for other systems."""
+    import json
+
+    import numpy as np
+
+    from mtcv_core.exact_pmf import exact_pmf, fes_edges
+    from mtcv_core.io import read_frames, write_dataset
+    from mtcv_core.spectators import declares_spectators, training_ranges
+
+    spread = None
+    if declares_spectators(ctx.system):
+        train = _split(read_frames(ctx.out / "data.nc"), "train")
+        ranges = training_ranges(ctx.system, train["coordinates"].values)
+        spread = [0.0 if r["period"] > 0 else r["std"] for r in ranges.values()]
+    options = json.loads(fes.attrs.get("estimator_options", "{}"))
+    kw = dict(basin_of=_classifier_basins(model, ctx), basin_names=basins,
+              diagonal=bool(options.get("diagonal_moves", False)), seed=ctx.config.seed)
+    cv = model_cv_function(model)
+    edges = fes_edges(fes)
+    try:
+        main = exact_pmf(ctx.system, cv, ctx.config.temperature_K, edges,
+                         spectator_spread=spread, progress=ctx.progress, **kw)
+    except NotImplementedError:
+        return {}
+    main.attrs["spectator_names"] = " ".join(getattr(ctx.system, "spectator_names", ()))
+    write_dataset(main, ctx.out / "fes_exact.nc")
+    out = {"exact": main}
+    if spread is not None and np.any(np.asarray(spread) > 0):
+        out["exact_spectators_at_zero"] = exact_pmf(
+            ctx.system, cv, ctx.config.temperature_K, edges, spectator_spread=None, **kw)
+    return out
 
 
 # -------------------------------------------------------------------- report
@@ -700,10 +797,13 @@ def run_report(ctx: Any) -> None:
     from mtcv_core.plots import plot_fes
 
     figs = ctx.out / "figures"
+    exact = read_dataset(ctx.out / "fes_exact.nc") if (ctx.out / "fes_exact.nc").exists() \
+        else None
     for name in ("fes", "fes_reference"):
         path = ctx.out / f"{name}.nc"
         if path.exists():
-            plot_fes(read_dataset(path), figs / f"{name}.png")
+            plot_fes(read_dataset(path), figs / f"{name}.png",
+                     exact=exact if name == "fes" else None)
     s = ctx.summary
     lines = [f"# mtcv run: {ctx.config.name}", "",
              f"System `{s['system']}` at {s['temperature_K']} K, seed {ctx.config.seed}.", "",
@@ -712,16 +812,39 @@ def run_report(ctx: Any) -> None:
              f"- test accuracy: {_fmt(s.get('test_accuracy'), 4)}",
              f"- test energy MAE: {_fmt(s.get('test_energy_mae_eV'), 4)} eV", "",
              "## Free energies (eV)", "",
-             "| transition | barrier along xi | along true CVs | quadrature | "
-             "dF along xi | along true CVs | quadrature |", "|---|---|---|---|---|---|---|"]
+             "Along xi: MBAR on the umbrella windows; *exact along xi*: the same "
+             "observable by quadrature through the same CV where the system has one "
+             "(MBAR - exact = sampling and estimator error); *quadrature*: the "
+             "system's own reference (exact along xi - quadrature = the CV's price).", "",
+             "| transition | barrier: MBAR along xi | exact along xi | along true CVs | "
+             "quadrature | dF: MBAR along xi | exact along xi | along true CVs | quadrature |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in s.get("transitions", []):
         lines.append(
             f"| {r['from']}->{r['to']} | {_pm(r['barrier_eV'], r['barrier_err_eV'])} | "
+            f"{_fmt(r.get('exact_barrier_eV'), 3)} | "
             f"{_pm(r['true_cv_barrier_eV'], r['true_cv_barrier_err_eV'])} | "
             f"{_fmt(r['reference_barrier_eV'], 3)} | "
             f"{_pm(r['delta_F_eV'], r['delta_F_err_eV'])} | "
+            f"{_fmt(r.get('exact_delta_F_eV'), 3)} | "
             f"{_pm(r['true_cv_delta_F_eV'], r['true_cv_delta_F_err_eV'])} | "
             f"{_fmt(r['reference_delta_F_eV'], 3)} |")
+    sens = s.get("spectator_sensitivity")
+    if sens:
+        lines += ["", "## Spectator sensitivity", "",
+                  f"xi at the landmarks while only the spectators move over {sens['k']:g}x "
+                  f"their training range (periodic ones over their period); separation of "
+                  f"the basin minima on xi: {_fmt(sens.get('separation'), 3)}; basin-minimum "
+                  f"draws classified into another basin: "
+                  f"{_fmt(sens.get('misclassified_fraction'), 3)}.", "",
+                  "| landmark | xi | spread (all) | " + " | ".join(
+                      f"spread ({n})" for n in sens["training_ranges"]) + " |",
+                  "|---|---|---|" + "---|" * len(sens["training_ranges"])]
+        for mark, row in sens["landmarks"].items():
+            lines.append(f"| {mark} | {', '.join(f'{v:.3f}' for v in row['xi'])} | "
+                         f"{row['spread']:.3f} | " + " | ".join(
+                             f"{row['spread_' + n]:.3f}" for n in sens["training_ranges"])
+                         + " |")
     lines += ["", "## Timings (s)", ""]
     lines += [f"- {k}: {v}" for k, v in s.get("timings_s", {}).items()]
     lines += ["", "## Figures", ""]

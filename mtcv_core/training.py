@@ -86,6 +86,12 @@ class TrainConfig:
     threads: int = nonneg(1, "torch CPU threads (the networks are small: more threads "
                              "gain little and spin under contention); 0: all available cores")
     eval_batch_size: int = positive(65536, "frames per chunk when evaluating")
+    spectator_augmentation: float = nonneg(
+        10.0, "for systems that declare spectator coordinates (energy and basin do not depend "
+              "on them): redraw them for every training frame each epoch, non-periodic ones "
+              "uniformly over this many times their range in the training data, periodic "
+              "ones from the training frames' own values, so the CV learns to ignore them "
+              "(0: off)")
     featurizer: str = doc("cartesian", "featurizer plugin")
     featurizer_options: dict[str, Any] = field(default_factory=dict, metadata={
         "doc": "options of the featurizer, e.g. dof_mask"})
@@ -251,8 +257,12 @@ def _scale(multiplier: float, initial: float, name: str) -> float:
 
 
 # ------------------------------------------------------------------- training
+Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
 def train(frames: xr.Dataset, config: TrainConfig | Mapping[str, Any] | None = None,
-          registry: Any = None, *, progress: bool = True) -> tuple[MultitaskCV, xr.Dataset]:
+          registry: Any = None, *, progress: bool = True,
+          augment: Augment | None = None) -> tuple[MultitaskCV, xr.Dataset]:
     """Train a multitask CV on ``frames`` (the TRAINING split only).
 
     Parameters
@@ -267,6 +277,12 @@ def train(frames: xr.Dataset, config: TrainConfig | Mapping[str, Any] | None = N
         Plugin registry for the featurizer and heads (default: installed).
     progress : bool
         Show a tqdm progress bar.
+    augment : callable, optional
+        ``augment(positions (n, n_atoms, 3), rng) -> positions``: a map that
+        keeps every frame's energy and label (e.g.
+        :class:`mtcv_core.spectators.SpectatorAugmenter`). The training frames
+        are augmented anew every epoch, the validation frames once; the
+        standardiser is fitted on augmented features.
 
     Returns
     -------
@@ -311,7 +327,15 @@ def train(frames: xr.Dataset, config: TrainConfig | Mapping[str, Any] | None = N
         if n - n_val < 1 or (cfg.validation_fraction > 0 and n_val < 1):
             raise SchemaError(f"train: {n} frames are too few for validation_fraction "
                               f"{cfg.validation_fraction}")
-        features = _raw_features(model, positions, cfg.eval_batch_size)
+        aug_rng = np.random.default_rng([cfg.seed, 0x5EC7])
+        if augment is not None:
+            positions_aug = np.asarray(augment(positions, aug_rng), dtype=np.float64)
+            if positions_aug.shape != positions.shape:
+                raise ValueError(f"train: augment returned shape {positions_aug.shape}, "
+                                 f"expected {positions.shape}")
+            features = _raw_features(model, positions_aug, cfg.eval_batch_size)
+        else:
+            features = _raw_features(model, positions, cfg.eval_batch_size)
         all_data: Split = {
             "features": features,
             "energy": torch.as_tensor(energy, device=device),
@@ -356,6 +380,11 @@ def train(frames: xr.Dataset, config: TrainConfig | Mapping[str, Any] | None = N
             coeff_t = torch.as_tensor(np.append(coeffs, c_reg), dtype=model.dtype,
                                       device=device)
             record("lr", opt.param_groups[0]["lr"])
+            if augment is not None and epoch > 0:
+                tr_pos = np.asarray(augment(positions[order[n_val:]], aug_rng), np.float64)
+                with torch.no_grad():
+                    data_tr["features"] = model.standardizer(
+                        _raw_features(model, tr_pos, cfg.eval_batch_size))
             model.train()
             perm = torch.randperm(n_tr, generator=gen).to(device)
             sums = torch.zeros(len(terms), dtype=torch.float64, device=device)
@@ -409,7 +438,9 @@ def train(frames: xr.Dataset, config: TrainConfig | Mapping[str, Any] | None = N
         "train_time_s": elapsed, "threads": n_threads, "device": str(device),
         "initial_losses": json.dumps(dict(zip(terms, map(float, initial), strict=True))),
         "coefficient_scales": json.dumps(dict(zip(terms, map(float, fixed), strict=True))),
-        "basins": " ".join(basins)})
+        "basins": " ".join(basins),
+        "augmentation": json.dumps(augment.describe() if hasattr(augment, "describe") else
+                                   ("custom" if augment is not None else None))})
     return model, history
 
 

@@ -198,7 +198,8 @@ def test_all_stages_smoke(full_run):
     """Every stage runs and leaves the files of the CLI contract."""
     out = full_run / "o"
     for name in ("data.nc", "model.pt", "cv.ts", "training.nc", "umbrella.nc",
-                 "umbrella_reference.nc", "fes.nc", "fes_reference.nc", "summary.json",
+                 "umbrella_reference.nc", "fes.nc", "fes_reference.nc", "fes_exact.nc",
+                 "summary.json",
                  "report.md", "figures/fes.png", "figures/data.png"):
         assert (out / name).exists(), name
     summary = json.loads((out / "summary.json").read_text())
@@ -210,6 +211,19 @@ def test_all_stages_smoke(full_run):
     assert (row["from"], row["to"]) == ("A", "B")
     assert row["reference_barrier_eV"] == pytest.approx(0.939, abs=0.01)
     assert row["reference_delta_F_eV"] == pytest.approx(0.352, abs=0.01)
+    # the exact value along the same xi beside MBAR's, and the CV's spectator sensitivity
+    # (six epochs: the classifier may not separate the basins yet, so values may be None)
+    assert "exact_delta_F_eV" in row and "exact_spectators_at_zero_delta_F_eV" in row
+    from mtcv_core.io import read_dataset
+
+    exact = read_dataset(out / "fes_exact.nc")
+    assert np.isfinite(exact["pmf"].values).sum() >= 3
+    assert exact.sizes["bin"] == read_dataset(out / "fes.nc").sizes["bin"]
+    sens = summary["spectator_sensitivity"]
+    assert {"A", "B"} <= set(sens["landmarks"])
+    assert 0.0 <= sens["misclassified_fraction"] <= 1.0
+    report = (out / "report.md").read_text()
+    assert "exact along xi" in report and "Spectator sensitivity" in report
 
 
 def _without_timings(summary: dict) -> dict:

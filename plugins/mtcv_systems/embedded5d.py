@@ -190,6 +190,85 @@ class Embedded5DSystem(System):
                       yt * np.sin(p34), x5], -1)
         return from_5d(x)
 
+    # ------------------------------------------------ spectator coordinates
+    spectator_names: tuple[str, ...] = ("x5", "phi12", "phi34")
+    spectator_periods: tuple[float, ...] = (0.0, 2 * math.pi, 2 * math.pi)
+    spectator_units: tuple[str, ...] = ("angstrom", "radian", "radian")
+
+    def spectators(self, positions: np.ndarray) -> np.ndarray:
+        """(n, 2, 3) angstrom -> (n, 3): ``x5`` (angstrom) and the embedding
+        angles ``phi12 = atan2(x2, x1)``, ``phi34 = atan2(x4, x3)`` in
+        ``[0, 2 pi)``."""
+        x = to_5d(positions).reshape(-1, 5)
+        phi12 = np.mod(np.arctan2(x[:, 1], x[:, 0]), 2 * np.pi)
+        phi34 = np.mod(np.arctan2(x[:, 3], x[:, 2]), 2 * np.pi)
+        return np.stack([x[:, 4], phi12, phi34], axis=1)
+
+    def with_spectators(self, positions: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """The same ``(x~, y~)`` (so the same energy and basin, exactly) with
+        ``x5``, ``phi12``, ``phi34`` set to ``values`` (n, 3). ``|x5|`` is
+        clipped to ``x~ / sqrt(1e-7)`` (beyond it no point has that x~)."""
+        xy = radial_cvs(np.asarray(positions, float).reshape(-1, 2, 3))
+        v = np.asarray(values, float).reshape(len(xy), 3)
+        cap = xy[:, 0] / math.sqrt(X5_WEIGHT)
+        x5 = np.clip(v[:, 0], -cap, cap)
+        return self.embed(xy[:, 0], xy[:, 1], phi12=v[:, 1], phi34=v[:, 2], x5=x5)
+
+    def landmarks(self) -> dict[str, tuple[np.ndarray, int]]:
+        """Each named basin's minimum and every saddle of the 2D potential
+        (``saddle <i>-<j>`` by the minima it connects, basins by name where
+        they have one), at ``x5 = 0`` and zero angles."""
+        cp = self.critical_points()
+        bm = self._basin_minima()
+        name_of = {i: name for name, i in bm.items()}
+        out: dict[str, tuple[np.ndarray, int]] = {}
+        for name, i in bm.items():
+            m = cp.minima[i]
+            out[name] = (self.embed(m.x, m.y)[0], self.basins.index(name))
+        for k, (s, (i, j)) in enumerate(zip(cp.saddles, cp.connections, strict=True)):
+            ends = "-".join(name_of.get(v, f"m{v}") for v in (i, j))
+            out[f"saddle {ends}" if f"saddle {ends}" not in out else f"saddle {ends} ({k})"] = (
+                self.embed(s.x, s.y)[0], -1)
+        return out
+
+    def equilibrium_nodes(self, temperature_K: float, *,
+                          spectator_spread: Sequence[float] | None = None,
+                          spectator_draws: int = 16, seed: int = 0, chunk: int = 65536,
+                          n: int = 400, weight_cutoff: float = 1e-35) -> Any:
+        """Quadrature of ``p(x~, y~) ∝ x~ y~ exp(-V2d/kT)`` (see
+        :mod:`mtcv_systems.reference`) on ``n x n`` midpoint cells, cells
+        below ``weight_cutoff`` of the peak dropped, each cell's weight shared
+        by ``spectator_draws`` configurations: the angles stratified over
+        ``[0, 2 pi)`` (equilibrium: uniform), ``x5 ~ N(0, spread^2)`` with
+        ``spectator_spread[0]`` angstrom (0 or None: ``x5 = 0``; the x~ and
+        y~ of every node are exact whatever x5). Yields ``(positions (m, 2,
+        3), weights (m,))`` chunks, weights summing to one."""
+        from mtcv_systems.reference import cell_grid, log_density_2d
+
+        spread = 0.0 if spectator_spread is None else float(np.ravel(spectator_spread)[0])
+        x, y, _ = cell_grid(self, n)
+        xx, yy = np.meshgrid(x, y, indexing="ij")
+        logp = log_density_2d(self, temperature_K, xx, yy).ravel()
+        w = np.exp(logp - np.max(logp))
+        keep = w > weight_cutoff
+        xs, ys, w = xx.ravel()[keep], yy.ravel()[keep], w[keep] / w[keep].sum()
+        m = int(spectator_draws)
+        rng = np.random.default_rng(seed)
+        per = max(1, int(chunk) // m)
+        for start in range(0, len(w), per):
+            sl = slice(start, start + per)
+            c = len(w[sl])
+            strata = (np.arange(m) + rng.uniform(size=(c, m))) / m
+            phi12 = 2 * np.pi * strata
+            phi34 = 2 * np.pi * rng.permuted((np.arange(m) + rng.uniform(size=(c, m))) / m,
+                                             axis=1)
+            x5 = spread * rng.standard_normal((c, m)) if spread > 0 else np.zeros((c, m))
+            xt = np.repeat(xs[sl], m)
+            cap = xt / math.sqrt(X5_WEIGHT)
+            pos = self.embed(xt, np.repeat(ys[sl], m), phi12=phi12.ravel(),
+                             phi34=phi34.ravel(), x5=np.clip(x5.ravel(), -cap, cap))
+            yield pos, np.repeat(w[sl] / m, m)
+
     # ------------------------------------------------------------- energy
     def energy_and_forces(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Energy and forces, analytic and vectorised.
