@@ -201,6 +201,11 @@ def check_system(system: Any, *, n_walkers: int = 4, seed: int = 0,
     * a system with true CVs (``true_cv_names``) returns ``(n, n_cv)`` from
       ``true_cv`` and, if it implements ``true_cv_module()`` (optional), the
       same values from that torch module on float64 positions;
+    * a system that declares spectators (``spectator_names``) returns
+      ``(n, n_spectators)`` from ``spectators``, and ``with_spectators`` with
+      random values (periodic ones over their period, others over +-100 of
+      their units) sets them, keeps every energy (to ``1e-6`` relative) and
+      every basin label; its ``landmarks`` have the system's atom count;
     * the system pickles (Dask ships it to worker processes) and the copy
       computes the same energies.
 
@@ -316,6 +321,8 @@ def check_system(system: Any, *, n_walkers: int = 4, seed: int = 0,
             np.testing.assert_allclose(cv_t, cv, rtol=1e-6, atol=1e-9,
                                        err_msg=f"{name}: true_cv_module() differs from "
                                                "true_cv()")
+    if tuple(getattr(system, "spectator_names", ())):
+        _check_spectators(system, name, pos, e_ref, labels, rng)
     clone = pickle.loads(pickle.dumps(system))
     atoms2 = clone.make_atoms(basins[0])
     atoms2.set_positions(pos[0], apply_constraint=False)
@@ -323,6 +330,48 @@ def check_system(system: Any, *, n_walkers: int = 4, seed: int = 0,
                                atol=1e-10, err_msg=f"{name}: a pickled copy computes another "
                                                    "energy")
     return {"n_atoms": n_atoms, "positions": pos}
+
+
+def _check_spectators(system: Any, name: str, pos: np.ndarray, energy: np.ndarray,
+                      labels: np.ndarray, rng: np.random.Generator) -> None:
+    """The spectator contract (see :func:`check_system`)."""
+    names = tuple(system.spectator_names)
+    k = len(names)
+    periods = np.asarray(tuple(getattr(system, "spectator_periods", ())) or (0.0,) * k, float)
+    assert periods.shape == (k,), (
+        f"{name}: {len(periods)} spectator_periods for {k} spectator_names")
+    values = np.asarray(system.spectators(pos))
+    assert values.shape == (len(pos), k), (
+        f"{name}.spectators: shape {values.shape}, expected ({len(pos)}, {k})")
+    new = np.where(periods > 0, rng.uniform(0.0, 1.0, (len(pos), k)) * periods,
+                   rng.uniform(-100.0, 100.0, (len(pos), k)))
+    moved = np.asarray(system.with_spectators(pos, new))
+    assert moved.shape == pos.shape, (
+        f"{name}.with_spectators: shape {moved.shape}, expected {pos.shape}")
+    got = np.asarray(system.spectators(moved))
+    delta = got - new
+    delta = np.where(periods > 0, (delta + periods / 2) % np.where(periods > 0, periods, 1)
+                     - periods / 2, delta)
+    assert np.allclose(delta, 0.0, atol=1e-6), (
+        f"{name}.with_spectators does not set the spectators it was given")
+    atoms = system.make_atoms(system.basins[0])
+    e_moved = []
+    for x in moved:
+        probe = atoms.copy()
+        probe.calc = atoms.calc
+        probe.set_positions(x, apply_constraint=False)
+        e_moved.append(probe.get_potential_energy())
+    np.testing.assert_allclose(e_moved, energy, rtol=1e-6, atol=1e-6 * (1 + np.abs(energy).max()),
+                               err_msg=f"{name}: moving the spectators changed the energy")
+    assert np.array_equal(np.asarray(system.basin_index(moved)), labels), (
+        f"{name}: moving the spectators changed a basin label")
+    n_atoms = pos.shape[1]
+    for mark, (where, label) in system.landmarks().items():
+        assert np.shape(where) == (n_atoms, 3), (
+            f"{name}.landmarks()[{mark!r}] has shape {np.shape(where)}, expected "
+            f"({n_atoms}, 3)")
+        assert -1 <= int(label) < len(system.basins), (
+            f"{name}.landmarks()[{mark!r}]: basin label {label} out of range")
 
 
 __all__ = ["numeric_forces", "check_forces_finite_difference", "check_calculator_contract",

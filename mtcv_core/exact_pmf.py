@@ -28,11 +28,9 @@ import xarray as xr
 
 from mtcv_core.fes_paths import basin_barriers
 from mtcv_core.schema import SCHEMA_ATTR
+from mtcv_core.units import KB_EV_PER_K
 
 EXACT_FES_SCHEMA = "mtcv.fes_exact/1"
-
-#: Boltzmann constant, eV/K (ASE's value)
-KB_EV_PER_K = 8.617330337217213e-05
 
 
 def fes_edges(fes: xr.Dataset) -> list[np.ndarray]:

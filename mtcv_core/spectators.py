@@ -150,7 +150,7 @@ def spectator_sensitivity(system: Any, cv: Callable[[np.ndarray], np.ndarray],
     for mark, (pos, label) in marks.items():
         base = np.asarray(system.spectators(pos[None]), float)[0]
 
-        def draw(cols: list[int]) -> np.ndarray:
+        def draw(cols: list[int], base: np.ndarray = base) -> np.ndarray:
             vals = np.repeat(base[None], draws, axis=0)
             for j in cols:
                 if periods[j] > 0:

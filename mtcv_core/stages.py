@@ -294,9 +294,8 @@ def run_train(ctx: Any) -> None:
     Writes ``model.pt``, ``cv.ts``, ``training.nc`` and figures."""
     from mtcv_core.export import export_torchscript
     from mtcv_core.io import read_frames, write_dataset
-    from mtcv_core.training import evaluate, train
-
     from mtcv_core.spectators import SpectatorAugmenter, declares_spectators
+    from mtcv_core.training import evaluate, train
 
     data = read_frames(ctx.out / "data.nc")
     cfg = _train_config(ctx)

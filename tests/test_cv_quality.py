@@ -167,3 +167,15 @@ def test_training_with_spectator_augmentation_ignores_x5(mb, registry):
                                     draws=64)
         spreads[scale] = res["landmarks"]["A"]["spread_x5"] / res["separation"]
     assert spreads[10.0] < 0.25 * spreads[0.0], spreads
+
+
+def test_check_system_catches_spectators_that_move_the_energy():
+    from mtcv_ase.testing import check_system
+
+    class Broken(MullerBrown5D):
+        def with_spectators(self, positions, values):
+            moved = super().with_spectators(positions, values)
+            return moved * 1.01  # also moves x~ and y~: not a spectator move
+
+    with pytest.raises(AssertionError, match="spectators"):
+        check_system(Broken(), finite_difference=False)
