@@ -57,8 +57,8 @@ def variant_config(case: str, variant: str, out: Path) -> Path:
     if "reference = true" not in text or "[train]" not in text:
         raise SystemExit(f"{src}: expected 'reference = true' and a [train] table")
     text = text.replace("reference = true", "reference = false")
-    text = text.replace("[train]", "[train]\nspectator_augmentation = 0.0"
-                        if variant == "before" else "[train]", 1)
+    text = text.replace("[train]", "[train]\nspectator_augmentation = "
+                        + ("0.0" if variant == "before" else "10.0"), 1)
     lines = [ln if not ln.startswith("name = ") else f'name = "cvq_{case}_{variant}"'
              for ln in text.splitlines()]
     path = out / f"{case}_{variant}.toml"

@@ -87,7 +87,7 @@ class TrainConfig:
                              "gain little and spin under contention); 0: all available cores")
     eval_batch_size: int = positive(65536, "frames per chunk when evaluating")
     spectator_augmentation: float = nonneg(
-        10.0, "for systems that declare spectator coordinates (energy and basin do not depend "
+        0.0, "for systems that declare spectator coordinates (energy and basin do not depend "
               "on them): redraw them for every training frame each epoch, non-periodic ones "
               "uniformly over this many times their range in the training data, periodic "
               "ones from the training frames' own values, so the CV learns to ignore them "
