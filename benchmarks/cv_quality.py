@@ -4,7 +4,7 @@ xi, and the 2D quadrature level, with and without spectator augmentation.
 For each case (quick 5D Müller-Brown, paper-scale 5D Müller-Brown, 5D
 three-well) the example config runs end to end twice on the same frames:
 
-* **after**: the default training, which redraws the declared spectator
+* **after**: ``train.spectator_augmentation = 10`` (opt-in), which redraws the declared spectator
   coordinates (x5 over 10x its training range, the embedding angles from the
   training frames) every epoch (``train.spectator_augmentation = 10``);
 * **before**: ``train.spectator_augmentation = 0``, the CV as trained until
@@ -220,7 +220,7 @@ def main() -> None:
     write_section("cv_quality", f"""## CV quality: exact PMF along the learned CV, spectators
 
 `python benchmarks/cv_quality.py` on {machine()}: {names}, each example config end to end
-twice on the same frames: **after** = default training (spectator coordinates x5 and the
+twice on the same frames: **after** = `spectator_augmentation = 10` (opt-in; spectator coordinates x5 and the
 embedding angles redrawn every epoch, `train.spectator_augmentation = 10`), **before** =
 `spectator_augmentation = 0`. *Exact along xi* is the same observable as MBAR (same bins,
 basins by the same classifier, minimax barrier on the binned PMF) by quadrature through the
