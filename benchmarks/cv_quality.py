@@ -220,8 +220,8 @@ def main() -> None:
     write_section("cv_quality", f"""## CV quality: exact PMF along the learned CV, spectators
 
 `python benchmarks/cv_quality.py` on {machine()}: {names}, each example config end to end
-twice on the same frames: **after** = `spectator_augmentation = 10` (opt-in; spectator coordinates x5 and the
-embedding angles redrawn every epoch, `train.spectator_augmentation = 10`), **before** =
+twice on the same frames: **after** = opt-in augmentation (x5 and the embedding
+angles redrawn every epoch, `train.spectator_augmentation = 10`), **before** =
 `spectator_augmentation = 0`. *Exact along xi* is the same observable as MBAR (same bins,
 basins by the same classifier, minimax barrier on the binned PMF) by quadrature through the
 trained CV, the angles uniform and x5 ~ N(0, its std in the training data); "(x5 = 0)" holds
