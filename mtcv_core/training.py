@@ -260,6 +260,13 @@ def _scale(multiplier: float, initial: float, name: str) -> float:
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
+def _source_codes(frames: xr.Dataset) -> np.ndarray:
+    """(n,) int64: the frames' ``source`` codes (0 where the variable is absent)."""
+    if "source" in frames:
+        return np.asarray(frames["source"].values, dtype=np.int64)
+    return np.zeros(frames.sizes["frame"], dtype=np.int64)
+
+
 def train(frames: xr.Dataset, config: TrainConfig | Mapping[str, Any] | None = None,
           registry: Any = None, *, progress: bool = True,
           augment: Augment | None = None) -> tuple[MultitaskCV, xr.Dataset]:
@@ -340,6 +347,7 @@ def train(frames: xr.Dataset, config: TrainConfig | Mapping[str, Any] | None = N
             "features": features,
             "energy": torch.as_tensor(energy, device=device),
             "label": torch.as_tensor(label, device=device),
+            "source": torch.as_tensor(_source_codes(frames), device=device),
         }
         val_idx = torch.as_tensor(order[:n_val], device=device)
         tr_idx = torch.as_tensor(order[n_val:], device=device)

@@ -50,6 +50,16 @@ def test_basin_weights_sum_to_one_per_basin():
     assert unbalanced.tolist() == [1, 1, 1, 1, 0, 1, 1, 1, 0, 1]
 
 
+def test_basin_weights_balance_sources_within_each_basin():
+    # basin 0: 3 frames of source 1, 1 frame of source 2; basin 1: only source 1
+    label = torch.tensor([0, 0, 0, 0, 1, 1, -1])
+    source = torch.tensor([1, 1, 1, 2, 1, 1, 2])
+    w = basin_weights(label, 2, source=source)
+    torch.testing.assert_close(w, torch.tensor([1 / 6, 1 / 6, 1 / 6, 1 / 2, 1 / 2, 1 / 2, 0.0]))
+    for b in range(2):
+        assert w[label == b].sum().item() == pytest.approx(1.0)
+
+
 def test_binary_cross_entropy_by_hand():
     head = ClassifierHead(latent_dim=1, n_classes=2)
     with torch.no_grad():
@@ -107,6 +117,17 @@ def test_energy_bin_weights_make_bins_equal():
     # out-of-range energies count in the edge bins
     u3 = energy_bin_weights(torch.tensor([-5.0, 9.0], dtype=torch.float64), 0.0, 3.0, 3)
     assert u3.tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_energy_weights_balanced_over_sources():
+    from mtcv_heads.energy import source_balanced
+
+    energy = torch.tensor([0.0, 0.1, 0.2, 2.9, 3.0], dtype=torch.float64)
+    source = torch.tensor([1, 1, 1, 2, 2])
+    w = source_balanced(lambda e: energy_bin_weights(e, 0.0, 3.0, 1), energy, source)
+    assert w.tolist() == pytest.approx([1 / 6, 1 / 6, 1 / 6, 1 / 4, 1 / 4])
+    plain = source_balanced(lambda e: energy_bin_weights(e, 0.0, 3.0, 1), energy, None)
+    assert plain.tolist() == pytest.approx([0.2] * 5)
 
 
 def test_energy_loss_by_hand():

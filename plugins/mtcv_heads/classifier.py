@@ -36,17 +36,34 @@ class ClassifierOptions:
     balance: bool = dataclasses.field(default=True, metadata={
         "doc": "per-basin normalised weights (sum to one within each basin); "
                "false: every labelled frame weighs the same"})
+    balance_sources: bool = dataclasses.field(default=False, metadata={
+        "doc": "with balance: within each basin, every data source's frames weigh the "
+               "same in total (e.g. committed transition-path frames as much as basin MD "
+               "frames, however many each produced)"})
 
 
-def basin_weights(label: torch.Tensor, n_classes: int, *, balance: bool = True) -> torch.Tensor:
+def basin_weights(label: torch.Tensor, n_classes: int, *, balance: bool = True,
+                  source: torch.Tensor | None = None) -> torch.Tensor:
     """Per-frame weights w_i, zero for unlabelled frames (label -1).
 
     label: (n,) int -> (n,) float. With ``balance`` the weights of each
     basin's frames sum to one; otherwise every labelled frame has weight 1.
+    With ``balance`` and ``source`` ((n,) int codes), the weight of each
+    basin is further shared equally among the sources that labelled frames
+    of that basin.
     """
     labelled = label >= 0
     if not balance:
         return labelled.to(torch.get_default_dtype())
+    if source is not None:
+        n_src = int(source.max().item()) + 1 if source.numel() else 1
+        group = label.clamp_min(0) * n_src + source
+        counts = torch.bincount(group[labelled], minlength=n_classes * n_src)
+        counts = counts.to(torch.get_default_dtype()).reshape(n_classes, n_src)
+        present = (counts > 0).sum(1, keepdim=True).clamp_min(1)
+        per_group = torch.where(counts > 0, 1.0 / (counts.clamp_min(1.0) * present),
+                                torch.zeros_like(counts)).reshape(-1)
+        return torch.where(labelled, per_group[group], torch.zeros_like(per_group[0]))
     counts = torch.bincount(label[labelled], minlength=n_classes).to(torch.get_default_dtype())
     per_basin = torch.where(counts > 0, 1.0 / counts.clamp_min(1.0), torch.zeros_like(counts))
     return torch.where(labelled, per_basin[label.clamp_min(0)], torch.zeros_like(per_basin[0]))
@@ -67,8 +84,9 @@ class ClassifierHead(Head):
 
     def prepare(self, data: Mapping[str, torch.Tensor], *, fit: bool) -> dict[str, torch.Tensor]:
         """Per-basin normalised weights of the split's labelled frames."""
+        source = data.get("source") if self.options.balance_sources else None
         return {"weight": basin_weights(data["label"], self.n_classes,
-                                        balance=self.options.balance)}
+                                        balance=self.options.balance, source=source)}
 
     def logits(self, latent: torch.Tensor) -> torch.Tensor:
         """(n, latent_dim) -> (n, 1) for two basins, else (n, n_classes)."""

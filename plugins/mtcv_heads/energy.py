@@ -43,6 +43,9 @@ class EnergyOptions:
     range_quantile: float = dataclasses.field(default=0.0, metadata={
         "min": 0, "max": 0.2, "doc": "E_min, E_max are the q and 1-q quantiles of the "
                                      "training energies (0: the extremes, as in the paper)"})
+    balance_sources: bool = dataclasses.field(default=False, metadata={
+        "doc": "every data source's frames weigh the same in total (the energy-interval "
+               "balancing, if any, applied within each source)"})
 
     def __post_init__(self) -> None:
         if any(int(h) < 1 for h in self.hidden):
@@ -65,6 +68,21 @@ def energy_bin_weights(energy: torch.Tensor, e_min: float, e_max: float,
     counts = torch.bincount(index, minlength=n_bins).to(energy.dtype)
     n_occupied = (counts > 0).sum().clamp_min(1).to(energy.dtype)
     return 1.0 / (n_occupied * counts[index])
+
+
+def source_balanced(weigh: Any, energy: torch.Tensor,
+                    source: torch.Tensor | None) -> torch.Tensor:
+    """``weigh(energy) -> weights summing to one``, applied within each
+    source ((n,) int codes) and scaled so that every source present sums to
+    1 / n_sources; ``source=None``: ``weigh(energy)``."""
+    if source is None:
+        return weigh(energy)
+    weight = torch.zeros_like(energy)
+    codes = torch.unique(source)
+    for code in codes:
+        mask = source == code
+        weight[mask] = weigh(energy[mask]) / len(codes)
+    return weight
 
 
 class EnergyHead(Head):
@@ -94,8 +112,10 @@ class EnergyHead(Head):
                                                    1.0 - self.options.range_quantile])
             self.energy_min.fill_(float(lo))
             self.energy_max.fill_(float(hi))
-        weight = energy_bin_weights(energy.double(), float(self.energy_min),
-                                    float(self.energy_max), self.options.n_bins)
+        source = data.get("source") if self.options.balance_sources else None
+        weight = source_balanced(
+            lambda e: energy_bin_weights(e, float(self.energy_min), float(self.energy_max),
+                                         self.options.n_bins), energy.double(), source)
         return {"weight": weight.to(energy.dtype)}
 
     def standardised(self, latent: torch.Tensor) -> torch.Tensor:
@@ -116,4 +136,4 @@ class EnergyHead(Head):
         return self.energy_mean + self.energy_std * self.standardised(latent)
 
 
-__all__ = ["EnergyHead", "EnergyOptions", "energy_bin_weights"]
+__all__ = ["EnergyHead", "EnergyOptions", "energy_bin_weights", "source_balanced"]
