@@ -1,14 +1,14 @@
 """CV quality on the 5D models: MBAR along xi, the exact PMF along the same
-xi, and the 2D quadrature level, with and without spectator augmentation.
+xi, and the 2D quadrature level, with and without the CV-quality settings.
 
 For each case (quick 5D Müller-Brown, paper-scale 5D Müller-Brown, 5D
 three-well) the example config runs end to end twice on the same frames:
 
-* **after**: ``train.spectator_augmentation = 10`` (opt-in), which redraws the declared spectator
-  coordinates (x5 over 10x its training range, the embedding angles from the
-  training frames) every epoch (``train.spectator_augmentation = 10``);
-* **before**: ``train.spectator_augmentation = 0``, the CV as trained until
-  now.
+* **after**: the example as shipped: ``train.spectator_augmentation = 10``
+  (x5 redrawn over 10x its training range, the embedding angles from the
+  training frames, every epoch) and, on Müller-Brown, the classifier's
+  ``balance_sources`` with ``coefficients = { energy = 0.1 }``;
+* **before**: without those settings, the CV as trained until now.
 
 Per transition it reports the MBAR barrier and F_to - F_from along xi, the
 exact values along the same xi (quadrature through ``cv`` with the angles
@@ -51,14 +51,19 @@ FIGURES = ROOT / "docs" / "figures"
 
 def variant_config(case: str, variant: str, out: Path) -> Path:
     """The example without the 2D true-CV reference; ``before`` also without
-    spectator augmentation."""
+    the CV-quality settings (spectator augmentation, source-balanced
+    classifier, energy coefficient), i.e. the CV as trained before them."""
     src = CASES[case][1]
     text = src.read_text()
-    if "reference = true" not in text or "[train]" not in text:
-        raise SystemExit(f"{src}: expected 'reference = true' and a [train] table")
+    if "reference = true" not in text or "spectator_augmentation = 10.0" not in text:
+        raise SystemExit(f"{src}: expected 'reference = true' and "
+                         "'spectator_augmentation = 10.0'")
     text = text.replace("reference = true", "reference = false")
-    text = text.replace("[train]", "[train]\nspectator_augmentation = "
-                        + ("0.0" if variant == "before" else "10.0"), 1)
+    if variant == "before":
+        text = text.replace("spectator_augmentation = 10.0", "spectator_augmentation = 0.0")
+        text = text.replace("classifier = { balance_sources = true }", "classifier = {}")
+        text = "\n".join(ln for ln in text.splitlines()
+                         if not ln.startswith("coefficients = { energy"))
     lines = [ln if not ln.startswith("name = ") else f'name = "cvq_{case}_{variant}"'
              for ln in text.splitlines()]
     path = out / f"{case}_{variant}.toml"
@@ -220,9 +225,10 @@ def main() -> None:
     write_section("cv_quality", f"""## CV quality: exact PMF along the learned CV, spectators
 
 `python benchmarks/cv_quality.py` on {machine()}: {names}, each example config end to end
-twice on the same frames: **after** = opt-in augmentation (x5 and the embedding
-angles redrawn every epoch, `train.spectator_augmentation = 10`), **before** =
-`spectator_augmentation = 0`. *Exact along xi* is the same observable as MBAR (same bins,
+twice on the same frames: **after** = the example as shipped (x5 and the embedding
+angles redrawn every epoch, `train.spectator_augmentation = 10`; on Müller-Brown also
+the classifier's `balance_sources` and `coefficients = {{ energy = 0.1 }}`), **before** =
+without those settings. *Exact along xi* is the same observable as MBAR (same bins,
 basins by the same classifier, minimax barrier on the binned PMF) by quadrature through the
 trained CV, the angles uniform and x5 ~ N(0, its std in the training data); "(x5 = 0)" holds
 x5 at zero. MBAR - exact is the sampling/estimator error; exact - quadrature is the CV's
