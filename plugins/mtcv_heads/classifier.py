@@ -55,18 +55,16 @@ def basin_weights(label: torch.Tensor, n_classes: int, *, balance: bool = True,
     labelled = label >= 0
     if not balance:
         return labelled.to(torch.get_default_dtype())
-    if source is not None:
-        n_src = int(source.max().item()) + 1 if source.numel() else 1
-        group = label.clamp_min(0) * n_src + source
-        counts = torch.bincount(group[labelled], minlength=n_classes * n_src)
-        counts = counts.to(torch.get_default_dtype()).reshape(n_classes, n_src)
-        present = (counts > 0).sum(1, keepdim=True).clamp_min(1)
-        per_group = torch.where(counts > 0, 1.0 / (counts.clamp_min(1.0) * present),
-                                torch.zeros_like(counts)).reshape(-1)
-        return torch.where(labelled, per_group[group], torch.zeros_like(per_group[0]))
-    counts = torch.bincount(label[labelled], minlength=n_classes).to(torch.get_default_dtype())
-    per_basin = torch.where(counts > 0, 1.0 / counts.clamp_min(1.0), torch.zeros_like(counts))
-    return torch.where(labelled, per_basin[label.clamp_min(0)], torch.zeros_like(per_basin[0]))
+    if source is None:
+        source = torch.zeros_like(label)
+    n_src = int(source.max().item()) + 1 if source.numel() else 1
+    group = label.clamp_min(0) * n_src + source
+    counts = torch.bincount(group[labelled], minlength=n_classes * n_src)
+    counts = counts.to(torch.get_default_dtype()).reshape(n_classes, n_src)
+    present = (counts > 0).sum(1, keepdim=True).clamp_min(1)
+    per_group = torch.where(counts > 0, 1.0 / (counts.clamp_min(1.0) * present),
+                            torch.zeros_like(counts)).reshape(-1)
+    return torch.where(labelled, per_group[group], torch.zeros_like(per_group[0]))
 
 
 class ClassifierHead(Head):
