@@ -29,9 +29,10 @@ from ase import Atoms, units
 from ase.md.langevin import Langevin
 
 from mtcv_core.errors import SimulationError
+from mtcv_core.units import KB_EV_PER_K
 
 FS = units.fs
-KB = units.kB
+KB = KB_EV_PER_K
 
 EnergyForces = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 

@@ -437,7 +437,9 @@ def _sampler(ctx: Any, cfg: UmbrellaStageConfig, reference: bool = False) -> Any
 
 
 def _kT(ctx: Any) -> float:
-    return 8.617333262e-5 * ctx.config.temperature_K
+    from mtcv_core.units import kT_eV
+
+    return kT_eV(ctx.config.temperature_K)
 
 
 def run_umbrella(ctx: Any) -> None:

@@ -54,7 +54,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import xarray as xr
-from ase import units
 
 from mtcv_core.config import doc, nonneg, positive
 from mtcv_core.ergodicity import statistical_inefficiency, walker_spread
@@ -62,6 +61,7 @@ from mtcv_core.fes_paths import basin_barriers
 from mtcv_core.interfaces import Estimator
 from mtcv_core.schema import SCHEMA_ATTR
 from mtcv_core.schema_umbrella import FES_SCHEMA, cv_periods, validate_umbrella
+from mtcv_core.units import KB_EV_PER_K
 from mtcv_mbar.solver import (
     histogram_free_energy,
     mbar_hessian,
@@ -71,7 +71,6 @@ from mtcv_mbar.solver import (
 )
 
 #: Boltzmann constant, eV/K (ASE's value, as used by mtcv's thermostats)
-KB_EV_PER_K: float = float(units.kB)
 
 BasinOf = Callable[[np.ndarray], np.ndarray]
 

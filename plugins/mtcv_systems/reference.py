@@ -62,12 +62,11 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from ase import units
 
 from mtcv_core.fes_paths import basin_barriers
+from mtcv_core.units import KB_EV_PER_K
 
 #: Boltzmann constant, eV/K (ASE's, as in the thermostats)
-KB_EV_PER_K: float = float(units.kB)
 
 CVFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
