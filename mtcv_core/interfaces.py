@@ -204,6 +204,10 @@ class Featurizer(ABC):
     """
 
     name: ClassVar[str]
+    #: whether the featurizer takes a ``dof_mask`` option, (n_atoms, 3) bool of
+    #: the coordinates to use; if so the pipeline passes the system's
+    #: :attr:`System.dof_mask` unless the config gives one
+    uses_dof_mask: ClassVar[bool] = False
 
     @abstractmethod
     def n_features(self, n_atoms: int) -> int:
@@ -214,20 +218,59 @@ class Featurizer(ABC):
         """(n, n_atoms, 3) angstrom -> (n, n_features)."""
 
 
+#: :attr:`LossHead.prediction` of a head whose :meth:`LossHead.predict`
+#: returns basin probabilities, (n, n_classes), rows summing to one
+BASIN_PROBABILITY = "basin_probability"
+#: :attr:`LossHead.prediction` of a head whose :meth:`LossHead.predict`
+#: returns the potential energy, (n,) eV
+ENERGY = "energy"
+PREDICTIONS = (BASIN_PROBABILITY, ENERGY)
+
+
 class LossHead(ABC):
     """A downstream network on the latent CV, with its loss term.
 
     Implementations are ``torch.nn.Module`` subclasses; ``loss`` returns a
     scalar tensor that must reach the encoder's parameters through
-    ``latent``.
+    ``latent``. The trainer builds a head as ``cls(latent_dim=...,
+    n_features=..., n_classes=..., **options)`` and calls, per run,
+    :meth:`prepare` once on the training frames (``fit=True``) and once on
+    the validation frames (``fit=False``), then :meth:`loss` per batch.
+
+    A head that predicts something the pipeline reads declares it in
+    :attr:`prediction` and returns it from :meth:`predict`: the pipeline asks
+    the model for "the head predicting basin probabilities" (basins along
+    xi, test accuracy) or "predicting energies" (energy MAE), never for a
+    head by its name.
     """
 
     name: ClassVar[str]
+    #: what :meth:`predict` returns: :data:`BASIN_PROBABILITY`, :data:`ENERGY`,
+    #: or None (nothing the pipeline reads, e.g. a reconstruction)
+    prediction: ClassVar[str | None] = None
 
     @abstractmethod
     def loss(self, latent: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Scalar loss. latent: (n, latent_dim); batch holds the frame
-        tensors (``features``, ``energy`` eV, ``label``, ``weight`` ...)."""
+        tensors (``features``, ``energy`` eV, ``label``, ``weight`` ...) and
+        whatever :meth:`prepare` returned, sliced to the batch."""
+
+    def prepare(self, data: Mapping[str, torch.Tensor], *, fit: bool
+                ) -> dict[str, torch.Tensor]:
+        """Per-frame tensors this head's loss needs beyond the frame tensors.
+
+        data: the frame tensors of a whole split (``energy`` (n,) eV,
+        ``label`` (n,) int, ``source`` (n,) int, ``features`` ...). With
+        ``fit=True`` (training split) a head may also set its own statistics
+        (e.g. the energy scale). Returns name -> (n, ...) tensors (default:
+        none)."""
+        return {}
+
+    def predict(self, latent: torch.Tensor) -> torch.Tensor | None:
+        """The head's prediction for xi (n, latent_dim), of the kind
+        :attr:`prediction` declares; None (the default) for a head that
+        predicts nothing."""
+        return None
 
 
 class Sampler(ABC):
@@ -263,4 +306,5 @@ class FreeEnergyModel(ABC):
 
 
 __all__: Sequence[str] = ["System", "DataSource", "Labeler", "Featurizer", "LossHead",
-                          "Sampler", "Estimator", "FreeEnergyModel"]
+                          "Sampler", "Estimator", "FreeEnergyModel", "BASIN_PROBABILITY",
+                          "ENERGY", "PREDICTIONS"]

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
 from mtcv_core.errors import MtcvError
@@ -89,6 +90,9 @@ def read_dataset(path: PathLike, *, schema: str | None = None) -> xr.Dataset:
     except Exception as exc:  # netCDF4/HDF5 raise a zoo of types for a bad file
         raise DatasetError(f"{path}: not a readable netCDF file "
                            f"({type(exc).__name__}: {exc})") from exc
+    for var in ds.variables.values():  # CF flag_values is a vector; netCDF
+        if "flag_values" in var.attrs:  # gives a one-name table back as a scalar
+            var.attrs["flag_values"] = np.atleast_1d(var.attrs["flag_values"])
     found = ds.attrs.get(SCHEMA_ATTR)
     if schema is not None and found != schema:
         raise SchemaError(f"{path}: global attribute {SCHEMA_ATTR!r} is {found!r}, "

@@ -207,15 +207,23 @@ class MultitaskCV(nn.Module):
         """Same as :meth:`cv`."""
         return self.cv(positions)
 
+    def head_predicting(self, kind: str) -> tuple[str, nn.Module] | None:
+        """``(name, head)`` of the first head (in config order) whose
+        :attr:`~mtcv_core.interfaces.LossHead.prediction` is ``kind``
+        (:data:`~mtcv_core.interfaces.BASIN_PROBABILITY` or
+        :data:`~mtcv_core.interfaces.ENERGY`), or None."""
+        for name, head in self.heads.items():
+            if getattr(head, "prediction", None) == kind:
+                return name, head
+        return None
+
     def predict(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
         """xi and every head's prediction: ``{"xi": (n, latent_dim), name: ...}``
-        (``classifier``: basin probabilities (n, n_classes); ``energy``: (n,)
-        eV; ``reconstruction``: standardised features)."""
+        by head name, each of the kind its ``prediction`` declares."""
         xi = self.cv(positions)
         out = {"xi": xi}
         for name, head in self.heads.items():
-            pred = getattr(head, "predict", None)
-            value = pred(xi) if pred is not None else None
+            value = head.predict(xi)
             if value is not None:
                 out[name] = value
         return out

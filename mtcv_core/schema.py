@@ -23,7 +23,12 @@ variable           dims                   units            meaning
 =================  =====================  ===============  ===========================
 
 Categorical variables are integer codes with CF ``flag_values`` and
-``flag_meanings`` attributes. Global attributes carry provenance.
+``flag_meanings`` attributes. ``split`` has the fixed meanings ``train
+test``; ``source`` and ``label_source`` carry free names that each data
+source chooses for its frames (e.g. ``basin_md``, ``starting_basin``): a
+dataset's own ``flag_meanings`` list the names it holds, and
+:func:`concat_frames` merges the tables of its parts. Global attributes
+carry provenance.
 """
 
 from __future__ import annotations
@@ -42,9 +47,9 @@ from mtcv_core.errors import MtcvError
 SCHEMA_ATTR = "mtcv_schema"
 FRAMES_SCHEMA = "mtcv.frames/1"
 
-LABEL_SOURCES = ("none", "starting_basin", "committed_basin", "cv_region")
-SOURCES = ("unknown", "basin_md", "tps", "file")
 SPLITS = ("train", "test")
+#: categorical variables whose names a data source chooses
+FREE_CATEGORIES = ("source", "label_source")
 
 #: name -> (dims, units, long_name, dtype kind) of the required variables
 FRAME_VARIABLES: dict[str, tuple[tuple[str, ...], str, str, str]] = {
@@ -113,6 +118,8 @@ def make_frames(
     label_source: str | np.ndarray = "none",
     source: str | np.ndarray = "unknown",
     split: str | np.ndarray = "train",
+    source_names: Sequence[str] | None = None,
+    label_source_names: Sequence[str] | None = None,
     trajectory: np.ndarray | int = 0,
     time: np.ndarray | None = None,
     temperature: np.ndarray | float = np.nan,
@@ -128,7 +135,10 @@ def make_frames(
     numbers, masses : (n_atoms,) atomic numbers and masses (amu)
     basins : basin names; ``label`` i means ``basins[i]``, -1 none
     label : (n_frames,) int, default all -1
-    label_source, source, split : a name (for every frame) or (n_frames,) int codes
+    label_source, source : a name for every frame (any word without spaces:
+        the data source's own, e.g. ``"tps"``, ``"committed_basin"``), or
+        (n_frames,) int codes into ``label_source_names`` / ``source_names``
+    split : ``"train"`` or ``"test"``, or (n_frames,) int codes into them
     trajectory : (n_frames,) int trajectory ids, or one id for all
     time : (n_frames,) fs, default 0
     temperature : (n_frames,) K or one value
@@ -153,7 +163,26 @@ def make_frames(
             if value not in table:
                 raise SchemaError(f"{name}: unknown value {value!r}; expected one of {table}")
             value = table.index(value)
-        return per_frame(value, np.int32, name)
+        arr = per_frame(value, np.int32, name)
+        if arr.size and (arr.min() < 0 or arr.max() >= len(table)):
+            raise SchemaError(f"{name}: codes must lie in [0, {len(table) - 1}] for the "
+                              f"names {list(table)}")
+        return arr
+
+    def names(value: Any, given: Sequence[str] | None, name: str) -> list[str]:
+        if given is None:
+            if not isinstance(value, str):
+                raise SchemaError(f"{name}: int codes need {name}_names, the names they index")
+            given = [value]
+        table = [str(v) for v in given]
+        if any(not v or any(c.isspace() for c in v) for v in table) or len(set(table)) < len(
+                table):
+            raise SchemaError(f"{name}_names: expected distinct words without spaces, got "
+                              f"{table}")
+        return table
+
+    source_table = names(source, source_names, "source")
+    label_source_table = names(label_source, label_source_names, "label_source")
 
     basins = list(basins)
     label_arr = per_frame(-1 if label is None else label, np.int32, "label")
@@ -167,8 +196,8 @@ def make_frames(
         "energy": (("frame",), per_frame(energy, np.float64, "energy")),
         "forces": (("frame", "atom", "spatial"), np.asarray(forces, dtype=np.float64)),
         "label": (("frame",), label_arr),
-        "label_source": (("frame",), codes(label_source, LABEL_SOURCES, "label_source")),
-        "source": (("frame",), codes(source, SOURCES, "source")),
+        "label_source": (("frame",), codes(label_source, label_source_table, "label_source")),
+        "source": (("frame",), codes(source, source_table, "source")),
         "split": (("frame",), codes(split, SPLITS, "split")),
         "trajectory": (("frame",), per_frame(trajectory, np.int32, "trajectory")),
         "time": (("frame",), per_frame(time, np.float64, "time")),
@@ -187,8 +216,8 @@ def make_frames(
     for name, (_dims, units, long_name, _kind) in FRAME_VARIABLES.items():
         ds[name].attrs.update(units=units, long_name=long_name)
     ds["label"].attrs.update(_flags(["none", *basins], start=-1))
-    ds["label_source"].attrs.update(_flags(LABEL_SOURCES))
-    ds["source"].attrs.update(_flags(SOURCES))
+    ds["label_source"].attrs.update(_flags(label_source_table))
+    ds["source"].attrs.update(_flags(source_table))
     ds["split"].attrs.update(_flags(SPLITS))
     ds["cell_lengths"].attrs.update(units="angstrom", long_name="cell lengths (0: no cell)")
     ds["cell_angles"].attrs.update(units="degree", long_name="cell angles")
@@ -203,16 +232,53 @@ def basin_names(frames: xr.Dataset) -> list[str]:
     return str(frames.attrs.get("basins", "")).split()
 
 
+def category_names(frames: xr.Dataset, name: str) -> list[str]:
+    """The names of categorical variable ``name`` (``split``, ``source``,
+    ``label_source``), in code order."""
+    return str(frames[name].attrs.get("flag_meanings", "")).split()
+
+
+def category_codes(frames: xr.Dataset, name: str, names: Sequence[str]) -> np.ndarray:
+    """(n_frames,) the codes of ``name`` re-expressed in the table ``names``
+    (which must hold every name the dataset uses)."""
+    own = category_names(frames, name)
+    missing = [v for v in own if v not in names]
+    if missing:
+        raise SchemaError(f"{name}: names {missing} are not in {list(names)}")
+    lookup = np.array([list(names).index(v) for v in own] or [0], dtype=np.int32)
+    return lookup[frames[name].values]
+
+
+def set_category(frames: xr.Dataset, name: str, value: str) -> xr.Dataset:
+    """``frames`` with every frame's ``name`` (``source`` or ``label_source``)
+    set to the word ``value``; the table becomes ``[value]``."""
+    attrs = {**frames[name].attrs, **_flags([value])}
+    out = frames.copy()
+    out[name] = ("frame", np.zeros(frames.sizes["frame"], dtype=np.int32), attrs)
+    return out
+
+
 def concat_frames(parts: Sequence[xr.Dataset]) -> xr.Dataset:
     """Concatenate frame datasets along ``frame``; trajectory ids are
-    offset so that they stay unique. Attributes come from the first part."""
+    offset so that they stay unique, the ``source`` and ``label_source``
+    tables are merged (names in order of first appearance). Other attributes
+    come from the first part."""
     parts = [p for p in parts if p.sizes.get("frame", 0) > 0] or list(parts[:1])
     if not parts:
         raise SchemaError("concat_frames: nothing to concatenate")
+    tables: dict[str, list[str]] = {}
+    for name in FREE_CATEGORIES:
+        table: list[str] = []
+        for part in parts:
+            table += [v for v in category_names(part, name) if v not in table]
+        tables[name] = table
     shifted = []
     offset = 0
     for part in parts:
         p = part.copy()
+        for name, table in tables.items():
+            p[name] = ("frame", category_codes(part, name, table),
+                       {**part[name].attrs, **_flags(table)})
         if p.sizes["frame"]:
             traj = p["trajectory"].values
             p["trajectory"] = ("frame", traj - traj.min() + offset, p["trajectory"].attrs)
@@ -278,6 +344,18 @@ def validate_frames(ds: xr.Dataset, *, where: str = "dataset") -> xr.Dataset:
             if not (np.isfinite(masses) & (masses > 0)).all():
                 problems.append(f"variable 'masses' must be finite and > 0 amu, got "
                                 f"{masses.tolist()[:8]}")
+            for name in ("split", *FREE_CATEGORIES):
+                table = category_names(ds, name)
+                codes = ds[name].values
+                if name == "split" and table != list(SPLITS):
+                    problems.append(f"variable 'split' has flag_meanings {table}, expected "
+                                    f"{list(SPLITS)}")
+                elif not table:
+                    problems.append(f"variable {name!r} has no flag_meanings (the names of "
+                                    "its codes)")
+                elif codes.min() < 0 or codes.max() >= len(table):
+                    problems.append(f"variable {name!r} has codes outside [0, {len(table) - 1}]"
+                                    f" (flag_meanings {table})")
             n_basins = len(basin_names(ds))
             lab = ds["label"].values
             if lab.min() < -1 or lab.max() >= n_basins:

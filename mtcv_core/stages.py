@@ -276,11 +276,24 @@ def _train_config(ctx: Any) -> Any:
     raw = dict(ctx.config.train)
     options = dict(raw.get("featurizer_options", {}))
     mask = ctx.system.dof_mask
-    if mask is not None and raw.get("featurizer", "cartesian") == "cartesian":
+    featurizer = raw.get("featurizer", TrainConfig.featurizer)
+    if mask is not None and _featurizer_uses_dof_mask(ctx, featurizer):
         options.setdefault("dof_mask", mask.tolist())
     raw["featurizer_options"] = options
     raw.setdefault("seed", ctx.config.seed)
     return TrainConfig.from_mapping(raw, "train")
+
+
+def _featurizer_uses_dof_mask(ctx: Any, name: Any) -> bool:
+    """Whether featurizer ``name`` declares ``uses_dof_mask`` (False for an
+    unknown name: building it reports that)."""
+    from mtcv_core.plugins import PluginError
+
+    try:
+        factory = ctx.registry.get("featurizer", str(name)).factory
+    except PluginError:
+        return False
+    return bool(getattr(factory, "uses_dof_mask", False))
 
 
 def _split(frames: Any, name: str) -> Any:
@@ -307,7 +320,8 @@ def run_train(ctx: Any) -> None:
     model, history = train(train_frames, cfg, ctx.registry, progress=ctx.progress,
                            augment=augment)
     model.save(ctx.out / "model.pt")
-    export_torchscript(model, ctx.out / "cv.ts")
+    export_torchscript(model, ctx.out / "cv.ts",
+                       example_positions=train_frames["coordinates"].values[:4])
     test = _split(data, "test")
     metrics = evaluate(model, test)
     history.attrs.update({f"test_{k}": v for k, v in metrics.items()
@@ -642,13 +656,16 @@ class EstimateStageConfig:
 
 
 def _classifier_basins(model: Any, ctx: Any) -> Any:
-    """xi (n, d) -> basin index by the model's linear classifier (argmax);
-    for a CV without a classifier head (a single-task baseline), by a linear
-    classifier fitted on xi of the labelled training frames."""
+    """xi (n, d) -> basin index by the model's head predicting basin
+    probabilities (argmax); for a CV without one (a single-task baseline), by
+    a linear classifier fitted on xi of the labelled training frames."""
     import numpy as np
     import torch
 
-    head = model.heads["classifier"] if "classifier" in model.heads else None
+    from mtcv_core.interfaces import BASIN_PROBABILITY
+
+    found = model.head_predicting(BASIN_PROBABILITY)
+    head = found[1] if found is not None else None
     if head is None:
         from mtcv_core.io import read_frames
         from mtcv_core.training import cv_values, fit_latent_classifier

@@ -5,9 +5,10 @@ whose ``loss(latent, batch)`` turns the latent CV xi, shape
 ``(n, latent_dim)``, and a batch of frame tensors into a scalar. The trainer
 (:mod:`mtcv_core.training`) builds it with
 ``registry.create("loss_head", name, latent_dim=..., n_features=...,
-n_classes=..., **options)``, calls the optional ``prepare(data, fit=...)``
-once per split and slices what it returns into each minibatch, and reads the
-optional ``predict(latent)``. :func:`check_loss_head` exercises exactly that::
+n_classes=..., **options)``, calls ``prepare(data, fit=...)`` once per split
+and slices what it returns into each minibatch, and reads ``predict(latent)``
+of the heads whose ``prediction`` it needs. :func:`check_loss_head`
+exercises exactly that::
 
     from mtcv_core.testing import check_loss_head, example_batch
 
@@ -86,15 +87,19 @@ def check_loss_head(head: torch.nn.Module, latent_dim: int, batch: Mapping[str, 
     and put in eval mode, so that the loss is a deterministic function of
     ``latent``. Checked:
 
-    1. ``head`` is a ``torch.nn.Module`` with a ``loss`` method;
-    2. the optional ``prepare(batch, fit=True)`` returns a mapping of
+    1. ``head`` is a ``torch.nn.Module`` and a
+       :class:`~mtcv_core.interfaces.LossHead`;
+    2. ``prepare(batch, fit=True)`` returns a mapping of
        tensors with one row per frame, ``(n, ...)``, which are merged into
        the batch as the trainer does;
     3. ``loss(latent, batch)`` for a random ``latent`` of shape
        ``(n, latent_dim)`` is a finite, real, 0-dimensional tensor, and the
        same value when asked twice;
-    4. the optional ``predict(latent)`` returns None or a tensor with ``n``
-       rows;
+    4. ``prediction`` is None or one of
+       :data:`~mtcv_core.interfaces.PREDICTIONS`, and ``predict(latent)``
+       returns what it declares: basin probabilities ``(n, n_classes)``
+       (rows summing to one), energies ``(n,)``; None or a tensor with ``n``
+       rows for a head declaring nothing;
     5. gradients flow: ``d loss / d latent`` is finite and not identically
        zero, and every parameter of the head that requires a gradient gets
        a finite one (a parameter the loss never uses fails here);
@@ -138,8 +143,15 @@ def check_loss_head(head: torch.nn.Module, latent_dim: int, batch: Mapping[str, 
         Naming the head and the failed check.
     """
     name = f"loss head {getattr(head, 'name', type(head).__name__)!r}"
+    from mtcv_core.interfaces import BASIN_PROBABILITY, ENERGY, PREDICTIONS, LossHead
+
     assert isinstance(head, torch.nn.Module), f"{name} must be a torch.nn.Module"
-    assert callable(getattr(head, "loss", None)), f"{name} has no loss(latent, batch) method"
+    assert isinstance(head, LossHead), (
+        f"{name} must subclass mtcv_core.interfaces.LossHead (it declares prepare, predict "
+        "and prediction, which the trainer calls)")
+    kind = getattr(head, "prediction", None)
+    assert kind is None or kind in PREDICTIONS, (
+        f"{name}: prediction must be None or one of {PREDICTIONS}, got {kind!r}")
     head = copy.deepcopy(head).to(torch.float64).eval()
     data = _as_float64(batch)
     lengths = {k: v.shape[0] for k, v in data.items() if isinstance(v, torch.Tensor) and v.ndim}
@@ -148,16 +160,14 @@ def check_loss_head(head: torch.nn.Module, latent_dim: int, batch: Mapping[str, 
     assert all(v == n for v in lengths.values()), (
         f"{name}: batch tensors have different numbers of rows: {lengths}")
 
-    prepare = getattr(head, "prepare", None)
-    if prepare is not None:
-        extras = prepare(data, fit=True)
-        assert isinstance(extras, Mapping), (
-            f"{name}: prepare() must return a mapping, got {type(extras).__name__}")
-        for key, value in extras.items():
-            assert isinstance(value, torch.Tensor) and value.shape[:1] == (n,), (
-                f"{name}: prepare() must return (n_frames, ...) tensors; {key!r} is "
-                f"{getattr(value, 'shape', type(value).__name__)}")
-        data = {**data, **_as_float64(extras)}
+    extras = head.prepare(data, fit=True)
+    assert isinstance(extras, Mapping), (
+        f"{name}: prepare() must return a mapping, got {type(extras).__name__}")
+    for key, value in extras.items():
+        assert isinstance(value, torch.Tensor) and value.shape[:1] == (n,), (
+            f"{name}: prepare() must return (n_frames, ...) tensors; {key!r} is "
+            f"{getattr(value, 'shape', type(value).__name__)}")
+    data = {**data, **_as_float64(extras)}
 
     gen = torch.Generator().manual_seed(int(seed))
     xi0 = torch.randn(n, int(latent_dim), generator=gen, dtype=torch.float64)
@@ -178,13 +188,20 @@ def check_loss_head(head: torch.nn.Module, latent_dim: int, batch: Mapping[str, 
     assert again == value, (
         f"{name}: loss() is not deterministic in eval mode ({value!r} then {again!r})")
 
-    predict = getattr(head, "predict", None)
-    if predict is not None:
-        with torch.no_grad():
-            pred = predict(xi0)
+    with torch.no_grad():
+        pred = head.predict(xi0)
+    shape = getattr(pred, "shape", type(pred).__name__)
+    if kind == BASIN_PROBABILITY:
+        assert isinstance(pred, torch.Tensor) and pred.ndim == 2 and pred.shape[0] == n, (
+            f"{name}: predicts {kind}, so predict() must return (n, n_classes); got {shape}")
+        assert torch.allclose(pred.sum(1), torch.ones(n, dtype=pred.dtype), atol=1e-6), (
+            f"{name}: predicts {kind}, but the rows of predict() do not sum to one")
+    elif kind == ENERGY:
+        assert isinstance(pred, torch.Tensor) and tuple(pred.shape) == (n,), (
+            f"{name}: predicts {kind}, so predict() must return (n,) eV; got {shape}")
+    else:
         assert pred is None or (isinstance(pred, torch.Tensor) and pred.shape[:1] == (n,)), (
-            f"{name}: predict() must return None or a tensor with {n} rows, got "
-            f"{getattr(pred, 'shape', type(pred).__name__)}")
+            f"{name}: predict() must return None or a tensor with {n} rows, got {shape}")
 
     params = [(k, p) for k, p in head.named_parameters() if p.requires_grad]
     head.zero_grad(set_to_none=True)

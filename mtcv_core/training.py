@@ -21,11 +21,10 @@ Validation and early stopping
     coefficients) is measured, the best weights are kept, and training stops
     once ``patience`` epochs after the warm-up brought no improvement.
 
-Heads are duck-typed beyond :class:`mtcv_core.interfaces.LossHead`: an
-optional ``prepare(data, fit=...) -> dict`` returns per-frame tensors of a
-split (weights) that are sliced into each minibatch of that head, and an
-optional ``predict(latent)`` gives predictions (``classifier``: basin
-probabilities, ``energy``: eV).
+Heads are :class:`mtcv_core.interfaces.LossHead`: ``prepare(data, fit=...)``
+returns per-frame tensors of a split (weights) that are sliced into each
+minibatch of that head; the test metrics read the heads whose
+``prediction`` is basin probabilities (accuracy) or energies (MAE).
 """
 
 from __future__ import annotations
@@ -48,6 +47,7 @@ from tqdm.auto import tqdm
 
 from mtcv_core.config import ConfigError, doc, from_mapping, nonneg, positive
 from mtcv_core.errors import SimulationError
+from mtcv_core.interfaces import BASIN_PROBABILITY, ENERGY
 from mtcv_core.model import MultitaskCV, build_model, model_config
 from mtcv_core.schema import SchemaError, basin_names, provenance
 
@@ -190,8 +190,7 @@ class _Objective:
     def prepare(self, data: Split, *, fit: bool) -> dict[str, Split]:
         extras = {}
         for name, head in self.model.heads.items():
-            prep = getattr(head, "prepare", None)
-            out = dict(prep(data, fit=fit)) if prep is not None else {}
+            out = dict(head.prepare(data, fit=fit))
             n = len(data["label"])
             for key, value in out.items():
                 if not isinstance(value, torch.Tensor) or value.shape[:1] != (n,):
@@ -223,25 +222,26 @@ class _Objective:
 
 
 def _metrics(model: MultitaskCV, data: Split, chunk: int) -> dict[str, float]:
-    """Accuracy of the classifier on labelled frames, energy MAE (eV)."""
+    """Accuracy of the head predicting basin probabilities on labelled
+    frames, MAE (eV) of the head predicting energies."""
+    heads = {kind: found[1] for kind in (BASIN_PROBABILITY, ENERGY)
+             if (found := model.head_predicting(kind)) is not None}
     with torch.no_grad():
         preds: dict[str, list[torch.Tensor]] = {}
         for start in range(0, len(data["label"]), chunk):
             xi = model.encoder(data["features"][start:start + chunk])
-            for name in ("classifier", "energy"):
-                head = model.heads[name] if name in model.heads else None
-                if head is not None and hasattr(head, "predict"):
-                    preds.setdefault(name, []).append(head.predict(xi))
+            for kind, head in heads.items():
+                preds.setdefault(kind, []).append(head.predict(xi))
     out = {}
-    if "classifier" in preds:
+    if BASIN_PROBABILITY in preds:
         label = data["label"]
-        pred = torch.cat(preds["classifier"]).argmax(dim=1)
+        pred = torch.cat(preds[BASIN_PROBABILITY]).argmax(dim=1)
         labelled = label >= 0
         n_lab = int(labelled.sum())
         out["accuracy"] = (float((pred[labelled] == label[labelled]).double().mean())
                            if n_lab else math.nan)
-    if "energy" in preds:
-        err = torch.cat(preds["energy"]).double() - data["energy"].double()
+    if ENERGY in preds:
+        err = torch.cat(preds[ENERGY]).double() - data["energy"].double()
         out["energy_mae_eV"] = float(err.abs().mean())
     return out
 
@@ -489,9 +489,10 @@ def predict(model: MultitaskCV, frames: xr.Dataset | np.ndarray, *,
             batch_size: int = 65536) -> dict[str, np.ndarray]:
     """xi and the heads' predictions for frames (or positions (n, n_atoms, 3)).
 
-    Returns ``xi`` (n, latent_dim); with a classifier ``probability`` (n,
-    n_classes) and ``label`` (n,) (argmax); with an energy head ``energy``
-    (n,) eV.
+    Returns ``xi`` (n, latent_dim); with a head predicting basin
+    probabilities ``probability`` (n, n_classes) and ``label`` (n,) (argmax);
+    with a head predicting energies ``energy`` (n,) eV; other heads'
+    predictions under their names.
     """
     positions = _positions(frames)
     was_training = model.training
@@ -505,10 +506,14 @@ def predict(model: MultitaskCV, frames: xr.Dataset | np.ndarray, *,
                     parts.setdefault(key, []).append(value.detach().cpu().double().numpy())
     finally:
         model.train(was_training)
+    renamed = {}
+    for kind, key in ((BASIN_PROBABILITY, "probability"), (ENERGY, "energy")):
+        found = model.head_predicting(kind)
+        if found is not None:
+            renamed[found[0]] = key
     out: dict[str, np.ndarray] = {}
     for key, chunks in parts.items():
-        value = np.concatenate(chunks)
-        out["probability" if key == "classifier" else key] = value
+        out[renamed.get(key, key)] = np.concatenate(chunks)
     if "probability" in out:
         out["label"] = out["probability"].argmax(axis=1)
     return out
@@ -538,7 +543,7 @@ def evaluate(model: MultitaskCV, frames: xr.Dataset, *,
     energy head), ``energy_mae_balanced_eV`` (the same with the energy head's
     own frame weights, e.g. energy-bin-balanced: every energy interval
     counts equally, as in the authors' code; present with an energy head
-    that has ``prepare``), ``n`` (frames) and ``n_labelled``.
+    whose ``prepare`` returns a ``weight``), ``n`` (frames) and ``n_labelled``.
     """
     pred = predict(model, frames, batch_size=batch_size)
     label = np.asarray(frames["label"].values, dtype=np.int64)
@@ -551,10 +556,10 @@ def evaluate(model: MultitaskCV, frames: xr.Dataset, *,
         energy = np.asarray(frames["energy"].values, dtype=np.float64)
         abs_err = np.abs(pred["energy"] - energy)
         out["energy_mae_eV"] = float(np.mean(abs_err))
-        prep = getattr(model.heads["energy"], "prepare", None) if "energy" in model.heads else None
-        if prep is not None:
-            weight = prep({"energy": torch.as_tensor(energy),
-                           "label": torch.as_tensor(label)}, fit=False).get("weight")
+        found = model.head_predicting(ENERGY)
+        if found is not None:
+            weight = found[1].prepare({"energy": torch.as_tensor(energy),
+                                       "label": torch.as_tensor(label)}, fit=False).get("weight")
             if weight is not None:
                 w = weight.detach().cpu().double().numpy()
                 out["energy_mae_balanced_eV"] = float(np.sum(w * abs_err) / np.sum(w))

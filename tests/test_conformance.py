@@ -17,6 +17,7 @@ from mtcv_ase.testing import (
     check_forces_finite_difference,
     check_system,
 )
+from mtcv_core.interfaces import ENERGY, LossHead
 from mtcv_core.plugins import load_plugins
 from mtcv_core.testing import check_loss_head, check_registered_heads, example_batch
 
@@ -61,7 +62,7 @@ def test_example_batch_contents():
     assert b["label"].min() >= -1 and b["label"].max() <= 2 and (b["label"] == -1).any()
 
 
-class _Head(torch.nn.Module):
+class _Head(torch.nn.Module, LossHead):
     name = "broken"
 
     def __init__(self, mode: str):
@@ -108,6 +109,28 @@ def test_check_loss_head_catches_broken_heads(mode, message):
     with pytest.raises(AssertionError, match=message):
         check_loss_head(_Head(mode), 2, batch)
     check_loss_head(_Head("ok"), 2, batch)
+
+
+class _PlainModule(torch.nn.Module):
+    """Has loss() but does not subclass LossHead: prepare/predict undeclared."""
+
+    def loss(self, latent, batch):
+        return (latent ** 2).mean()
+
+
+class _EnergyHead(_Head):
+    prediction = ENERGY
+
+    def predict(self, latent):
+        return self.linear(latent)  # (n, 1): not the (n,) eV an energy head declares
+
+
+def test_check_loss_head_holds_heads_to_the_interface():
+    batch = example_batch(16, n_features=3)
+    with pytest.raises(AssertionError, match="LossHead"):
+        check_loss_head(_PlainModule(), 2, batch)
+    with pytest.raises(AssertionError, match=r"must return \(n,\) eV"):
+        check_loss_head(_EnergyHead("ok"), 2, batch)
 
 
 # ------------------------------------------------------------------- systems

@@ -12,6 +12,13 @@ from mtcv_sampling.basin_md import _kept_frames
 from mtcv_systems import MullerBrown5D, ThreeWell5D
 
 
+def frame_names(ds, name):
+    """Per-frame names of categorical variable ``name``."""
+    from mtcv_core.schema import category_names
+
+    return [category_names(ds, name)[c] for c in ds[name].values]
+
+
 @pytest.fixture(scope="module")
 def mb():
     system = MullerBrown5D()
@@ -48,7 +55,8 @@ def test_basin_md_frames_carry_starting_basin(mb):
         # no frame lies in another basin (-1: a thermal excursion)
         assert basin[sel][0] in (labels[0], -1)
         assert not np.any((basin[sel] >= 0) & (basin[sel] != labels[0]))
-    assert (ds.source.values == 1).all() and (ds.label_source.values == 1).all()
+    assert set(frame_names(ds, "source")) == {"basin_md"}
+    assert set(frame_names(ds, "label_source")) == {"starting_basin"}
 
 
 @pytest.mark.parametrize("system_cls,transition", [(MullerBrown5D, ["A", "B"]),
@@ -68,7 +76,7 @@ def test_tps_segments_carry_committed_basin(system_cls, transition):
         # before that it was in no basin (it would have stopped there)
         assert (basin[idx[:-1]] == -1).all()
     assert ds.attrs["tps_shots"] == 4 * 4
-    assert (ds.label_source.values == 2).all()
+    assert set(frame_names(ds, "label_source")) == {"committed_basin"}
 
 
 def test_fast_and_ase_engines_agree_in_basin(mb):
@@ -153,7 +161,8 @@ def test_trajectory_files_source(mb, tmp_path, fmt):
     np.testing.assert_allclose(out.energy.values, ds.energy.values, atol=1e-6)
     np.testing.assert_allclose(out.forces.values, ds.forces.values, atol=1e-6)
     np.testing.assert_array_equal(out.label.values, mb.basin_index(ds.coordinates.values))
-    assert (out.source.values == 3).all() and (out.label_source.values == 3).all()
+    assert set(frame_names(out, "source")) == {"file"}
+    assert set(frame_names(out, "label_source")) == {"cv_region"}
 
 
 def test_trajectory_files_clear_errors(mb, tmp_path):

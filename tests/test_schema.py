@@ -113,6 +113,36 @@ def test_make_frames_rejects_bad_arrays():
     with pytest.raises(SchemaError, match=r"label: values must lie in \[-1, 1\]"):
         make_frames(np.zeros((2, 1, 3)), np.zeros(2), np.zeros((2, 1, 3)), numbers=[1],
                     masses=[1.0], basins=["A", "B"], label=[0, 5])
-    with pytest.raises(SchemaError, match="source: unknown value 'md'"):
+    with pytest.raises(SchemaError, match="source_names: expected distinct words"):
         make_frames(np.zeros((2, 1, 3)), np.zeros(2), np.zeros((2, 1, 3)), numbers=[1],
-                    masses=[1.0], basins=["A"], source="md")
+                    masses=[1.0], basins=["A"], source="my md")
+    with pytest.raises(SchemaError, match="int codes need source_names"):
+        make_frames(np.zeros((2, 1, 3)), np.zeros(2), np.zeros((2, 1, 3)), numbers=[1],
+                    masses=[1.0], basins=["A"], source=np.array([0, 1]))
+    with pytest.raises(SchemaError, match=r"codes must lie in \[0, 0\]"):
+        make_frames(np.zeros((2, 1, 3)), np.zeros(2), np.zeros((2, 1, 3)), numbers=[1],
+                    masses=[1.0], basins=["A"], source=np.array([0, 1]), source_names=["md"])
+
+
+def test_sources_name_their_own_frames_and_concat_merges_the_tables(tmp_path):
+    """A third-party source tags its frames with its own word; concatenation
+    keeps every frame's name, whatever code it had in its part."""
+    from mtcv_core.schema import category_names, concat_frames
+
+    def part(source, label_source, n):
+        return make_frames(np.zeros((n, 1, 3)), np.zeros(n), np.zeros((n, 1, 3)), numbers=[1],
+                           masses=[1.0], basins=["A"], source=source, label_source=label_source)
+
+    merged = concat_frames([part("my_metadynamics", "my_labeler", 2), part("tps", "none", 3),
+                            part("my_metadynamics", "none", 1)])
+    assert category_names(merged, "source") == ["my_metadynamics", "tps"]
+    assert category_names(merged, "label_source") == ["my_labeler", "none"]
+    assert merged["source"].values.tolist() == [0, 0, 1, 1, 1, 0]
+    assert merged["label_source"].values.tolist() == [0, 0, 1, 1, 1, 1]
+    validate_frames(merged)
+    path = write_dataset(merged, tmp_path / "merged.nc")
+    xr.testing.assert_identical(read_frames(path), merged)
+    bad = merged.copy()
+    bad["source"] = ("frame", np.array([0, 0, 2, 1, 1, 0], dtype=np.int32), merged["source"].attrs)
+    with pytest.raises(SchemaError, match=r"'source' has codes outside \[0, 1\]"):
+        validate_frames(bad)

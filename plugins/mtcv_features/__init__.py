@@ -57,6 +57,7 @@ class CartesianFeaturizer(nn.Module, Featurizer):
     """
 
     name = "cartesian"
+    uses_dof_mask = True
 
     def __init__(self, dof_mask: Sequence[Sequence[bool]] | np.ndarray | None = None) -> None:
         super().__init__()

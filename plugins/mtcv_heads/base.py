@@ -1,5 +1,6 @@
 """What the built-in loss heads share: construction context, option checking,
-the optional ``prepare``/``predict`` steps, and small helpers.
+and small helpers (``prepare``, ``predict`` and ``prediction`` are
+declared on :class:`mtcv_core.interfaces.LossHead`).
 
 The trainer (:mod:`mtcv_core.training`) builds a head with
 ``registry.create("loss_head", name, latent_dim=..., n_features=...,
@@ -11,7 +12,7 @@ model, ``options`` are the user's (validated against the head's
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -55,20 +56,6 @@ class Head(nn.Module, LossHead):
         self.n_features = int(n_features)
         self.n_classes = int(n_classes)
         self.options = from_mapping(self.Options, options, where=f"heads.{self.name}")
-
-    def prepare(self, data: Mapping[str, torch.Tensor], *, fit: bool) -> dict[str, torch.Tensor]:
-        """Per-frame tensors this head's loss needs, for one whole split.
-
-        ``data`` holds ``features`` (n, n_features) standardised, ``energy``
-        (n,) eV and ``label`` (n,) int. ``fit=True`` (the training split,
-        called first) may also set the head's statistics (buffers). Returns a
-        dict of (n, ...) tensors that the trainer slices into each minibatch.
-        """
-        return {}
-
-    def predict(self, latent: torch.Tensor) -> torch.Tensor | None:
-        """The head's prediction from xi (None for a head that predicts nothing)."""
-        return None
 
 
 def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

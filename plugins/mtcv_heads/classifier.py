@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtcv_core.interfaces import BASIN_PROBABILITY
 from mtcv_heads.base import Head, weighted_mean
 
 
@@ -71,6 +72,7 @@ class ClassifierHead(Head):
     """Linear classifier on xi with a (per-basin weighted) cross-entropy."""
 
     name = "classifier"
+    prediction = BASIN_PROBABILITY
     Options = ClassifierOptions
 
     def __init__(self, **kwargs: Any) -> None:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from mtcv_core.config import ConfigError
+from mtcv_core.interfaces import ENERGY
 from mtcv_heads.base import Head, mlp, weighted_mean
 
 
@@ -89,6 +90,7 @@ class EnergyHead(Head):
     """Potential-energy predictor on xi with an energy-bin-balanced MSE."""
 
     name = "energy"
+    prediction = ENERGY
     Options = EnergyOptions
 
     def __init__(self, **kwargs: Any) -> None:

@@ -25,7 +25,7 @@ from mtcv_ase.frames import atoms_to_arrays, system_frames
 from mtcv_core.config import ConfigError, doc, positive
 from mtcv_core.interfaces import DataSource, System
 from mtcv_core.io import DatasetError, MissingFileError, check_complete
-from mtcv_core.schema import SchemaError, concat_frames, validate_frames
+from mtcv_core.schema import SchemaError, concat_frames, set_category, validate_frames
 from mtcv_sampling.labelers import LABELERS
 
 
@@ -75,8 +75,7 @@ class TrajectoryFiles(DataSource):
         if self.labeler != "none":
             frames["label"] = ("frame", LABELERS[self.labeler]().label(frames, system),
                                frames["label"].attrs)
-            codes = frames["label_source"].attrs["flag_meanings"].split()
-            frames["label_source"][:] = codes.index(self.labeler)
+            frames = set_category(frames, "label_source", self.labeler)
         return frames
 
 

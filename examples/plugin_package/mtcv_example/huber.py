@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import torch
 from mtcv_core.config import ConfigError, from_mapping
-from mtcv_core.interfaces import LossHead
+from mtcv_core.interfaces import ENERGY, LossHead
 from torch import nn
 
 
@@ -70,6 +70,8 @@ class EnergyHuberHead(nn.Module, LossHead):
     """
 
     name: ClassVar[str] = "energy_huber"
+    #: predict() returns the potential energy (n,) eV: the pipeline reports its MAE
+    prediction: ClassVar[str | None] = ENERGY
 
     def __init__(self, *, latent_dim: int = 1, n_features: int = 1, n_classes: int = 2,
                  **options: Any) -> None:
