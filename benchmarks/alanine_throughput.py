@@ -31,7 +31,7 @@ training defaults' heads and float32 weights), its standardizer fitted on
 short 300 K basin MD, exported with :func:`mtcv_core.export.export_torchscript`
 and loaded as the umbrella stage loads ``cv.ts``. Its encoder weights are
 untrained: a trained model costs the same. The 32 windows span C7eq ->
-C7ax along that CV (:meth:`UmbrellaSampler.plan_line`, springs from the
+C7ax along that CV (:func:`mtcv_umbrella.windows.plan_windows`, springs from the
 window spacing) and start from the nearest basin-MD frames. Fast and ASE
 paths record the CV every 10 steps.
 
@@ -73,6 +73,7 @@ from mtcv_core.model import build_model, model_config  # noqa: E402
 from mtcv_core.training import TrainConfig  # noqa: E402
 from mtcv_umbrella import UmbrellaBias, UmbrellaSampler  # noqa: E402
 from mtcv_umbrella.bias import BatchedBias  # noqa: E402
+from mtcv_umbrella.windows import plan_windows, walker_starts  # noqa: E402
 
 TEMPERATURE_K = 300.0
 FRICTION_PER_FS = 0.01
@@ -141,9 +142,9 @@ def plan(system: Any, cv: Any, frames: np.ndarray, labels: np.ndarray, n_windows
     ``n_windows`` windows from C7eq to C7ax along the CV."""
     xi = evaluate_cv(cv, frames)[:, 0]
     a, b = system.basins.index("C7eq"), system.basins.index("C7ax")
-    p = UmbrellaSampler().plan_line(xi, labels, a, b, n_windows=n_windows,
-                                    kT=KB * TEMPERATURE_K, rng=np.random.default_rng(2))
-    return p.centers, p.spring_constants, frames[p.start_frames]
+    p = plan_windows(xi, labels, a, b, n_windows=n_windows, kT=KB * TEMPERATURE_K)
+    starts = walker_starts(xi[:, None], p.centers, 1, seed=2)[:, 0]
+    return p.centers, p.spring_constants, frames[starts]
 
 
 @dataclass
@@ -252,7 +253,7 @@ def fast_rate(system: Any, cv: Any, centers: np.ndarray, k: np.ndarray, start: n
                               timestep_fs=timestep_fs, friction_per_fs=FRICTION_PER_FS)
     rate = Rate(len(centers) * walkers * n_steps)
     with clock(rate):
-        sampler.run(system, cv, seed=0, centers=centers, spring_constants=k,
+        sampler.run_windows(system, cv, seed=0, centers=centers, spring_constants=k,
                     start_positions=start)
     return rate
 

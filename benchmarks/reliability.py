@@ -68,11 +68,9 @@ batch_size = 128
 hidden = [16, 8]
 heads = { classifier = {}, energy = { n_bins = 1 } }
 [umbrella]
-n_windows = 5
-max_refinements = 1
-reference_spacing = 8.0
-sampler_options = { walkers_per_window = 2, n_steps = 300, equilibration_steps = 30, \
-stride = 10, windows_per_task = 2 }
+sampler_options = { n_windows = 5, max_refinements = 1, walkers_per_window = 2, n_steps = 300, \
+equilibration_steps = 30, stride = 10, windows_per_task = 2 }
+reference_sampler_options = { grid_spacing = 8.0 }
 [estimate]
 options = { n_bins = 10, n_bootstraps = 0 }
 """

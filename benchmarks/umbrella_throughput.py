@@ -85,7 +85,7 @@ def fast_rate(system, cv, n_windows: int, walkers: int, n_steps: int) -> float:
                               equilibration_steps=0, stride=10, windows_per_task=n_windows,
                               temperature_K=TEMPERATURE_K)
     t0 = time.perf_counter()
-    sampler.run(system, cv, seed=0, centers=xi, spring_constants=np.full_like(xi, 1.0),
+    sampler.run_windows(system, cv, seed=0, centers=xi, spring_constants=np.full_like(xi, 1.0),
                 start_positions=start)
     return n_windows * walkers * n_steps / (time.perf_counter() - t0)
 

@@ -42,6 +42,7 @@ import numpy as np
 
 def make_dataset(system_name: str, small: bool, seed: int = 0):
     """A short basin MD of ``system_name`` as an mtcv frame dataset."""
+    from mtcv_core.interfaces import MDSettings
     from mtcv_core.plugins import load_plugins
 
     registry = load_plugins()
@@ -51,7 +52,8 @@ def make_dataset(system_name: str, small: bool, seed: int = 0):
         "data_source", "basin_md", trajectories_per_basin=1 if small else 4,
         equilibration_steps=20 if small else 500, n_steps=40 if small else 2000,
         stride=10, walkers_per_task=4, timestep_fs=timestep)
-    frames = source.run(system, seed=seed, split="train", temperature_K=system.temperature_K)
+    frames = source.run(system, seed=seed, split="train",
+                        md=MDSettings(temperature_K=system.temperature_K))
     return system, frames
 
 

@@ -55,10 +55,11 @@ SMALL: dict[str, Any] = {
         "tps": None,
     }},
     "train": {"epochs": 20, "warmup_epochs": 5, "batch_size": 128},
-    "umbrella": {"n_windows": 8, "max_refinements": 0, "reference_windows": 8,
-                 "sampler_options": {"walkers_per_window": 2, "n_steps": 400,
+    "umbrella": {"sampler_options": {"n_windows": 8, "max_refinements": 0,
+                                     "walkers_per_window": 2, "n_steps": 400,
                                      "equilibration_steps": 100, "stride": 5,
-                                     "windows_per_task": 16}},
+                                     "windows_per_task": 16},
+                 "reference_sampler_options": {"n_windows": 8}},
     "estimate": {"options": {"n_bins": 16, "n_bootstraps": 0}},
 }
 

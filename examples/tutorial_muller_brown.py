@@ -58,8 +58,9 @@ SMALL: dict[str, Any] = {
     }},
     "train": {"epochs": 30, "warmup_epochs": 10, "batch_size": 128},
     # no true-CV windows: pmf.png shows the exact F(x~, y~) instead
-    "umbrella": {"n_windows": 12, "max_refinements": 1, "reference": False,
-                 "sampler_options": {"walkers_per_window": 4, "n_steps": 1500,
+    "umbrella": {"reference": False,
+                 "sampler_options": {"n_windows": 12, "max_refinements": 1,
+                                     "walkers_per_window": 4, "n_steps": 1500,
                                      "equilibration_steps": 200, "stride": 10,
                                      "windows_per_task": 16}},
     "estimate": {"options": {"n_bins": 30, "n_bootstraps": 0}},

@@ -65,8 +65,8 @@ SMALL: dict[str, Any] = {
     }},
     "train": {"epochs": 30, "warmup_epochs": 10, "batch_size": 128},
     # a coarse grid in xi; no true-CV windows (fes.png shows the exact F(x~, y~))
-    "umbrella": {"grid_points": 8, "reference": False,
-                 "sampler_options": {"walkers_per_window": 2, "n_steps": 2000,
+    "umbrella": {"reference": False,
+                 "sampler_options": {"grid_points": 8, "walkers_per_window": 2, "n_steps": 2000,
                                      "equilibration_steps": 200, "stride": 10,
                                      "windows_per_task": 64}},
     "estimate": {"options": {"n_bins": 20, "n_bootstraps": 0,

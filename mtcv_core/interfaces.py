@@ -11,7 +11,9 @@ strings, resolved only by type checkers.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -173,17 +175,58 @@ class System(ABC):
                 "temperature_K": self.temperature_K}
 
 
+@dataclass(frozen=True)
+class MDSettings:
+    """The run's molecular-dynamics settings, passed explicitly to every data
+    source and sampler (their own options may override them).
+
+    temperature_K: thermostat temperature, K; timestep_fs: time step, fs;
+    friction_per_fs: Langevin friction, 1/fs; engine: ``"fast"`` (batched
+    walkers through :meth:`System.energy_and_forces` where the system has
+    it) or ``"ase"`` (ASE's ``Langevin`` on the system's calculator).
+    """
+
+    temperature_K: float
+    timestep_fs: float = 1.0
+    friction_per_fs: float = 0.01
+    engine: str = "fast"
+
+
 class DataSource(ABC):
     """Produces labelled frames (an xarray Dataset in the frame schema of
-    :mod:`mtcv_core.schema`)."""
+    :mod:`mtcv_core.schema`).
+
+    The sample stage builds a source from its ``[sample.sources.NAME]``
+    table (``cls(**options)``), calls :meth:`check` before any stage runs,
+    then :meth:`run` once per split. The frames name their source and how
+    their labels were assigned with words of the source's own choosing
+    (``make_frames(source=..., label_source=...)``).
+    """
 
     name: ClassVar[str]
 
+    def check(self, system: System) -> None:
+        """Raise :class:`mtcv_core.config.ConfigError` (naming the option)
+        for options that do not fit ``system`` (basin names, files, ...);
+        called before any stage runs. Default: nothing to check."""
+        return None
+
     @abstractmethod
-    def run(self, system: System, *, seed: int, client: Any = None) -> xr.Dataset:
-        """Generate frames for ``system``. ``client`` is an optional
-        ``dask.distributed.Client`` for independent tasks; the result for a
-        given ``seed`` must not depend on it."""
+    def run(self, system: System, *, seed: int, split: str = "train", scale: float = 1.0,
+            md: MDSettings | None = None, client: Any = None,
+            progress: bool = False) -> xr.Dataset:
+        """Generate the frames of one split for ``system``.
+
+        split: ``"train"`` or ``"test"`` (systems may start the two from
+        different regions, :meth:`System.start_positions`); scale: the
+        split's share relative to the train split (test: f / (1 - f)), by
+        which a source multiplies its amount of sampling; md: the run's MD
+        settings for this split (None: the source's own options or
+        defaults); client: an optional ``dask.distributed.Client`` for
+        independent tasks -- the result for a given ``seed`` must not depend
+        on it; progress: show progress bars. Returns a frame dataset whose
+        ``split`` is ``split`` (it may hold no frames). A ``blow_ups``
+        attribute (JSON list of records) is reported in summary.json."""
 
 
 class Labeler(ABC):
@@ -273,24 +316,107 @@ class LossHead(ABC):
         return None
 
 
+@dataclass(frozen=True)
+class CollectiveVariable:
+    """A CV to sample along, as the sampler receives it.
+
+    module: torch module, positions (n, n_atoms, 3) angstrom -> (n, d), in
+    float64, scriptable (TorchScript) so that it can be shipped to workers;
+    names: d names (``("xi",)``, ``("phi", "psi")``); units: their units
+    (``"1"``, ``"radian"``, ``"angstrom"``); periods: (d,) period of each
+    dimension, 0 for a non-periodic one (None: none is periodic).
+    """
+
+    module: Any
+    names: tuple[str, ...]
+    units: str = "1"
+    periods: tuple[float, ...] | None = None
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+
+@dataclass(frozen=True)
+class StartFrames:
+    """Candidate starting configurations for a sampler: the labelled
+    training frames with their CV values.
+
+    positions: (n, n_atoms, 3) angstrom; cv_values: (n, d) the CV at each;
+    labels: (n,) basin index into :attr:`System.basins` (-1: none);
+    masses: (n_atoms,) amu.
+    """
+
+    positions: np.ndarray
+    cv_values: np.ndarray
+    labels: np.ndarray
+    masses: np.ndarray
+
+
 class Sampler(ABC):
-    """Enhanced sampling driven by a CV (umbrella windows, ...)."""
+    """Enhanced sampling driven by a CV (umbrella windows, ...).
+
+    The umbrella stage builds a sampler from ``[umbrella] sampler_options``
+    (``cls(**options)``), calls :meth:`check`, then :meth:`run` once along
+    the learned CV and, with ``[umbrella] reference``, once along the
+    system's true CVs (with ``reference_sampler_options`` on top). The
+    sampler owns its whole algorithm: where to put windows or walkers,
+    where they start, whether to refine.
+    """
 
     name: ClassVar[str]
 
+    def check(self, system: System) -> None:
+        """Raise :class:`mtcv_core.config.ConfigError` for options that do not
+        fit ``system``; called before any stage runs. Default: nothing."""
+        return None
+
     @abstractmethod
-    def run(self, system: System, cv: Any, *, seed: int, client: Any = None) -> xr.Dataset:
-        """Biased samples with everything an estimator needs to reweight."""
+    def run(self, system: System, cv: CollectiveVariable, *, frames: StartFrames,
+            transitions: Sequence[tuple[int, int]], md: MDSettings, seed: int,
+            client: Any = None, store: Path | None = None,
+            progress: bool = False) -> xr.Dataset:
+        """Biased samples along ``cv`` with everything an estimator needs to
+        reweight them: a dataset in the umbrella schema of
+        :mod:`mtcv_core.schema_umbrella` (``mtcv.umbrella/1``).
+
+        frames: candidate starts with their CV values and labels;
+        transitions: (basin index, basin index) pairs the sampling must
+        connect; md: the run's MD settings (temperature, time step,
+        friction, engine); seed: the run's seed (results must not depend on
+        ``client``); store: a directory of the sampler's own for partial
+        results, so that an interrupted run resumes (None: keep nothing).
+        Optional attributes of the result that the pipeline reports:
+        ``windows_added`` (int) and ``blow_ups`` (JSON list)."""
+
+
+#: ``basin_of``: CV values (n, d) -> basin index (n,) int, -1 for none
+BasinOf = Callable[[np.ndarray], np.ndarray]
 
 
 class Estimator(ABC):
-    """Free energies from biased samples."""
+    """Free energies from biased samples.
+
+    The estimate stage builds an estimator from ``[estimate] options``
+    (``cls(**options)``) and calls :meth:`estimate` on the samples along the
+    learned CV (and, with ``reference_options`` on top, along the true
+    CVs)."""
 
     name: ClassVar[str]
 
     @abstractmethod
-    def estimate(self, samples: xr.Dataset, *, temperature_K: float) -> xr.Dataset:
-        """Free-energy profile and differences with uncertainties (eV)."""
+    def estimate(self, samples: xr.Dataset, *, basin_of: BasinOf | None = None,
+                 basin_names: Sequence[str] | None = None) -> xr.Dataset:
+        """The free-energy dataset (``mtcv.fes/1``, checked by
+        :func:`mtcv_core.schema_umbrella.validate_fes`) of ``samples``
+        (``mtcv.umbrella/1``, at its ``temperature_K``).
+
+        basin_of: maps CV values to basins (the learned CV's classifier, or
+        the system's regions for true CVs); basin_names: the names of the
+        basin indices. With both, the result has ``basin_from``/``basin_to``
+        coordinates and ``barrier``, ``barrier_err``, ``delta_F``,
+        ``delta_F_err`` (eV) per ordered basin pair -- what the report's
+        transitions table reads."""
 
 
 class FreeEnergyModel(ABC):
@@ -307,4 +433,5 @@ class FreeEnergyModel(ABC):
 
 __all__: Sequence[str] = ["System", "DataSource", "Labeler", "Featurizer", "LossHead",
                           "Sampler", "Estimator", "FreeEnergyModel", "BASIN_PROBABILITY",
-                          "ENERGY", "PREDICTIONS"]
+                          "ENERGY", "PREDICTIONS", "MDSettings", "CollectiveVariable",
+                          "StartFrames", "BasinOf"]

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from mtcv_core.config import ConfigError, doc, from_mapping, load_toml, positive
-from mtcv_core.io import DatasetError, atomic_path
+from mtcv_core.io import DatasetError
+from mtcv_core.stages.context import RunContext
 
+#: the stage names, in order (the runners: :data:`mtcv_core.stages.STAGES`)
 STAGES = ("sample", "train", "umbrella", "estimate", "report")
 
 #: largest seed: seeds are stored as 32-bit netCDF attributes
@@ -113,34 +114,14 @@ def remove_stale_temporaries(out_dir: Path) -> int:
     return removed
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-@dataclass
-class RunContext:
-    """What the stages share."""
-
-    config: RunConfig
-    out: Path
-    registry: Any
-    system: Any
-    client_factory: Callable[[], Any]
-    progress: bool
-    summary: dict[str, Any]
-
-    def save_summary(self) -> None:
-        write_json(self.out / "summary.json", self.summary)
-
-
 def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | None = None,
                  until: str | None = None, resume: bool = False, scheduler: str | None = None,
                  workers: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Run the pipeline; returns the summary (also in ``OUT/summary.json``)."""
-    from mtcv_core import stages
     from mtcv_core.execution import check_scheduler_address, dask_client
     from mtcv_core.plugins import PluginError, build_component, load_plugins
+    from mtcv_core.stages import STAGES as RUNNERS
+    from mtcv_core.stages import validate
 
     config, where = load_config(config_path)
     if until is not None and until not in STAGES:
@@ -167,7 +148,7 @@ def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | Non
                      client_factory=lambda: dask_client(sched, n_workers), progress=progress,
                      summary=summary)
     try:
-        stages.validate(ctx)
+        validate(ctx)
     except (ConfigError, PluginError) as exc:
         raise type(exc)(f"{where}: {exc}") from exc.__cause__
 
@@ -198,12 +179,9 @@ def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | Non
             if stage in summary["stages_done"]:
                 pass
             else:
-                runner = getattr(stages, f"run_{stage}", None)
-                if runner is None:
-                    break
                 t0 = time.perf_counter()
                 try:
-                    runner(ctx)
+                    RUNNERS[stage](ctx)
                 except ConfigError as exc:
                     raise ConfigError(f"{where}: {exc}") from None
                 summary["timings_s"][stage] = round(time.perf_counter() - t0, 3)
@@ -212,6 +190,6 @@ def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | Non
             if stage == until:
                 break
     finally:
-        stages.close_client(ctx)
+        ctx.close_client()
     ctx.save_summary()
     return summary

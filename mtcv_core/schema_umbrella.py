@@ -292,7 +292,15 @@ def _check_umbrella_values(ds: xr.Dataset) -> list[str]:
 
 def validate_fes(ds: xr.Dataset, *, where: str = "dataset") -> xr.Dataset:
     """Check the parts of a free-energy dataset (``mtcv.fes/1``) that its
-    consumers rely on; raise :class:`SchemaError` naming what is wrong."""
+    consumers rely on; raise :class:`SchemaError` naming what is wrong.
+
+    Required: attributes ``mtcv_schema`` and ``temperature_K``; ``pmf`` and
+    ``pmf_err`` (eV) on ``("bin",)`` with coordinates ``bin_center`` and
+    ``bin_edges`` (``bin_edge``), or on ``("bin_x", "bin_y")`` with
+    ``bin_center_x``/``_y`` and ``bin_edges_x``/``_y``. With basins
+    (coordinate ``basin_from``): ``barrier``, ``barrier_err``, ``delta_F``,
+    ``delta_F_err`` (eV) on ``("basin_from", "basin_to")`` and
+    ``basin_free_energy`` on ``("basin",)``."""
     problems: list[str] = []
     if ds.attrs.get(SCHEMA_ATTR) != FES_SCHEMA:
         problems.append(f"global attribute {SCHEMA_ATTR!r} is {ds.attrs.get(SCHEMA_ATTR)!r}, "
@@ -310,9 +318,22 @@ def validate_fes(ds: xr.Dataset, *, where: str = "dataset") -> xr.Dataset:
         if ds[name].attrs.get("units") != "eV":
             problems.append(f"variable {name!r} has units {ds[name].attrs.get('units')!r}, "
                             "expected 'eV'")
-    for name, dims in (("basin_free_energy", ("basin",)), ("delta_F", ("basin_from", "basin_to")),
-                       ("barrier", ("basin_from", "basin_to"))):
-        if name in ds.variables and ds[name].dims != dims:
+    if "pmf" in ds.variables:
+        axes = [""] if ds["pmf"].dims == ("bin",) else ["_x", "_y"]
+        for a in axes:
+            for name in (f"bin_center{a}", f"bin_edges{a}"):
+                if name not in ds.variables:
+                    problems.append(f"variable {name!r} is missing (the bins of the PMF, CV "
+                                    "units)")
+    pairs = ("basin_from", "basin_to")
+    wanted = {"basin_free_energy": ("basin",), "delta_F": pairs, "delta_F_err": pairs,
+              "barrier": pairs, "barrier_err": pairs}
+    for name, dims in wanted.items():
+        if name not in ds.variables:
+            if "basin_from" in ds.coords:
+                problems.append(f"variable {name!r} is missing (dims {dims}, units 'eV'); "
+                                "a dataset with basins needs it")
+        elif ds[name].dims != dims:
             problems.append(f"variable {name!r} has dims {ds[name].dims}, expected {dims}")
     if problems:
         raise SchemaError(f"{where}: not a valid mtcv free-energy dataset ({FES_SCHEMA}):\n"

@@ -95,10 +95,10 @@ def test_fast_and_ase_engines_sample_the_same_phi_window(ala, phi_cv):
     start = ala.minimum("C7eq")[None]
     common = dict(temperature_K=120.0, timestep_fs=0.5, n_steps=1200, equilibration_steps=200,
                   stride=10)
-    fast = UmbrellaSampler(engine="fast", walkers_per_window=16, **common).run(
+    fast = UmbrellaSampler(engine="fast", walkers_per_window=16, **common).run_windows(
         ala, phi_cv, seed=1, centers=center, spring_constants=[[2.0]], start_positions=start,
         cv_periods=[TWO_PI])
-    ase = UmbrellaSampler(engine="ase", walkers_per_window=3, **common).run(
+    ase = UmbrellaSampler(engine="ase", walkers_per_window=3, **common).run_windows(
         ala, phi_cv, seed=2, centers=center, spring_constants=[[2.0]], start_positions=start,
         cv_periods=[TWO_PI])
     assert fast.attrs["cv_period"] == repr(TWO_PI)
@@ -167,13 +167,19 @@ def test_reference_cv_subset_and_bad_names(ala):
 def test_sample_temperatures_per_split():
     from types import SimpleNamespace
 
-    from mtcv_core.stages import _sample_temperature
+    from mtcv_core.interfaces import MDSettings
+    from mtcv_core.stages import split_temperature
+    from mtcv_sampling import BasinMD
 
     sample = SimpleNamespace(train_temperature_K=None, test_temperature_K=100.0)
     cfg = SimpleNamespace(temperature_K=120.0, sample=sample)
-    plain = SimpleNamespace(temperature_K=None)
-    assert _sample_temperature(cfg, plain, "train") == 120.0
-    assert _sample_temperature(cfg, plain, "test") == 100.0
-    assert _sample_temperature(cfg, SimpleNamespace(temperature_K=700.0), "test") == 700.0
+    assert split_temperature(cfg, "train") == 120.0
+    assert split_temperature(cfg, "test") == 100.0
     sample.train_temperature_K, sample.test_temperature_K = 90.0, None
-    assert _sample_temperature(cfg, plain, "test") == 90.0
+    assert split_temperature(cfg, "test") == 90.0
+    # a source's own temperature wins over the split's; its unset options take the run's
+    md = MDSettings(temperature_K=100.0, timestep_fs=2.0, friction_per_fs=0.05, engine="ase")
+    own = BasinMD(temperature_K=700.0, friction_per_fs=0.1).settings(md)
+    assert own == MDSettings(temperature_K=700.0, timestep_fs=2.0, friction_per_fs=0.1,
+                             engine="ase")
+    assert BasinMD().settings(md) == md

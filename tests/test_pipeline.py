@@ -175,11 +175,9 @@ warmup_epochs = 2
 batch_size = 256
 heads = { classifier = {}, energy = { n_bins = 1 } }
 [umbrella]
-n_windows = 6
-max_refinements = 1
-reference_spacing = 4.0
-sampler_options = { walkers_per_window = 2, n_steps = 400, equilibration_steps = 50, \
-stride = 10, windows_per_task = 1 }
+sampler_options = { n_windows = 6, max_refinements = 1, walkers_per_window = 2, n_steps = 400, \
+equilibration_steps = 50, stride = 10, windows_per_task = 1 }
+reference_sampler_options = { grid_spacing = 4.0 }
 [estimate]
 options = { n_bins = 12, n_bootstraps = 0 }
 """

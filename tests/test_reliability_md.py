@@ -238,7 +238,7 @@ def test_umbrella_drops_the_window_and_keeps_the_others(engine, tmp_path, reliab
     sampler = UmbrellaSampler(engine=engine, temperature_K=300.0, walkers_per_window=2,
                               n_steps=60, equilibration_steps=10, stride=10, windows_per_task=3)
     mb = MullerBrown5D()
-    clean = sampler.run(mb, TanhCV(), seed=3, **_windows(mb))
+    clean = sampler.run_windows(mb, TanhCV(), seed=3, **_windows(mb))
     bad_system = NaNWalker(row=3, start=30) if engine == "fast" else AbsurdStart(0)
     kw = _windows(mb)
     if engine == "ase":  # walker 1 of window 1 starts 10 km away
@@ -247,7 +247,7 @@ def test_umbrella_drops_the_window_and_keeps_the_others(engine, tmp_path, reliab
     reliability_counts["md_blow_ups_injected"] += 1
     with pytest.warns(RuntimeWarning, match=r"umbrella: window 1 \(walker 1, seed 3\) blew up "
                                             r"at step \d+"):
-        bad = sampler.run(bad_system, TanhCV(), seed=3, store=tmp_path, **kw)
+        bad = sampler.run_windows(bad_system, TanhCV(), seed=3, store=tmp_path, **kw)
     (entry,) = json.loads(bad.attrs["blow_ups"])
     assert (entry["window"], entry["walker"], entry["seed"]) == (1, 1, 3)
     assert entry["step"] == (29 if engine == "fast" else 0)  # call 1 is the start
@@ -265,4 +265,4 @@ def test_umbrella_fails_only_when_every_window_blows_up():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         with pytest.raises(SimulationError, match="umbrella: all 3 windows blew up"):
-            sampler.run(mb, TanhCV(), seed=0, **kw)
+            sampler.run_windows(mb, TanhCV(), seed=0, **kw)

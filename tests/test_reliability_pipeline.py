@@ -50,11 +50,9 @@ batch_size = 128
 hidden = [8]
 heads = { classifier = {}, energy = { n_bins = 1 } }
 [umbrella]
-n_windows = 4
-max_refinements = 1
-reference_spacing = 8.0
-sampler_options = { walkers_per_window = 2, n_steps = 100, equilibration_steps = 10, \
-stride = 10, windows_per_task = 1 }
+sampler_options = { n_windows = 4, max_refinements = 1, walkers_per_window = 2, n_steps = 100, \
+equilibration_steps = 10, stride = 10, windows_per_task = 1 }
+reference_sampler_options = { grid_spacing = 8.0 }
 [estimate]
 options = { n_bins = 8, n_bootstraps = 0 }
 """
@@ -131,19 +129,19 @@ def test_damaged_intermediate_files_are_recomputed(tmp_path):
     mb = MullerBrown5D()
     sampler = UmbrellaSampler(temperature_K=300.0, walkers_per_window=1, n_steps=40,
                               equilibration_steps=0, stride=10, windows_per_task=1)
-    first = sampler.run(mb, TanhCV(), seed=2, store=tmp_path / "w", **_windows(mb))
+    first = sampler.run_windows(mb, TanhCV(), seed=2, store=tmp_path / "w", **_windows(mb))
     path = tmp_path / "w" / "window_0001.nc"
     path.write_bytes(path.read_bytes()[:100])
     with pytest.warns(RuntimeWarning, match="window_0001.nc: not a readable netCDF file.*"
                                             "running the window again"):
-        again = sampler.run(mb, TanhCV(), seed=2, store=tmp_path / "w", **_windows(mb))
+        again = sampler.run_windows(mb, TanhCV(), seed=2, store=tmp_path / "w", **_windows(mb))
     np.testing.assert_array_equal(first.cv_values.values, again.cv_values.values)
 
     part = tmp_path / "basin_md_train.nc"
     write_dataset(make_frames(np.zeros((2, 2, 3)), np.zeros(2), np.zeros((2, 2, 3)),
                               numbers=[1, 1], masses=[1.0, 1.0], basins=["A", "B"]), part)
-    assert stages._stored_part(part).sizes["frame"] == 2
+    assert stages.stored_part(part).sizes["frame"] == 2
     part.write_bytes(part.read_bytes()[:-8])
     with pytest.warns(RuntimeWarning, match="basin_md_train.nc: not a readable.*sampling it "
                                             "again"):
-        assert stages._stored_part(part) is None
+        assert stages.stored_part(part) is None

@@ -75,9 +75,9 @@ def test_fast_and_ase_umbrella_agree(mb):
     center = np.array([[21.0, 22.0]])  # on the slope towards the transition state
     start = mb.embed(center[:, 0], center[:, 1], phi12=0.4, phi34=0.4)
     common = dict(temperature_K=300.0, n_steps=3000, equilibration_steps=300, stride=10)
-    fast = UmbrellaSampler(engine="fast", walkers_per_window=32, **common).run(
+    fast = UmbrellaSampler(engine="fast", walkers_per_window=32, **common).run_windows(
         mb, cv, seed=1, centers=center, spring_constants=[[0.3, 0.3]], start_positions=start)
-    ase = UmbrellaSampler(engine="ase", walkers_per_window=4, **common).run(
+    ase = UmbrellaSampler(engine="ase", walkers_per_window=4, **common).run_windows(
         mb, cv, seed=2, centers=center, spring_constants=[[0.3, 0.3]], start_positions=start)
     for ds, m in ((fast, 32), (ase, 4)):
         assert int(ds.n_samples[0]) == m * 300
@@ -97,16 +97,16 @@ def test_windows_saved_and_reused(mb, tmp_path):
                               walkers_per_window=2, windows_per_task=1)
     kw = dict(seed=4, centers=centers, spring_constants=[[0.5, 0.5]] * 3,
               start_positions=start, store=tmp_path)
-    first = sampler.run(mb, cv, **kw)
+    first = sampler.run_windows(mb, cv, **kw)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "window_0000.nc", "window_0001.nc", "window_0002.nc"]
     (tmp_path / "window_0001.nc").unlink()  # as if killed before it finished
-    again = sampler.run(mb, cv, **kw)
+    again = sampler.run_windows(mb, cv, **kw)
     np.testing.assert_array_equal(first.cv_values.values, again.cv_values.values)
     # a stored window planned with another spring is not reused: it runs again
     stiffer = dict(kw, spring_constants=[[0.5, 0.5], [2.0, 2.0], [0.5, 0.5]])
     with pytest.warns(RuntimeWarning, match="window_0001.nc: stored window has another"):
-        changed = sampler.run(mb, cv, **stiffer)
+        changed = sampler.run_windows(mb, cv, **stiffer)
     assert changed.spring_constant.values[1, 0] == 2.0
     np.testing.assert_array_equal(first.cv_values.values[0], changed.cv_values.values[0])
     assert not np.array_equal(first.cv_values.values[1], changed.cv_values.values[1])
@@ -118,7 +118,7 @@ def test_window_planning_helpers():
     rng = np.random.default_rng(0)
     # two islands of data: the grid plan joins them into one connected set
     pts = np.concatenate([rng.normal([0, 0], 0.5, (500, 2)), rng.normal([6, 5], 0.5, (500, 2))])
-    plan = plan_grid(pts, spacing=1.0, kT=0.025, rng=rng)
+    plan = plan_grid(pts, spacing=1.0, kT=0.025)
     cells = {tuple(np.floor(c - pts.min(axis=0)).astype(int)) for c in plan.centers}
     assert len(_components(cells)) == 1
     assert plan.spring_constants.shape == plan.centers.shape
@@ -219,7 +219,7 @@ def test_window_results_do_not_depend_on_task_grouping(mb):
     kw = dict(seed=9, centers=centers, spring_constants=[[0.5, 0.5]] * 3,
               start_positions=start)
     one = UmbrellaSampler(temperature_K=300.0, n_steps=100, equilibration_steps=10,
-                          walkers_per_window=2, windows_per_task=3).run(mb, cv, **kw)
+                          walkers_per_window=2, windows_per_task=3).run_windows(mb, cv, **kw)
     each = UmbrellaSampler(temperature_K=300.0, n_steps=100, equilibration_steps=10,
-                           walkers_per_window=2, windows_per_task=1).run(mb, cv, **kw)
+                           walkers_per_window=2, windows_per_task=1).run_windows(mb, cv, **kw)
     xr.testing.assert_identical(one, each)

@@ -31,12 +31,12 @@ from mtcv_ase.md import (
     maxwell_boltzmann,
     run_ase_langevin,
 )
+from mtcv_ase.md_options import MDOptions, chunks
 from mtcv_core.config import ConfigError, nonneg, positive
 from mtcv_core.errors import SimulationError
 from mtcv_core.execution import map_tasks, task_rng
-from mtcv_core.interfaces import DataSource, System
+from mtcv_core.interfaces import DataSource, MDSettings, System
 from mtcv_core.schema import concat_frames
-from mtcv_sampling.common import MDOptions, chunks
 
 
 @dataclass(kw_only=True)
@@ -63,16 +63,16 @@ class BasinMD(MDOptions, DataSource):
             raise ConfigError(f"basins: {unknown} are not basins of {system.name!r}; "
                               f"expected a subset of {list(system.basins)}")
 
-    def run(self, system: System, *, seed: int, client: Any = None, split: str = "train",
-            scale: float = 1.0, temperature_K: float | None = None,
+    def run(self, system: System, *, seed: int, split: str = "train", scale: float = 1.0,
+            md: MDSettings | None = None, client: Any = None,
             progress: bool = False) -> xr.Dataset:
-        params = self.params(temperature_K)
+        params = self.params(md)
         basins = self.basins or list(system.basins)
         try:
             self.check(system)
         except ConfigError as exc:
             raise ConfigError(f"basin_md.{exc}") from None
-        fast = self.use_fast(system)
+        fast = self.use_fast(system, md)
         specs = []
         traj_offset = 0
         for basin in basins:

@@ -23,7 +23,7 @@ import xarray as xr
 
 from mtcv_ase.frames import atoms_to_arrays, system_frames
 from mtcv_core.config import ConfigError, doc, positive
-from mtcv_core.interfaces import DataSource, System
+from mtcv_core.interfaces import DataSource, MDSettings, System
 from mtcv_core.io import DatasetError, MissingFileError, check_complete
 from mtcv_core.schema import SchemaError, concat_frames, set_category, validate_frames
 from mtcv_sampling.labelers import LABELERS
@@ -59,8 +59,8 @@ class TrajectoryFiles(DataSource):
                 if not Path(path).is_file():
                     raise ConfigError(f"{key}[{k}]: {path}: no such file")
 
-    def run(self, system: System, *, seed: int, client: Any = None, split: str = "train",
-            scale: float = 1.0, temperature_K: float | None = None,
+    def run(self, system: System, *, seed: int, split: str = "train", scale: float = 1.0,
+            md: MDSettings | None = None, client: Any = None,
             progress: bool = False) -> xr.Dataset:
         if self.labeler != "none" and self.labeler not in LABELERS:
             raise ConfigError(f"trajectory_files.labeler: unknown labeler {self.labeler!r}; "

@@ -60,13 +60,13 @@ import xarray as xr
 
 from mtcv_ase.frames import system_frames
 from mtcv_ase.md import LangevinParams, blow_up_record, make_propagator, maxwell_boltzmann
+from mtcv_ase.md_options import MDOptions, chunks
 from mtcv_core.config import ConfigError, doc, nonneg, positive
 from mtcv_core.errors import SimulationError
 from mtcv_core.execution import map_tasks, task_rng
-from mtcv_core.interfaces import DataSource, System
+from mtcv_core.interfaces import DataSource, MDSettings, System
 from mtcv_core.io import DatasetError
 from mtcv_core.schema import concat_frames
-from mtcv_sampling.common import MDOptions, chunks
 
 
 @dataclass(kw_only=True)
@@ -111,15 +111,15 @@ class TPS(MDOptions, DataSource):
         if self.initial_path is not None and not Path(self.initial_path).is_file():
             raise ConfigError(f"initial_path: {self.initial_path}: no such file")
 
-    def run(self, system: System, *, seed: int, client: Any = None, split: str = "train",
-            scale: float = 1.0, temperature_K: float | None = None,
+    def run(self, system: System, *, seed: int, split: str = "train", scale: float = 1.0,
+            md: MDSettings | None = None, client: Any = None,
             progress: bool = False) -> xr.Dataset:
-        params = self.params(temperature_K)
+        params = self.params(md)
         try:
             self.check(system)
         except ConfigError as exc:
             raise ConfigError(f"tps.{exc}") from None
-        fast = self.use_fast(system)
+        fast = self.use_fast(system, md)
         specs = []
         traj_offset = 0
         for initial, final in self.transitions:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import io
 import json
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,12 +43,19 @@ from mtcv_ase.md import (
     maxwell_boltzmann,
     run_ase_langevin,
 )
+from mtcv_ase.md_options import MDOptions, chunks
 from mtcv_core.config import nonneg, positive
 from mtcv_core.errors import SimulationError
 from mtcv_core.execution import map_tasks, task_rng
-from mtcv_core.interfaces import Sampler, System
+from mtcv_core.interfaces import (
+    CollectiveVariable,
+    MDSettings,
+    Sampler,
+    StartFrames,
+    System,
+)
 from mtcv_core.io import DatasetError, write_dataset
-from mtcv_sampling.common import MDOptions, chunks
+from mtcv_core.units import kT_eV
 from mtcv_umbrella import windows as planning
 from mtcv_umbrella.bias import BatchedBias, UmbrellaBias
 from mtcv_umbrella.schema import make_window_dataset, merge_windows, read_window
@@ -66,7 +74,9 @@ def cv_from_bytes(data: bytes) -> torch.nn.Module:
 
 @dataclass(kw_only=True)
 class UmbrellaSampler(MDOptions, Sampler):
-    """Harmonic windows along a CV (see module docstring)."""
+    """Harmonic windows along a CV, planned, run and refined (see module
+    docstring): along a line between the first transition's basins for a 1D
+    CV, on a grid over the data for a 2D one."""
 
     name: ClassVar[str] = "umbrella"
     walkers_per_window: int = positive(4, "independent walkers per window")
@@ -74,64 +84,115 @@ class UmbrellaSampler(MDOptions, Sampler):
     equilibration_steps: int = nonneg(2000, "unrecorded steps per walker")
     stride: int = positive(10, "record the CV every stride-th step")
     windows_per_task: int = positive(16, "windows advanced together in one Dask task")
+    n_windows: int = field(default=24, metadata={
+        "min": 2, "doc": "windows along a 1D CV (before refinement)"})
+    width_factor: float = positive(0.5, "window width sqrt(kT/k) in units of the spacing "
+                                        "(0.5: neighbours two thermal widths apart)")
+    refine_overlap: float = nonneg(0.02, "add a window between 1D neighbours whose overlap is "
+                                         "below this")
+    max_refinements: int = nonneg(4, "passes that add windows where the previous pass fell "
+                                     "short")
+    grid_points: int = positive(14, "grid nodes per dimension for a 2D CV (spacing: the data's "
+                                    "span / grid_points)")
+    grid_spacing: float | None = field(default=None, metadata={
+        "gt": 0, "doc": "grid spacing for a 2D CV, CV units (overrides grid_points)"})
 
-    # ---------------------------------------------------------- planning
-    def plan_line(self, xi: np.ndarray, labels: np.ndarray, basin_from: int, basin_to: int, *,
-                  n_windows: int, kT: float, rng: np.random.Generator,
-                  width_factor: float = 1.0) -> planning.WindowPlan:
-        """1D windows spanning two basins (:func:`mtcv_umbrella.windows.plan_windows`)."""
-        return planning.plan_windows(xi, labels, basin_from, basin_to, n_windows=n_windows,
-                                     kT=kT, rng=rng, width_factor=width_factor)
+    # ---------------------------------------------------------- the stage's entry point
+    def run(self, system: System, cv: CollectiveVariable, *, frames: StartFrames,
+            transitions: Sequence[tuple[int, int]], md: MDSettings | None = None, seed: int,
+            client: Any = None, store: Path | None = None,
+            progress: bool = False) -> xr.Dataset:
+        """Plan windows along ``cv`` from the start ``frames``, run them,
+        then up to ``max_refinements`` passes that add windows where the
+        previous pass fell short (each pass runs only the new windows; the
+        rest come back from ``store``). The result's ``windows_added`` counts
+        the windows refinement added."""
+        settings = self.settings(md)
+        kT = kT_eV(settings.temperature_K)
+        values = np.asarray(frames.cv_values, float).reshape(len(frames.cv_values), -1)
+        if values.shape[1] != cv.dim:
+            raise ValueError(f"umbrella: frames.cv_values has {values.shape[1]} columns for a "
+                             f"{cv.dim}-dimensional CV {cv.names}")
+        if cv.dim == 1:
+            if not transitions:
+                raise ValueError("umbrella: a 1D CV needs a transition (basin pair) to span")
+            a, b = transitions[0]
+            plan = planning.plan_windows(values[:, 0], frames.labels, a, b,
+                                         n_windows=self.n_windows, kT=kT,
+                                         width_factor=self.width_factor)
+        elif cv.dim == 2:
+            spacing = (self.grid_spacing if self.grid_spacing is not None else
+                       (values.max(axis=0) - values.min(axis=0)) / self.grid_points)
+            plan = planning.plan_grid(values, spacing=spacing, kT=kT,
+                                      width_factor=self.width_factor)
+        else:
+            raise ValueError(f"umbrella: windows along a {cv.dim}-dimensional CV are not "
+                             "supported (1 or 2 dimensions)")
 
-    def plan_grid(self, points: np.ndarray, *, spacing: Any, kT: float,
-                  rng: np.random.Generator, width_factor: float = 1.0) -> planning.WindowPlan:
-        """2D windows over the region the data cover (:func:`...windows.plan_grid`)."""
-        return planning.plan_grid(points, spacing=spacing, kT=kT, rng=rng,
-                                  width_factor=width_factor)
+        def run(plan: planning.WindowPlan) -> xr.Dataset:
+            starts = planning.walker_starts(values, plan.centers, self.walkers_per_window, seed)
+            return self.run_windows(system, cv.module, centers=plan.centers,
+                                    spring_constants=plan.spring_constants,
+                                    start_positions=frames.positions[starts], md=settings,
+                                    seed=seed, client=client, store=store, cv_names=cv.names,
+                                    cv_units=cv.units, cv_periods=cv.periods,
+                                    progress=progress)
 
+        result = run(plan)
+        added = 0
+        for _ in range(self.max_refinements):
+            if cv.dim == 1:
+                new = self.refine_line(result, plan, values[:, 0], kT=kT, frames=frames,
+                                       cv=cv.module, timestep_fs=settings.timestep_fs)
+            else:
+                new = self.refine_grid(result, plan)
+            if len(new.centers) == len(plan.centers):
+                break
+            added += len(new.centers) - len(plan.centers)
+            plan = new
+            result = run(plan)
+        result.attrs["windows_added"] = int(added)
+        return result
+
+    # ---------------------------------------------------------- refinement
     def refine_line(self, result: xr.Dataset, plan: planning.WindowPlan, xi: np.ndarray, *,
-                    threshold: float, kT: float, rng: np.random.Generator,
-                    positions: np.ndarray | None = None, cv: Any = None,
-                    masses: np.ndarray | None = None,
-                    tolerance: float = 4.0) -> planning.WindowPlan:
+                    kT: float, frames: StartFrames | None = None, cv: Any = None,
+                    timestep_fs: float = 1.0, tolerance: float = 4.0) -> planning.WindowPlan:
         """The plan extended where the first pass fell short
         (:func:`mtcv_umbrella.windows.refine_line_centers`): stiffer windows
         over every stretch of xi that no window visited and where a window's
         walkers disagree, and a window between neighbours whose overlap is
-        below ``threshold``. Existing windows keep their order (and so their
-        ids); new ones start from the training frames (``xi``) nearest their
-        centres.
+        below ``refine_overlap``. Existing windows keep their order (and so
+        their ids).
 
-        With ``positions`` (n, n_atoms, 3) of the frames behind ``xi``, the
-        ``cv`` module and the ``masses`` (amu), springs are capped so that the
-        restraint's frequency in configuration space, sqrt(k |grad xi|^2 / m),
-        stays below 0.2 / timestep: a sharp CV with a stiff spring would
-        otherwise make the integrator inaccurate or unstable."""
+        With the start ``frames`` behind ``xi`` and the ``cv`` module, springs
+        are capped so that the restraint's frequency in configuration space,
+        sqrt(k |grad xi|^2 / m), stays below 0.2 / timestep: a sharp CV with a
+        stiff spring would otherwise make the integrator inaccurate or
+        unstable."""
         n = result.sizes["window"]
         samples = [result["cv_values"].values[w, : int(result["n_samples"][w]), 0]
                    for w in range(n)]
         centers = result["center"].values[:, 0]
         k = result["spring_constant"].values[:, 0]
         k_max = np.inf
-        if positions is not None and cv is not None and masses is not None:
-            k_max = self._stable_spring(k, xi, centers, positions, cv, masses)
+        if frames is not None and cv is not None:
+            k_max = self._stable_spring(k, xi, centers, frames.positions, cv, frames.masses,
+                                        timestep_fs)
         new_c, new_k = planning.refine_line_centers(
             centers, k, samples, walkers=int(result.attrs.get("walkers", 1)), kT=kT,
-            overlap_threshold=threshold, k_max=k_max, tolerance=tolerance)
+            overlap_threshold=self.refine_overlap, k_max=k_max, tolerance=tolerance)
         if not new_c.size:
             return plan
-        starts = planning.nearest_frames(xi, new_c, rng)
-        return planning.WindowPlan(
-            np.concatenate([plan.centers, new_c[:, None]]),
-            np.concatenate([plan.spring_constants, new_k[:, None]]),
-            np.concatenate([plan.start_frames, starts]))
+        return planning.WindowPlan(np.concatenate([plan.centers, new_c[:, None]]),
+                                   np.concatenate([plan.spring_constants, new_k[:, None]]))
 
     def refine_grid(self, result: xr.Dataset, plan: planning.WindowPlan, *,
                     tolerance: float = 4.0) -> planning.WindowPlan:
-        """The plan with a four times stiffer window (same start) at the
-        centre of every window whose walkers disagree (a soft window on a
-        saddle of a many-dimensional free-energy surface); centres whose
-        stiffest window already agrees get nothing."""
+        """The plan with a four times stiffer window at the centre of every
+        window whose walkers disagree (a soft window on a saddle of a
+        many-dimensional free-energy surface); centres whose stiffest window
+        already agrees get nothing."""
         n = result.sizes["window"]
         walkers = int(result.attrs.get("walkers", 1))
         centers = result["center"].values
@@ -147,39 +208,40 @@ class UmbrellaSampler(MDOptions, Sampler):
         if not add:
             return plan
         add_arr = np.array(add)
-        return planning.WindowPlan(
-            np.concatenate([plan.centers, centers[add_arr]]),
-            np.concatenate([plan.spring_constants, 4.0 * k[add_arr]]),
-            np.concatenate([plan.start_frames, plan.start_frames[add_arr]]))
+        return planning.WindowPlan(np.concatenate([plan.centers, centers[add_arr]]),
+                                   np.concatenate([plan.spring_constants, 4.0 * k[add_arr]]))
 
     def _stable_spring(self, k: np.ndarray, xi: np.ndarray, centers: np.ndarray,
-                       positions: np.ndarray, cv: Any, masses: np.ndarray) -> float:
+                       positions: np.ndarray, cv: Any, masses: np.ndarray,
+                       timestep_fs: float) -> float:
         """The stiffest spring that keeps the restraint's angular frequency
         sqrt(k sum_i |grad_i xi|^2 / m_i) below 0.2 / timestep at the frames
         nearest the windows (99th percentile of the mass-weighted squared
         gradient; never softer than the softest existing window)."""
         near = np.argsort(np.abs(xi[None, :] - centers[:, None]), axis=1)[:, :20]
         g2 = float(np.quantile(_grad_norm2(cv, positions[np.unique(near.ravel())], masses), 0.99))
-        amu_per_dt2 = 103.6427 / self.timestep_fs**2  # eV/A^2 per amu at this time step
+        amu_per_dt2 = 103.6427 / timestep_fs**2  # eV/A^2 per amu at this time step
         return max(float(np.min(k)), 0.04 * amu_per_dt2 / max(g2, 1e-12))
 
     # --------------------------------------------------------------- run
-    def run(self, system: System, cv: Any, *, seed: int, client: Any = None,
-            centers: np.ndarray, spring_constants: np.ndarray, start_positions: np.ndarray,
-            temperature_K: float | None = None, store: str | Path | None = None,
-            first_id: int = 0, cv_names: tuple[str, ...] | None = None, cv_units: str = "1",
-            cv_periods: Any = None, progress: bool = False) -> xr.Dataset:
-        """Run windows ``first_id, first_id + 1, ...``.
+    def run_windows(self, system: System, cv: Any, *, seed: int, client: Any = None,
+                    centers: np.ndarray, spring_constants: np.ndarray,
+                    start_positions: np.ndarray, md: MDSettings | None = None,
+                    store: str | Path | None = None, first_id: int = 0,
+                    cv_names: tuple[str, ...] | None = None, cv_units: str = "1",
+                    cv_periods: Any = None, progress: bool = False) -> xr.Dataset:
+        """Run windows ``first_id, first_id + 1, ...`` as given (no planning).
 
         centers, spring_constants: (n_windows, d); start_positions:
         (n_windows, n_atoms, 3) angstrom (all walkers of a window start
         there) or (n_windows, n_starts, n_atoms, 3) (walker j starts from
         ``start_positions[w, j % n_starts]``); ``cv`` a torch module
         positions -> (n, d); ``cv_periods`` (d,) the periods of periodic CV
-        dimensions (0: not periodic). Returns the umbrella dataset of these
-        windows.
+        dimensions (0: not periodic); ``md`` the run's MD settings (the
+        sampler's own options override them). Returns the umbrella dataset of
+        these windows.
         """
-        params = self.params(temperature_K)
+        params = self.params(md)
         centers = np.atleast_2d(np.asarray(centers, float))
         ks = np.broadcast_to(np.asarray(spring_constants, float), centers.shape)
         n_win = len(centers)
@@ -217,7 +279,7 @@ class UmbrellaSampler(MDOptions, Sampler):
         specs = [dict(system=system, cv=cv_bytes, ids=ids[todo[s:s + c]],
                       centers=centers[todo[s:s + c]], k=ks[todo[s:s + c]],
                       start=start_positions[todo[s:s + c]], params=params,
-                      seed=seed, fast=self.use_fast(system), walkers=self.walkers_per_window,
+                      seed=seed, fast=self.use_fast(system, md), walkers=self.walkers_per_window,
                       n_steps=self.n_steps, n_eq=self.equilibration_steps, stride=self.stride,
                       cv_names=cv_names, cv_units=cv_units,
                       cv_periods=None if cv_periods is None else

@@ -1,13 +1,14 @@
 """Umbrella window planning along a CV.
 
 Centres are spaced evenly along xi from inside the first basin to inside the
-last, so that they span both basins and the transition region; each window
-starts from the training frame whose xi is nearest its centre (no pulling
-run). Spring constants follow the local spread of xi: a window's harmonic
-width sqrt(kT/k) equals ``width_factor`` times the spacing, so neighbours
-overlap by construction. After a pass, :func:`refine_line_centers` adds
-stiffer windows where the CV went unvisited or a window's walkers disagree,
-and windows between neighbours whose measured overlap is too small.
+last, so that they span both basins and the transition region; the walkers
+of a window start from training frames whose CV lies nearest its centre
+(:func:`walker_starts`, no pulling run). Spring constants follow the
+spacing: a window's harmonic width sqrt(kT/k) equals ``width_factor`` times
+the spacing, so neighbours overlap by construction. After a pass,
+:func:`refine_line_centers` adds stiffer windows where the CV went unvisited
+or a window's walkers disagree, and windows between neighbours whose
+measured overlap is too small.
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ from mtcv_core.ergodicity import consistent_windows, statistical_inefficiency
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """Centres (n_windows, d) in CV units, spring constants (n_windows, d)
-    in eV / CV unit^2, and starting frame indices (n_windows,)."""
+    """Centres (n_windows, d) in CV units and spring constants (n_windows, d)
+    in eV / CV unit^2."""
 
     centers: np.ndarray
     spring_constants: np.ndarray
-    start_frames: np.ndarray
 
 
 def span(xi: np.ndarray, labels: np.ndarray, basin_from: int, basin_to: int,
@@ -50,24 +50,39 @@ def spring_constant(spacing: float, kT: float, width_factor: float = 1.0) -> flo
     return kT / (width_factor * spacing) ** 2
 
 
-def nearest_frames(xi: np.ndarray, centers: np.ndarray, rng: np.random.Generator,
-                   k: int = 5) -> np.ndarray:
-    """For each centre, one of the ``k`` frames whose xi is nearest it (drawn
-    at random): xi (n,), centers (m,) -> indices (m,)."""
-    order = np.argsort(np.abs(xi[None, :] - centers[:, None]), axis=1)[:, :k]
-    return order[np.arange(len(centers)), rng.integers(0, order.shape[1], len(centers))]
+def walker_starts(values: np.ndarray, centers: np.ndarray, walkers: int, seed: int,
+                  pool: int = 4) -> np.ndarray:
+    """(n_windows, walkers) frame indices: for window ``w``, ``walkers`` of
+    the ``pool * walkers`` frames whose CV values (n, d) are nearest its
+    centre (Euclidean in CV units), drawn without replacement with the
+    window's own random stream (``seed``, window index), so that a window's
+    starts do not depend on the other windows and its walkers begin spread
+    over the configurations the data hold there."""
+    from scipy.spatial import cKDTree
+
+    from mtcv_core.execution import task_rng
+
+    values = np.asarray(values, float).reshape(len(values), -1)
+    n_near = min(len(values), pool * walkers)
+    _, near = cKDTree(values).query(np.asarray(centers, float), k=n_near)
+    near = np.asarray(near).reshape(len(centers), n_near)
+    out = np.empty((len(centers), walkers), dtype=int)
+    for w in range(len(centers)):
+        rng = task_rng(seed, "umbrella-starts", w)
+        out[w] = near[w, rng.choice(n_near, size=walkers, replace=n_near < walkers)]
+    return out
 
 
 def plan_windows(xi: np.ndarray, labels: np.ndarray, basin_from: int, basin_to: int, *,
-                 n_windows: int, kT: float, rng: np.random.Generator,
-                 width_factor: float = 1.0, margin: float = 0.05) -> WindowPlan:
-    """Evenly spaced 1D windows spanning both basins (see module docstring)."""
+                 n_windows: int, kT: float, width_factor: float = 1.0,
+                 margin: float = 0.05) -> WindowPlan:
+    """Evenly spaced 1D windows spanning both basins (see module docstring).
+    xi: (n,) CV values of the labelled frames, labels: (n,) basin indices."""
     lo, hi = span(xi, labels, basin_from, basin_to, quantile=margin)
     centers = np.linspace(lo, hi, n_windows)
     spacing = abs(hi - lo) / (n_windows - 1)
     k = spring_constant(spacing, kT, width_factor)
-    return WindowPlan(centers[:, None], np.full((n_windows, 1), k),
-                      nearest_frames(xi, centers, rng))
+    return WindowPlan(centers[:, None], np.full((n_windows, 1), k))
 
 
 def coverage_gaps(samples: list[np.ndarray], lo: float, hi: float, width: float,
@@ -213,19 +228,14 @@ def neighbour_overlap(samples: list[np.ndarray], order_by: np.ndarray, k: np.nda
 
 
 def plan_grid(points: np.ndarray, *, spacing: np.ndarray | float, kT: float,
-              rng: np.random.Generator, width_factor: float = 1.0,
-              min_points: int = 3) -> WindowPlan:
+              width_factor: float = 1.0, min_points: int = 3) -> WindowPlan:
     """2D windows on a regular grid over the region the data cover.
 
     A grid node (spacing ``spacing`` per dimension, CV units) gets a window
     when at least ``min_points`` data points lie in its cell; disconnected
     islands of such cells (a sparsely sampled transition region) are joined by
     windows along the straight line between their closest cells, so that MBAR
-    connects all windows. Each window starts from a data point in (or nearest
-    to) its cell. points: (n, 2) CV values of the training frames -> plan with
-    start_frames indexing ``points``."""
-    from scipy.spatial import cKDTree
-
+    connects all windows. points: (n, 2) CV values of the training frames."""
     points = np.asarray(points, float)
     spacing = np.broadcast_to(np.asarray(spacing, float), (points.shape[1],))
     lo = points.min(axis=0)
@@ -235,14 +245,8 @@ def plan_grid(points: np.ndarray, *, spacing: np.ndarray | float, kT: float,
     cells = _connect(cells)
     cells_arr = np.array(sorted(cells))
     centers = lo + (cells_arr + 0.5) * spacing
-    tree = cKDTree(points)
-    starts = []
-    for c in centers:  # a random point of the cell, else the nearest point
-        inside = tree.query_ball_point(c, r=float(np.max(spacing)) / 2, p=np.inf)
-        starts.append(int(rng.choice(inside)) if inside else int(tree.query(c)[1]))
     k = kT / (width_factor * spacing) ** 2
-    return WindowPlan(centers, np.broadcast_to(k, centers.shape).copy(),
-                      np.array(starts, dtype=int))
+    return WindowPlan(centers, np.broadcast_to(k, centers.shape).copy())
 
 
 def _components(cells: set[tuple[int, ...]]) -> list[set[tuple[int, ...]]]:

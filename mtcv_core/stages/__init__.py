@@ -1,0 +1,45 @@
+"""The pipeline's stages, one module per stage.
+
+Each stage takes the :class:`~mtcv_core.stages.context.RunContext`, writes
+its outputs under ``ctx.out`` atomically and updates ``ctx.summary``.
+:data:`STAGES` is the table the pipeline runs, in order:
+
+========  =========================================  ==========================
+stage     module                                     writes
+========  =========================================  ==========================
+sample    :mod:`mtcv_core.stages.sample`             ``data.nc``
+train     :mod:`mtcv_core.stages.train`              ``model.pt``, ``cv.ts``,
+                                                     ``training.nc``
+umbrella  :mod:`mtcv_core.stages.umbrella`           ``umbrella.nc``,
+                                                     ``umbrella_reference.nc``
+estimate  :mod:`mtcv_core.stages.estimate`           ``fes.nc``,
+                                                     ``fes_reference.nc``,
+                                                     ``fes_exact.nc``
+report    :mod:`mtcv_core.stages.report`             ``report.md``, figures
+========  =========================================  ==========================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mtcv_core.stages.context import RunContext, write_json
+from mtcv_core.stages.estimate import EstimateStageConfig, run_estimate
+from mtcv_core.stages.report import run_report
+from mtcv_core.stages.sample import run_sample, split_temperature, stored_part
+from mtcv_core.stages.train import run_train
+from mtcv_core.stages.umbrella import UmbrellaStageConfig, reference_cv, run_umbrella
+from mtcv_core.stages.validate import validate
+
+#: the stages in the order they run: name -> runner(ctx)
+STAGES: dict[str, Callable[[RunContext], None]] = {
+    "sample": run_sample,
+    "train": run_train,
+    "umbrella": run_umbrella,
+    "estimate": run_estimate,
+    "report": run_report,
+}
+
+__all__ = ["STAGES", "RunContext", "validate", "write_json", "EstimateStageConfig",
+           "UmbrellaStageConfig", "reference_cv", "split_temperature", "stored_part",
+           "run_sample", "run_train", "run_umbrella", "run_estimate", "run_report"]

@@ -1,0 +1,86 @@
+"""The report stage: ``report.md`` and the free-energy figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mtcv_core.io import atomic_path, read_dataset
+from mtcv_core.stages.context import RunContext
+
+
+def run_report(ctx: RunContext) -> None:
+    """``report.md`` and the free-energy figures."""
+    from mtcv_core.plots import plot_fes
+
+    figs = ctx.out / "figures"
+    exact = read_dataset(ctx.out / "fes_exact.nc") if (ctx.out / "fes_exact.nc").exists() \
+        else None
+    for name in ("fes", "fes_reference"):
+        path = ctx.out / f"{name}.nc"
+        if path.exists():
+            plot_fes(read_dataset(path), figs / f"{name}.png",
+                     exact=exact if name == "fes" else None)
+    s = ctx.summary
+    lines = [f"# mtcv run: {ctx.config.name}", "",
+             f"System `{s['system']}` at {s['temperature_K']} K, seed {ctx.config.seed}.", "",
+             "## Data and CV", "",
+             f"- frames: {s.get('n_train')} train, {s.get('n_test')} test",
+             f"- test accuracy: {_fmt(s.get('test_accuracy'), 4)}",
+             f"- test energy MAE: {_fmt(s.get('test_energy_mae_eV'), 4)} eV", "",
+             "## Free energies (eV)", "",
+             "Along xi: the estimator on the sampler's output; *exact along xi*: the same "
+             "observable by quadrature through the same CV where the system has one "
+             "(estimate - exact = sampling and estimator error); *quadrature*: the "
+             "system's own reference (exact along xi - quadrature = the CV's price).", "",
+             "| transition | barrier: along xi | exact along xi | along true CVs | "
+             "quadrature | dF: along xi | exact along xi | along true CVs | quadrature |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in s.get("transitions", []):
+        lines.append(
+            f"| {r['from']}->{r['to']} | {_pm(r['barrier_eV'], r['barrier_err_eV'])} | "
+            f"{_fmt(r.get('exact_barrier_eV'), 3)} | "
+            f"{_pm(r['true_cv_barrier_eV'], r['true_cv_barrier_err_eV'])} | "
+            f"{_fmt(r['reference_barrier_eV'], 3)} | "
+            f"{_pm(r['delta_F_eV'], r['delta_F_err_eV'])} | "
+            f"{_fmt(r.get('exact_delta_F_eV'), 3)} | "
+            f"{_pm(r['true_cv_delta_F_eV'], r['true_cv_delta_F_err_eV'])} | "
+            f"{_fmt(r['reference_delta_F_eV'], 3)} |")
+    lines += _spectator_lines(s.get("spectator_sensitivity"))
+    lines += ["", "## Timings (s)", ""]
+    lines += [f"- {k}: {v}" for k, v in s.get("timings_s", {}).items()]
+    lines += ["", "## Figures", ""]
+    lines += [f"![{p.stem}](figures/{p.name})" for p in sorted(figs.glob("*.png"))]
+    with atomic_path(ctx.out / "report.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def _spectator_lines(sens: dict[str, Any] | None) -> list[str]:
+    if not sens:
+        return []
+    lines = ["", "## Spectator sensitivity", "",
+             f"xi at the landmarks while only the spectators move over {sens['k']:g}x "
+             f"their training range (periodic ones over their period); separation of "
+             f"the basin minima on xi: {_fmt(sens.get('separation'), 3)}; basin-minimum "
+             f"draws classified into another basin: "
+             f"{_fmt(sens.get('misclassified_fraction'), 3)}.", "",
+             "| landmark | xi | spread (all) | " + " | ".join(
+                 f"spread ({n})" for n in sens["training_ranges"]) + " |",
+             "|---|---|---|" + "---|" * len(sens["training_ranges"])]
+    for mark, row in sens["landmarks"].items():
+        lines.append(f"| {mark} | {', '.join(f'{v:.3f}' for v in row['xi'])} | "
+                     f"{row['spread']:.3f} | " + " | ".join(
+                         f"{row['spread_' + n]:.3f}" for n in sens["training_ranges"]) + " |")
+    return lines
+
+
+def _fmt(value: Any, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _pm(value: Any, err: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + ("" if err is None else f" ± {err:.3f}")
+
+
+__all__ = ["run_report"]
