@@ -37,11 +37,6 @@ def mtcv_register_data_sources(register: Register) -> None:
 
 
 @hookspec
-def mtcv_register_labelers(register: Register) -> None:
-    """Register basin labelers (:class:`mtcv_core.interfaces.Labeler`)."""
-
-
-@hookspec
 def mtcv_register_featurizers(register: Register) -> None:
     """Register featurizers (:class:`mtcv_core.interfaces.Featurizer`)."""
 
@@ -62,6 +57,6 @@ def mtcv_register_estimators(register: Register) -> None:
 
 
 @hookspec
-def mtcv_register_free_energy_models(register: Register) -> None:
-    """Register temperature-dependent free-energy models A(R, T) for coarse
-    graining (:class:`mtcv_core.interfaces.FreeEnergyModel`)."""
+def mtcv_register_thermo_heads(register: Register) -> None:
+    """Register loss terms of temperature-dependent coarse-grained free
+    energies A(R, T) (:class:`mtcv_core.interfaces.ThermoLossHead`)."""

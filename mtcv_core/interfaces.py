@@ -229,16 +229,6 @@ class DataSource(ABC):
         attribute (JSON list of records) is reported in summary.json."""
 
 
-class Labeler(ABC):
-    """Assigns basin labels to frames."""
-
-    name: ClassVar[str]
-
-    @abstractmethod
-    def label(self, frames: xr.Dataset, system: System) -> np.ndarray:
-        """(n_frames,) int basin labels (-1 for unlabelled)."""
-
-
 class Featurizer(ABC):
     """A differentiable map from positions to model input.
 
@@ -419,19 +409,33 @@ class Estimator(ABC):
         transitions table reads."""
 
 
-class FreeEnergyModel(ABC):
-    """A temperature-dependent coarse-grained free energy A(R, T).
+class ThermoLossHead(ABC):
+    """A loss term for a temperature-dependent coarse-grained free energy
+    A(R, T) (Duschatko et al.): force matching, the energy relation
+    d(beta A)/d beta = <u|R>, higher cumulants.
 
-    Implementations are ``torch.nn.Module`` subclasses, so that forces
-    ``-grad_R A`` and ``d(beta A)/d beta`` follow by autograd.
-    """
+    ``mtcv_thermo`` builds a head from its options (``cls(**options)``),
+    calls :meth:`prepare` once on the training tensors (``fit=True``), then
+    :meth:`loss` per minibatch."""
+
+    name: ClassVar[str]
+
+    def prepare(self, data: Mapping[str, torch.Tensor], *, fit: bool
+                ) -> dict[str, torch.Tensor]:
+        """Statistics of the training tensors (``positions`` (n, n_sites, 3)
+        angstrom, ``temperature`` (n,) K, ``energy`` (n,) eV, ``forces`` (n,
+        n_sites, 3) eV/angstrom, ...); returns per-frame extras (default:
+        none)."""
+        return {}
 
     @abstractmethod
-    def forward(self, positions: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-        """A in eV: positions (n, n_sites, 3) angstrom, temperature (n,) K -> (n,)."""
+    def loss(self, free_energy: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Scalar loss. free_energy: (n,) eV, A_theta at the batch's positions
+        and temperatures, with the autograd graph to both (forces and
+        d(beta A)/d beta follow from it); batch: the minibatch tensors."""
 
 
-__all__: Sequence[str] = ["System", "DataSource", "Labeler", "Featurizer", "LossHead",
-                          "Sampler", "Estimator", "FreeEnergyModel", "BASIN_PROBABILITY",
+__all__: Sequence[str] = ["System", "DataSource", "Featurizer", "LossHead",
+                          "Sampler", "Estimator", "ThermoLossHead", "BASIN_PROBABILITY",
                           "ENERGY", "PREDICTIONS", "MDSettings", "CollectiveVariable",
                           "StartFrames", "BasinOf"]

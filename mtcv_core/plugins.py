@@ -47,12 +47,11 @@ ENV_BLOCK = "MTCV_BLOCK_PLUGINS"
 KINDS: dict[str, str] = {
     "system": "mtcv_register_systems",
     "data_source": "mtcv_register_data_sources",
-    "labeler": "mtcv_register_labelers",
     "featurizer": "mtcv_register_featurizers",
     "loss_head": "mtcv_register_loss_heads",
     "sampler": "mtcv_register_samplers",
     "estimator": "mtcv_register_estimators",
-    "free_energy_model": "mtcv_register_free_energy_models",
+    "thermo_head": "mtcv_register_thermo_heads",
 }
 
 

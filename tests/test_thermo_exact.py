@@ -51,7 +51,8 @@ def test_registered_as_system_plugin():
     system = registry.create("system", "thermo_exact", temperature_K=250.0)
     assert isinstance(system, ThermoExactModel) and system.temperature_K == 250.0
     assert {"force_matching", "energy_matching", "second_cumulant"} <= set(
-        registry.names("loss_head"))
+        registry.names("thermo_head"))
+    assert not {"force_matching", "energy_matching"} & set(registry.names("loss_head"))
 
 
 @pytest.mark.parametrize("T", TEMPS)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from mtcv_core import __version__, hookimpl
 from mtcv_sampling.basin_md import BasinMD
-from mtcv_sampling.labelers import LABELERS
 from mtcv_sampling.reader import TrajectoryFiles
 from mtcv_sampling.tps import TPS
 
@@ -18,8 +17,3 @@ def mtcv_register_data_sources(register):
     register("tps", TPS)
     register("trajectory_files", TrajectoryFiles)
 
-
-@hookimpl
-def mtcv_register_labelers(register):
-    for name, cls in LABELERS.items():
-        register(name, cls)

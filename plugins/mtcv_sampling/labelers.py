@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import xarray as xr
 
-from mtcv_core.interfaces import Labeler, System
+from mtcv_core.interfaces import System
 
 
 def _by_trajectory(frames: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -26,6 +27,17 @@ def _by_trajectory(frames: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarr
     _, last_rev = np.unique(traj[::-1], return_index=True)
     last = len(traj) - 1 - last_rev
     return ids, first, last
+
+
+class Labeler(ABC):
+    """Assigns basin labels to frames (the ``labeler`` option of
+    :class:`~mtcv_sampling.reader.TrajectoryFiles`)."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def label(self, frames: xr.Dataset, system: System) -> np.ndarray:
+        """(n_frames,) int basin labels (-1 for unlabelled)."""
 
 
 @dataclass

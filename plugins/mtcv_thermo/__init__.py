@@ -4,9 +4,9 @@ entry-point group exactly as a third-party plugin would be.
 
 =======================  ==========================================================
 ``thermo_exact``         system: the exact test model (closed-form A(x, T), samplers)
-``force_matching``       loss head: |F_theta - mapped force|^2
-``energy_matching``      loss head: (d_beta[beta A_theta] - u)^2
-``second_cumulant``      loss head: unbiased second-cumulant term
+``force_matching``       thermo head: |F_theta - mapped force|^2
+``energy_matching``      thermo head: (d_beta[beta A_theta] - u)^2
+``second_cumulant``      thermo head: unbiased second-cumulant term
 =======================  ==========================================================
 
 Beside the components: linear CG maps, nonlinear ones with the
@@ -59,14 +59,7 @@ def mtcv_register_systems(register: Register) -> None:
 
 
 @hookimpl
-def mtcv_register_free_energy_models(register: Register) -> None:
-    """Register the neural and kernel free-energy models A(R, T)."""
-    for name, cls in MODELS.items():
-        register(name, cls)
-
-
-@hookimpl
-def mtcv_register_loss_heads(register: Register) -> None:
+def mtcv_register_thermo_heads(register: Register) -> None:
     """Register the thermodynamic loss heads."""
     register("force_matching", ForceMatchingHead)
     register("energy_matching", EnergyMatchingHead)
@@ -76,7 +69,6 @@ def mtcv_register_loss_heads(register: Register) -> None:
 __all__ = ["__version__", "KB", "CGMap", "NonlinearCGMap", "make_cg_dataset", "map_dataset",
            "validate_cg_dataset", "ThermoExactModel", "ThermoExactCalculator",
            "FreeEnergyModel", "NeuralFreeEnergy", "KernelFreeEnergy", "MODELS",
-           "mtcv_register_free_energy_models",
            "thermo_derivatives", "ThermoHead", "ForceMatchingHead", "EnergyMatchingHead",
            "SecondCumulantHead", "train_free_energy", "FreeEnergyCalculator", "make_cg_atoms",
-           "run_cg_md", "mtcv_register_systems", "mtcv_register_loss_heads"]
+           "run_cg_md", "mtcv_register_systems", "mtcv_register_thermo_heads"]

@@ -1,8 +1,8 @@
 """Thermodynamic loss heads (Duschatko et al., arXiv:2405.19386; SCIENCE.md §4).
 
-Each head is a :class:`mtcv_core.interfaces.LossHead` and a
-``torch.nn.Module``. Its ``loss(latent, batch)`` takes ``latent`` = the
-model's free energies A_theta(R, T), (n,) eV, evaluated on the leaf
+Each head is a :class:`mtcv_core.interfaces.ThermoLossHead` (plugin kind
+``thermo_head``) and a ``torch.nn.Module``. Its ``loss(free_energy,
+batch)`` takes the model's free energies A_theta(R, T), (n,) eV, evaluated on the leaf
 tensors ``batch["positions"]`` (n, n_sites, 3) angstrom and
 ``batch["beta"]`` (n,) 1/eV of a batch made by
 :func:`mtcv_thermo.models.make_batch`; the derivatives are taken by
@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from mtcv_core.config import from_mapping
-from mtcv_core.interfaces import LossHead
+from mtcv_core.interfaces import ThermoLossHead
 from mtcv_thermo.models import DTYPE, batch_derivatives
 
 
@@ -52,7 +52,7 @@ class ThermoHeadOptions:
         "doc": "divide by the training variance of the label (dimensionless terms)"})
 
 
-class ThermoHead(nn.Module, LossHead):
+class ThermoHead(nn.Module, ThermoLossHead):
     """Base class of the thermodynamic heads.
 
     Parameters
@@ -61,15 +61,12 @@ class ThermoHead(nn.Module, LossHead):
         Multiplies the term.
     normalise : bool
         Divide by the training variance of the label.
-    latent_dim, n_features, n_classes : ignored
-        Accepted so that the generic trainer's construction call works.
     """
 
     name: ClassVar[str] = "thermo"
     Options: ClassVar[type] = ThermoHeadOptions
 
-    def __init__(self, *, latent_dim: int = 1, n_features: int = 1, n_classes: int = 0,
-                 **options: Any) -> None:
+    def __init__(self, **options: Any) -> None:
         super().__init__()
         self.options = from_mapping(self.Options, options, where=f"heads.{self.name}")
         self.weight = float(self.options.weight)
@@ -89,14 +86,14 @@ class ThermoHead(nn.Module, LossHead):
         """The unweighted, unnormalised mean squared error (its own units)."""
         raise NotImplementedError
 
-    def loss(self, latent: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+    def loss(self, free_energy: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         """weight * term / scale (dimensionless when normalised)."""
-        if latent.ndim == 2 and latent.shape[1] == 1:
-            latent = latent[:, 0]
-        if latent.ndim != 1:
-            raise ValueError(f"{self.name}: latent must be the free energies A, shape (n,), "
-                             f"got {tuple(latent.shape)}")
-        return self.weight * self.term(latent, batch) / self.scale
+        if free_energy.ndim == 2 and free_energy.shape[1] == 1:
+            free_energy = free_energy[:, 0]
+        if free_energy.ndim != 1:
+            raise ValueError(f"{self.name}: free_energy must be A, shape (n,) eV, "
+                             f"got {tuple(free_energy.shape)}")
+        return self.weight * self.term(free_energy, batch) / self.scale
 
 
 def _active(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

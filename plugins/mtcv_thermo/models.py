@@ -47,7 +47,6 @@ import torch
 import xarray as xr
 from torch import nn
 
-from mtcv_core.interfaces import FreeEnergyModel as FreeEnergyModelInterface
 from mtcv_thermo.cgmap import validate_cg_dataset
 from mtcv_thermo.constants import KB
 
@@ -71,7 +70,7 @@ def check_inputs(positions: torch.Tensor, temperature: torch.Tensor, n_sites: in
     return temperature
 
 
-class FreeEnergyModel(nn.Module, FreeEnergyModelInterface):
+class FreeEnergyModel(nn.Module):
     """Base class: A_theta(R, T) on the active CG coordinates.
 
     Parameters

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from mtcv_core.interfaces import ThermoLossHead
 from mtcv_thermo.heads import HEADS, ThermoHead
 from mtcv_thermo.models import FreeEnergyModel, dataset_tensors, make_batch
 
@@ -34,15 +35,15 @@ def build_heads(heads: HeadSpec, *, registry: Any = None) -> list[ThermoHead]:
         out = []
         for name, spec in heads.items():
             options = dict(spec) if isinstance(spec, Mapping) else {"weight": float(spec)}
-            out.append(registry.create("loss_head", name, **options))
+            out.append(registry.create("thermo_head", name, **options))
         built = out
     else:
         built = list(heads)
     if not built:
         raise ValueError("heads: at least one loss head is needed")
     for head in built:
-        if not hasattr(head, "loss") or not hasattr(head, "prepare"):
-            raise ValueError(f"heads: {head!r} is not a loss head with prepare() and loss()")
+        if not isinstance(head, ThermoLossHead):
+            raise ValueError(f"heads: {head!r} is not a mtcv_core.interfaces.ThermoLossHead")
     return built
 
 
