@@ -92,9 +92,11 @@ def make_umbrella_dataset(
     energy: np.ndarray | Sequence[np.ndarray] | None = None,
     cv_period: Sequence[float] | float | None = None,
     walkers: int | None = None,
+    window_ids: Sequence[int] | None = None,
     attrs: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
-    """Build (and validate) an umbrella dataset.
+    """Build (and validate) an umbrella dataset: the schema every sampler
+    returns (built-in and third-party alike).
 
     Parameters
     ----------
@@ -116,6 +118,7 @@ def make_umbrella_dataset(
         Unbiased potential energy of each sample.
     cv_period : period of each CV dimension (0 or None: not periodic)
     walkers : number of independent walkers concatenated in each window
+    window_ids : (n_windows,) int ids of the windows (default 0, 1, ...)
     attrs : extra global attributes (provenance)
     """
     center = np.asarray(center, float)
@@ -173,7 +176,10 @@ def make_umbrella_dataset(
             e_arr = np.pad(e_arr, ((0, 0), (0, cv_arr.shape[1] - e_arr.shape[1])),
                            constant_values=np.nan)
         data_vars["energy"] = (("window", "sample"), e_arr[:, : cv_arr.shape[1]])
-    ds = xr.Dataset(data_vars, coords={"window": np.arange(n_win, dtype=np.int64)})
+    ids = np.arange(n_win) if window_ids is None else np.asarray(window_ids)
+    if ids.shape != (n_win,):
+        raise SchemaError(f"window_ids: expected {n_win} ids, got shape {ids.shape}")
+    ds = xr.Dataset(data_vars, coords={"window": ids.astype(np.int64)})
     ds["center"].attrs.update(units=cv_units, long_name="window centre")
     ds["spring_constant"].attrs.update(units=spring_units(cv_units),
                                        long_name="umbrella spring constant")

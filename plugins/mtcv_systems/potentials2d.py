@@ -173,11 +173,6 @@ class ThreeWell2D(Potential2D):
         return ((np.asarray(x, float) - self.center) / self.length_scale,
                 (np.asarray(y, float) - self.center) / self.length_scale)
 
-    def from_standard(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Standard (x, y) -> (x~, y~) angstrom."""
-        return (np.asarray(x, float) * self.length_scale + self.center,
-                np.asarray(y, float) * self.length_scale + self.center)
-
     def to_standard_energy(self, e: np.ndarray) -> np.ndarray:
         """eV -> V_std units."""
         return (np.asarray(e, float) - self.energy_shift) / self.energy_scale

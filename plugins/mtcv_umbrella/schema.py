@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from mtcv_core.io import DatasetError
-from mtcv_core.schema_umbrella import UMBRELLA_SCHEMA, validate_umbrella
+from mtcv_core.schema_umbrella import make_umbrella_dataset
 
 WINDOW_SCHEMA = "mtcv.umbrella_window/1"
 
@@ -56,23 +56,17 @@ def read_window(path: str | Path) -> xr.Dataset:
 
 
 def merge_windows(windows: Sequence[xr.Dataset], *, temperature_K: float) -> xr.Dataset:
-    """Stack windows along ``window``; series are NaN-padded to the longest."""
-    n_max = max(w.sizes["sample"] for w in windows)
-    padded = []
-    for w in windows:
-        n = w.sizes["sample"]
-        p = w.pad(sample=(0, n_max - n)) if n < n_max else w
-        p = p.assign(n_samples=((), np.int64(n)))
-        padded.append(p.drop_attrs(deep=False))
-    ds = xr.concat(padded, dim="window", data_vars="all", coords="minimal",
-                   combine_attrs="drop")
-    ds["window"] = ("window", np.array([w.attrs["window_id"] for w in windows], dtype=np.int64))
-    for name in ("center", "spring_constant", "cv_values", "energy"):
-        ds[name].attrs.update(windows[0][name].attrs)
-    ds["n_samples"].attrs.update(units="1", long_name="samples per window")
-    ds.attrs.update(mtcv_schema=UMBRELLA_SCHEMA, temperature_K=float(temperature_K),
-                    cv_names=windows[0].attrs["cv_names"], cv_units=windows[0].attrs["cv_units"],
-                    walkers=windows[0].attrs["walkers"])
-    if "cv_period" in windows[0].attrs:
-        ds.attrs["cv_period"] = windows[0].attrs["cv_period"]
-    return validate_umbrella(ds, where="umbrella windows")
+    """Stack windows along ``window`` into the core umbrella schema
+    (:func:`mtcv_core.schema_umbrella.make_umbrella_dataset`); series are
+    NaN-padded to the longest."""
+    first = windows[0].attrs
+    period = first.get("cv_period")
+    return make_umbrella_dataset(
+        np.stack([w["center"].values for w in windows]),
+        np.stack([w["spring_constant"].values for w in windows]),
+        [w["cv_values"].values for w in windows], temperature_K=temperature_K,
+        cv_names=str(first["cv_names"]), cv_units=str(first["cv_units"]),
+        energy=[w["energy"].values for w in windows],
+        cv_period=[float(p) for p in str(period).split()] if period else None,
+        walkers=int(first["walkers"]),
+        window_ids=[int(w.attrs["window_id"]) for w in windows])
