@@ -39,7 +39,7 @@ class UmbrellaStageConfig:
     sampler: str = doc("umbrella", "sampler plugin")
     sampler_options: dict[str, Any] = field(default_factory=dict, metadata={
         "doc": "options of the sampler (for umbrella: walkers_per_window, n_steps, stride, "
-               "n_windows, grid_points, ...; docs/config.md)"})
+               "n_windows, grid_points, ...; see the configuration reference)"})
     reference: bool = doc(True, "also sample along the system's true CVs")
     reference_cvs: list[str] = field(default_factory=list, metadata={
         "doc": "true CVs to restrain for the reference (default: all of them); one CV gets "
