@@ -113,6 +113,10 @@ def test_resume_reuses_finished_parts(tiny_run, tmp_path):
      "umbrella.n_windowz: unknown key"),
     ('system = "muller_brown_5d"\n[sample.sources.basin_md]\n[estimate]\n'
      'options = { n_binz = 3 }', "estimate.options.n_binz: unknown key"),
+    # a sampler option in the stage table (the layout before the sampler owned planning)
+    ('system = "muller_brown_5d"\n[sample.sources.basin_md]\n[umbrella]\nn_windows = 3',
+     "umbrella.n_windows: an option of the sampler 'umbrella', not of the stage; put it in "
+     "[umbrella] sampler_options"),
     ('system = "muller_brown_5d"\n[sample.sources.basin_md]\n[umbrella]\n'
      'sampler_options = { walkers = 3 }', "umbrella.sampler_options.walkers: unknown key"),
     ('system = "alanine_dipeptide"\n[sample.sources.basin_md]\n[umbrella]\n'

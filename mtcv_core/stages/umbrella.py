@@ -7,6 +7,7 @@ candidate starts, the transitions to connect and the run's MD settings."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 from mtcv_core.config import ConfigError, doc, from_mapping
 from mtcv_core.interfaces import CollectiveVariable, Sampler, StartFrames
 from mtcv_core.io import write_dataset
-from mtcv_core.plugins import blame
+from mtcv_core.plugins import PluginError, blame
 from mtcv_core.stages.common import (
     blow_ups,
     build_checked,
@@ -50,8 +51,24 @@ class UmbrellaStageConfig:
 
 
 def umbrella_config(ctx: RunContext) -> UmbrellaStageConfig:
-    """The ``[umbrella]`` table, parsed and checked against the system."""
-    cfg = from_mapping(UmbrellaStageConfig, ctx.config.umbrella, "umbrella")
+    """The ``[umbrella]`` table, parsed and checked against the system. A
+    key that is an option of the sampler (rather than of the stage) is
+    refused with a pointer to ``sampler_options``."""
+    raw = dict(ctx.config.umbrella)
+    name = str(raw.get("sampler", UmbrellaStageConfig.sampler))
+    stage_keys = {f.name for f in dataclasses.fields(UmbrellaStageConfig)}
+    try:
+        factory = ctx.registry.get("sampler", name).factory
+    except PluginError:
+        factory = None
+    sampler_keys = ({f.name for f in dataclasses.fields(factory)}
+                    if factory is not None and dataclasses.is_dataclass(factory) else set())
+    misplaced = sorted(k for k in raw if k not in stage_keys and k in sampler_keys)
+    if misplaced:
+        raise ConfigError(f"umbrella.{misplaced[0]}: an option of the sampler {name!r}, not of "
+                          f"the stage; put it in [umbrella] sampler_options (or "
+                          f"reference_sampler_options for the true-CV reference)")
+    cfg = from_mapping(UmbrellaStageConfig, raw, "umbrella")
     check_transitions(ctx, cfg.transitions, "umbrella.transitions")
     return cfg
 
