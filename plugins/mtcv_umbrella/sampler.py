@@ -30,14 +30,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import xarray as xr
-from ase.md.langevin import Langevin
 
 from mtcv_ase.md import (
-    FS,
     BatchLangevin,
     BlowUpError,
     GroupedNormals,
     LangevinParams,
+    ase_langevin,
     blow_up_record,
     blown_up,
     maxwell_boltzmann,
@@ -423,9 +422,7 @@ def _window_task(spec: dict[str, Any]) -> dict[str, list[Any]]:
             try:
                 if n_eq:
                     run_ase_langevin(atoms, n_eq, params, rng, stride=1)
-                dyn = Langevin(atoms, timestep=params.timestep_fs * FS,
-                               temperature_K=params.temperature_K,
-                               friction=params.friction_per_fs / FS, fixcm=False, rng=rng)
+                dyn = ase_langevin(atoms, params, rng)
                 dyn.attach(record, interval=1, dyn_steps=lambda d=dyn: d.nsteps)
                 with np.errstate(over="ignore", invalid="ignore"):
                     dyn.run(n_steps)
