@@ -293,6 +293,14 @@ class BatchLangevin:
                 "blow_up_step": blow_step, "blow_up_energy": blow_energy}
 
 
+def ase_langevin(atoms: Atoms, params: LangevinParams, rng: np.random.Generator) -> Langevin:
+    """ASE's own ``Langevin`` on ``atoms`` with mtcv's thermostat settings
+    (``fixcm=False``): the one place mtcv builds ASE dynamics."""
+    return Langevin(atoms, timestep=params.timestep_fs * FS,
+                    temperature_K=params.temperature_K,
+                    friction=params.friction_per_fs / FS, fixcm=False, rng=rng)
+
+
 def run_ase_langevin(atoms: Atoms, n_steps: int, params: LangevinParams,
                      rng: np.random.Generator, stride: int = 1,
                      energy_bound: float = 1e6) -> dict[str, np.ndarray]:
@@ -300,11 +308,10 @@ def run_ase_langevin(atoms: Atoms, n_steps: int, params: LangevinParams,
     (with its calculator and constraints), recording every ``stride``-th step.
 
     Returns ``positions`` (n_rec, n_atoms, 3), ``energy`` (n_rec,),
-    ``forces`` (n_rec, n_atoms, 3), ``step`` (n_rec,).
+    ``forces`` (n_rec, n_atoms, 3), ``step`` (n_rec,). Raises
+    :class:`BlowUpError` (with the step) at the first recorded blow-up.
     """
-    dyn = Langevin(atoms, timestep=params.timestep_fs * FS,
-                   temperature_K=params.temperature_K,
-                   friction=params.friction_per_fs / FS, fixcm=False, rng=rng)
+    dyn = ase_langevin(atoms, params, rng)
     pos, ene, frc, steps = [], [], [], []
 
     def record() -> None:
@@ -396,10 +403,7 @@ class AsePropagator:
         self.atoms = [system.make_atoms() for _ in range(n_slots)]
         self.masses = self.atoms[0].get_masses()
         self.mask = system.dof_mask
-        self.dyn = [Langevin(a, timestep=params.timestep_fs * FS,
-                             temperature_K=params.temperature_K,
-                             friction=params.friction_per_fs / FS, fixcm=False, rng=rng)
-                    for a in self.atoms]
+        self.dyn = [ase_langevin(a, params, rng) for a in self.atoms]
         self.steps = 0
         self.last_blown = np.zeros(0, dtype=bool)
         self.last_energy = np.zeros(0)
@@ -429,6 +433,87 @@ class AsePropagator:
         self.last_blown = bad
         self.last_energy = e
         return x, e, f
+
+
+class AseWalkers:
+    """Walkers advanced one after another by ASE's own ``Langevin`` on the
+    system's calculator (the reference path), with the same :meth:`run` as
+    :class:`BatchLangevin` (the fast path): the data sources call either
+    through :func:`make_walkers`.
+
+    Parameters
+    ----------
+    make_atoms : callable
+        () -> a new ``Atoms`` with the system's calculator and constraints.
+    params : LangevinParams
+    rng : numpy Generator; walker ``w`` draws from its own stream, spawned
+        from it at the first :meth:`run` and continued by later calls, so a
+        walker's trajectory does not depend on the others (a blow-up
+        included), as on the fast path
+    energy_bound : float
+        |energy| beyond this (eV) counts as a blow-up.
+    """
+
+    def __init__(self, make_atoms: Callable[[], Atoms], params: LangevinParams,
+                 rng: np.random.Generator, energy_bound: float = 1e6):
+        self.make_atoms = make_atoms
+        self.params = params
+        self.rng = rng
+        self.energy_bound = energy_bound
+        self.streams: list[np.random.Generator] = []
+
+    def run(self, x: np.ndarray, v: np.ndarray, n_steps: int, stride: int = 1, *,
+            on_blow_up: str = "raise", alive: np.ndarray | None = None,
+            first_step: int = 0) -> dict[str, np.ndarray]:
+        """As :meth:`BatchLangevin.run`, one walker after the other. A
+        dropped walker's records are NaN; its final ``x``/``v`` are its
+        start."""
+        if on_blow_up not in ("raise", "drop"):
+            raise ValueError(f"on_blow_up: expected 'raise' or 'drop', got {on_blow_up!r}")
+        x = np.array(x, dtype=float)
+        v = np.array(v, dtype=float)
+        n, n_rec = len(x), n_steps // stride
+        alive = np.ones(n, dtype=bool) if alive is None else np.array(alive, dtype=bool)
+        pos = np.full((n_rec, *x.shape), np.nan)
+        ene = np.full((n_rec, n), np.nan)
+        frc = np.full((n_rec, *x.shape), np.nan)
+        blow_step = np.full(n, -1, dtype=int)
+        blow_energy = np.full(n, np.nan)
+        if len(self.streams) < n:
+            self.streams += self.rng.spawn(n - len(self.streams))
+        for w in np.flatnonzero(alive):
+            atoms = self.make_atoms()
+            atoms.set_positions(x[w])
+            atoms.set_velocities(v[w])
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    rec = run_ase_langevin(atoms, n_steps, self.params, self.streams[w],
+                                           stride=stride, energy_bound=self.energy_bound)
+            except BlowUpError as exc:
+                if on_blow_up == "raise":
+                    raise BlowUpError(f"walker {w} blew up at step {first_step + (exc.step or 0)}",
+                                      walker=int(w), step=first_step + (exc.step or 0)) from exc
+                blow_step[w] = first_step + (exc.step if exc.step is not None else 0)
+                blow_energy[w] = atoms.get_potential_energy()
+                alive[w] = False
+                continue
+            pos[:, w], ene[:, w], frc[:, w] = rec["positions"], rec["energy"], rec["forces"]
+            x[w], v[w] = atoms.get_positions(), atoms.get_velocities()
+        steps = first_step + stride * np.arange(1, n_rec + 1)
+        return {"positions": pos, "energy": ene, "forces": frc, "step": steps, "x": x, "v": v,
+                "alive": alive, "blow_up_step": blow_step, "blow_up_energy": blow_energy}
+
+
+def make_walkers(system: Any, params: LangevinParams, rng: np.random.Generator, fast: bool, *,
+                 basin: str | None = None) -> BatchLangevin | AseWalkers:
+    """Walkers of ``system``: :class:`BatchLangevin` on its batched
+    ``energy_and_forces`` where ``fast`` and the system supports it, else
+    :class:`AseWalkers` on ``system.make_atoms(basin)``. Both have the same
+    ``run(x, v, n_steps, stride, on_blow_up=, alive=, first_step=)``."""
+    if fast and system.supports_batch:
+        return BatchLangevin(system.energy_and_forces, system.make_atoms(basin).get_masses(),
+                             params, rng, dof_mask=system.dof_mask)
+    return AseWalkers(lambda: system.make_atoms(basin), params, rng)
 
 
 def make_propagator(system, params: LangevinParams, rng: np.random.Generator, n_slots: int,

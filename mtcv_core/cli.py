@@ -53,7 +53,54 @@ def _cmd_run(args: argparse.Namespace) -> int:
                            scheduler=args.scheduler, workers=args.workers,
                            progress=not args.quiet)
     print(json.dumps(summary, indent=2))
+    out = args.out or os.path.join("runs", str(summary.get("config", {}).get("name", "run")))
+    print("\n".join(summary_block(summary, out)), file=sys.stderr)
     return 0
+
+
+def summary_block(summary: dict, out: str) -> list[str]:
+    """The few lines a user wants at the end of a run (stderr; stdout keeps
+    the whole summary as JSON): accuracy, and per transition the barrier and
+    F_to - F_from along xi beside the exact values and the reference, eV."""
+
+    def num(v: object, err: object = None) -> str:
+        if not isinstance(v, (int, float)):
+            return "n/a"
+        return f"{v:.3f}" + (f" ± {err:.3f}" if isinstance(err, (int, float)) else "")
+
+    lines = ["", f"mtcv: run finished: {', '.join(summary.get('stages_done', []))}"]
+    if summary.get("test_accuracy") is not None:
+        lines.append(f"  test accuracy {summary['test_accuracy']:.4f}")
+    for r in summary.get("transitions", []):
+        barrier = num(r.get("barrier_eV"), r.get("barrier_err_eV"))
+        delta = num(r.get("delta_F_eV"), r.get("delta_F_err_eV"))
+        lines.append(f"  {r['from']}->{r['to']}: barrier along xi {barrier} (exact along xi "
+                     f"{num(r.get('exact_barrier_eV'))}, reference "
+                     f"{num(r.get('reference_barrier_eV'))}); dF {delta} (exact "
+                     f"{num(r.get('exact_delta_F_eV'))}, reference "
+                     f"{num(r.get('reference_delta_F_eV'))}) eV")
+    report = os.path.join(out, "report.md")
+    lines.append(f"  report: {report}" if os.path.exists(report) else f"  outputs: {out}")
+    return lines
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one ``mtcv: warning:`` line, written between progress bars."""
+    from tqdm.auto import tqdm
+
+    text = " ".join(str(message).split())
+    tqdm.write(f"mtcv: warning: {text}", file=sys.stderr)
+
+
+def _quiet_terminal() -> None:
+    """One-line warnings; pymbar's import-time advisories (its JAX banner,
+    its timeseries caveat) are logged at WARNING by pymbar: keep only its
+    errors."""
+    import logging
+    import warnings
+
+    warnings.showwarning = _one_line_warning
+    logging.getLogger("pymbar").setLevel(logging.ERROR)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mtcv_core.errors import MtcvError
 
     args = build_parser().parse_args(argv)
+    _quiet_terminal()
     try:
         return int(args.func(args) or 0)
     except MtcvError as exc:  # config, dataset, model file, plugin, blow-up: one clear line

@@ -362,14 +362,8 @@ def train(frames: xr.Dataset, config: TrainConfig | Mapping[str, Any] | None = N
         extras_tr = objective.prepare(data_tr, fit=True)
         extras_val = objective.prepare(data_val, fit=False) if n_val else {}
 
-        # coefficient scales M_p and the regulariser's coefficient
         names = objective.names
-        initial = objective.evaluate(data_tr, extras_tr, cfg.eval_batch_size)
-        scales = np.array([_scale(float(cfg.coefficients.get(p, 1.0)), float(initial[i]), p)
-                           for i, p in enumerate(names)])
-        head0 = float(np.dot(scales, initial[:-1]))
-        reg0 = float(initial[-1])
-        c_reg = cfg.l2 / (1.0 - cfg.l2) * head0 / reg0 if cfg.l2 > 0 and reg0 > 0 else 0.0
+        initial, scales, c_reg = _coefficient_scales(objective, data_tr, extras_tr, cfg)
         fixed = np.append(scales, c_reg)
 
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
@@ -396,20 +390,9 @@ def train(frames: xr.Dataset, config: TrainConfig | Mapping[str, Any] | None = N
                 with torch.no_grad():
                     data_tr["features"] = model.standardizer(
                         _raw_features(model, tr_pos, cfg.eval_batch_size))
-            model.train()
-            perm = torch.randperm(n_tr, generator=gen).to(device)
-            sums = torch.zeros(len(terms), dtype=torch.float64, device=device)
-            for start in range(0, n_tr, cfg.batch_size):
-                idx = perm[start:start + cfg.batch_size]
-                parts = torch.stack(objective.losses(
-                    _slice(data_tr, idx), {k: _slice(v, idx) for k, v in extras_tr.items()}))
-                loss = (coeff_t * parts).sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sums += parts.detach().double() * len(idx)
+            train_losses = _epoch(model, objective, opt, data_tr, extras_tr, coeff_t,
+                                  torch.randperm(n_tr, generator=gen).to(device), cfg.batch_size)
             sched.step()
-            train_losses = (sums / n_tr).cpu().numpy()
             model.eval()
             for i, term in enumerate(terms):
                 record(f"loss_train_{term}", train_losses[i])
@@ -453,6 +436,40 @@ def train(frames: xr.Dataset, config: TrainConfig | Mapping[str, Any] | None = N
         "augmentation": json.dumps(augment.describe() if hasattr(augment, "describe") else
                                    ("custom" if augment is not None else None))})
     return model, history
+
+
+def _coefficient_scales(objective: _Objective, data: Split, extras: dict[str, Split],
+                        cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, float]:
+    """The initial losses L_p^0 (heads, then the regulariser), the scales
+    M_p = multiplier_p / L_p^0 and the regulariser's coefficient, which makes
+    it the share ``l2`` of the initial total."""
+    initial = objective.evaluate(data, extras, cfg.eval_batch_size)
+    scales = np.array([_scale(float(cfg.coefficients.get(p, 1.0)), float(initial[i]), p)
+                       for i, p in enumerate(objective.names)])
+    head0 = float(np.dot(scales, initial[:-1]))
+    reg0 = float(initial[-1])
+    c_reg = cfg.l2 / (1.0 - cfg.l2) * head0 / reg0 if cfg.l2 > 0 and reg0 > 0 else 0.0
+    return initial, scales, c_reg
+
+
+def _epoch(model: MultitaskCV, objective: _Objective, opt: torch.optim.Optimizer, data: Split,
+           extras: dict[str, Split], coeff: torch.Tensor, perm: torch.Tensor,
+           batch_size: int) -> np.ndarray:
+    """One pass over the training frames in the order ``perm``, minibatches
+    of ``batch_size``, minimising ``sum(coeff * losses)``; returns the mean
+    per-term losses (heads, then the regulariser)."""
+    model.train()
+    sums = torch.zeros(len(coeff), dtype=torch.float64, device=coeff.device)
+    for start in range(0, len(perm), batch_size):
+        idx = perm[start:start + batch_size]
+        parts = torch.stack(objective.losses(_slice(data, idx),
+                                             {k: _slice(v, idx) for k, v in extras.items()}))
+        loss = (coeff * parts).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sums += parts.detach().double() * len(idx)
+    return (sums / len(perm)).cpu().numpy()
 
 
 _UNITS = {"lr": "1", "time": "s", "accuracy_validation": "1", "energy_mae_validation": "eV"}

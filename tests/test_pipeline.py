@@ -265,3 +265,31 @@ def test_killed_during_umbrella_resumes_to_the_same_summary(full_run, tmp_path):
     resumed = json.loads((out / "summary.json").read_text())
     uninterrupted = json.loads((full_run / "o" / "summary.json").read_text())
     assert _without_timings(resumed) == _without_timings(uninterrupted)
+
+
+def test_cli_ends_with_a_summary_block_and_one_line_warnings(tmp_path, capsys):
+    """stdout keeps the summary JSON; stderr gets the numbers a user wants and
+    warnings as single `mtcv: warning:` lines (no source lines)."""
+    import warnings
+
+    from mtcv_core.cli import _one_line_warning, summary_block
+
+    summary = {"stages_done": ["sample", "train", "umbrella", "estimate", "report"],
+               "test_accuracy": 0.99184,
+               "transitions": [{"from": "A", "to": "B", "barrier_eV": 0.9182,
+                                "barrier_err_eV": 0.0062, "exact_barrier_eV": 0.9265,
+                                "reference_barrier_eV": 0.9391, "delta_F_eV": 0.3479,
+                                "delta_F_err_eV": 0.0099, "exact_delta_F_eV": None,
+                                "reference_delta_F_eV": 0.3518}]}
+    (tmp_path / "report.md").write_text("x")
+    text = "\n".join(summary_block(summary, str(tmp_path)))
+    assert "test accuracy 0.9918" in text
+    assert ("A->B: barrier along xi 0.918 ± 0.006 (exact along xi 0.926, reference 0.939); "
+            "dF 0.348 ± 0.010 (exact n/a, reference 0.352) eV") in text
+    assert f"report: {tmp_path / 'report.md'}" in text
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        warnings.simplefilter("always")
+        warnings.warn("mbar: poor overlap\n  between windows", RuntimeWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert err.strip() == "mtcv: warning: mbar: poor overlap between windows"

@@ -167,24 +167,9 @@ class MBAREstimator(Estimator):
         centers = ds["center"].values.astype(float)
         springs = ds["spring_constant"].values.astype(float)
         periods = cv_periods(ds)
-        n_win = ds.sizes["window"]
 
         # 1. decorrelation
-        cv = ds["cv_values"].values
-        n_samples = ds["n_samples"].values.astype(int)
-        g_k = np.ones(n_win)
-        kept: list[np.ndarray] = []
-        for k in range(n_win):
-            series = cv[k, : n_samples[k]]
-            g_k[k], idx = _decorrelate(series, walkers, self.decorrelate)
-            if 0 < self.max_samples_per_window < len(idx):
-                idx = idx[np.linspace(0, len(idx) - 1, self.max_samples_per_window).astype(int)]
-            kept.append(series[idx])
-        n_k = np.array([len(s) for s in kept], dtype=np.int64)
-        if np.any(n_k < 10):
-            warnings.warn(f"mbar: windows {np.flatnonzero(n_k < 10).tolist()} keep fewer than "
-                          "10 uncorrelated samples", RuntimeWarning, stacklevel=3)
-        s_n = np.concatenate(kept, axis=0)
+        g_k, n_k, s_n = self._uncorrelated_samples(ds, walkers)
 
         # 2. MBAR
         u_kn = _reduced_bias(s_n, centers, springs, periods) / kt
@@ -201,13 +186,7 @@ class MBAREstimator(Estimator):
         log_w = unbiased_log_weights(u_kn, n_k, f_k)
 
         # 3. PMF grid
-        edges = [_edges(s_n[:, d], self.n_bins) for d in range(n_cv)]
-        bin_idx = np.stack([np.clip(np.digitize(s_n[:, d], edges[d]) - 1, 0, self.n_bins - 1)
-                            for d in range(n_cv)], axis=1)
-        shape = (self.n_bins,) * n_cv
-        cell = np.ravel_multi_index(tuple(bin_idx.T), shape)
-        counts = np.bincount(cell, minlength=int(np.prod(shape))).reshape(shape)
-        centers_1d = [0.5 * (e[1:] + e[:-1]) for e in edges]
+        edges, shape, cell, counts, centers_1d = self._bins(s_n)
         grid_points = np.stack([g.ravel() for g in np.meshgrid(*centers_1d, indexing="ij")],
                                axis=1)
         pmf_kt = histogram_free_energy(cell, log_w, counts.size).reshape(shape)
@@ -255,6 +234,41 @@ class MBAREstimator(Estimator):
         return out
 
     # ------------------------------------------------------------------
+    def _uncorrelated_samples(self, ds: xr.Dataset, walkers: int
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per window the statistical inefficiency g_k and its uncorrelated
+        samples (thinned to ``max_samples_per_window``): returns g_k
+        (n_windows,), n_k (n_windows,) and the samples concatenated (N, d)."""
+        cv = ds["cv_values"].values
+        n_samples = ds["n_samples"].values.astype(int)
+        g_k = np.ones(ds.sizes["window"])
+        kept: list[np.ndarray] = []
+        for k in range(ds.sizes["window"]):
+            series = cv[k, : n_samples[k]]
+            g_k[k], idx = _decorrelate(series, walkers, self.decorrelate)
+            if 0 < self.max_samples_per_window < len(idx):
+                idx = idx[np.linspace(0, len(idx) - 1, self.max_samples_per_window).astype(int)]
+            kept.append(series[idx])
+        n_k = np.array([len(s) for s in kept], dtype=np.int64)
+        if np.any(n_k < 10):
+            warnings.warn(f"mbar: windows {np.flatnonzero(n_k < 10).tolist()} keep fewer than "
+                          "10 uncorrelated samples", RuntimeWarning, stacklevel=4)
+        return g_k, n_k, np.concatenate(kept, axis=0)
+
+    def _bins(self, s_n: np.ndarray) -> tuple[list[np.ndarray], tuple[int, ...], np.ndarray,
+                                              np.ndarray, list[np.ndarray]]:
+        """The PMF grid for samples (N, d): bin edges per dimension, the grid
+        shape, each sample's flat cell index, the counts per cell and the bin
+        centres per dimension."""
+        n_cv = s_n.shape[1]
+        edges = [_edges(s_n[:, d], self.n_bins) for d in range(n_cv)]
+        bin_idx = np.stack([np.clip(np.digitize(s_n[:, d], edges[d]) - 1, 0, self.n_bins - 1)
+                            for d in range(n_cv)], axis=1)
+        shape = (self.n_bins,) * n_cv
+        cell = np.ravel_multi_index(tuple(bin_idx.T), shape)
+        counts = np.bincount(cell, minlength=int(np.prod(shape))).reshape(shape)
+        return edges, shape, cell, counts, [0.5 * (e[1:] + e[:-1]) for e in edges]
+
     def _drop_inconsistent(self, ds: xr.Dataset, walkers: int) -> tuple[xr.Dataset, list[int]]:
         """The dataset without the windows whose walkers disagree (a window
         on an unstable barrier top whose walkers slid into different minima

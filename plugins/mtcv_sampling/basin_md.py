@@ -23,14 +23,7 @@ import numpy as np
 import xarray as xr
 
 from mtcv_ase.frames import system_frames
-from mtcv_ase.md import (
-    BatchLangevin,
-    BlowUpError,
-    LangevinParams,
-    blow_up_record,
-    maxwell_boltzmann,
-    run_ase_langevin,
-)
+from mtcv_ase.md import LangevinParams, blow_up_record, make_walkers, maxwell_boltzmann
 from mtcv_ase.md_options import MDOptions, chunks
 from mtcv_core.config import ConfigError, nonneg, positive
 from mtcv_core.errors import SimulationError
@@ -117,43 +110,22 @@ def _basin_task(spec: dict[str, Any]) -> dict[str, Any]:
     masses = system.make_atoms(basin).get_masses()
     v0 = maxwell_boltzmann(masses, params.temperature_K, rng, n=count, dof_mask=system.dof_mask)
     n_eq, n_steps, stride = spec["n_eq"], spec["n_steps"], spec["stride"]
-    n_rec = n_steps // stride
     blow_step = np.full(count, -1)
     blow_energy = np.full(count, np.nan)
-    if spec["fast"]:
-        integ = BatchLangevin(system.energy_and_forces, masses, params, rng,
-                              dof_mask=system.dof_mask)
-        eq = (integ.run(x0, v0, n_eq, stride=max(n_eq, 1), on_blow_up="drop") if n_eq else
-              {"x": x0, "v": v0, "alive": None})
-        rec = integ.run(eq["x"], eq["v"], n_steps, stride, on_blow_up="drop",
-                        alive=eq["alive"], first_step=n_eq)
-        for r in (eq, rec):
-            if "blow_up_step" in r:
-                hit = r["blow_up_step"] >= 0
-                blow_step[hit] = r["blow_up_step"][hit]
-                blow_energy[hit] = r["blow_up_energy"][hit]
-        pos = np.swapaxes(rec["positions"], 0, 1)  # (walker, n_rec, n_atoms, 3)
-        ene = rec["energy"].T
-        frc = np.swapaxes(rec["forces"], 0, 1)
-        steps = rec["step"] - n_eq
-    else:
-        n_atoms = len(masses)
-        pos = np.full((count, n_rec, n_atoms, 3), np.nan)
-        ene = np.full((count, n_rec), np.nan)
-        frc = np.full((count, n_rec, n_atoms, 3), np.nan)
-        for w in range(count):
-            atoms = system.make_atoms(basin)
-            atoms.set_positions(x0[w])
-            atoms.set_velocities(v0[w])
-            try:
-                rec = run_ase_langevin(atoms, n_eq + n_steps, params, rng, stride=1)
-            except BlowUpError as exc:  # drop this trajectory, keep the others
-                blow_step[w] = exc.step if exc.step is not None else 0
-                blow_energy[w] = atoms.get_potential_energy()
-                continue
-            sel = slice(n_eq + stride - 1, None, stride)
-            pos[w], ene[w], frc[w] = rec["positions"][sel], rec["energy"][sel], rec["forces"][sel]
-        steps = np.arange(stride, n_steps + 1, stride)
+    walkers = make_walkers(system, params, rng, spec["fast"], basin=basin)
+    eq = (walkers.run(x0, v0, n_eq, stride=max(n_eq, 1), on_blow_up="drop") if n_eq else
+          {"x": x0, "v": v0, "alive": None})
+    rec = walkers.run(eq["x"], eq["v"], n_steps, stride, on_blow_up="drop", alive=eq["alive"],
+                      first_step=n_eq)
+    for r in (eq, rec):
+        if "blow_up_step" in r:
+            hit = r["blow_up_step"] >= 0
+            blow_step[hit] = r["blow_up_step"][hit]
+            blow_energy[hit] = r["blow_up_energy"][hit]
+    pos = np.swapaxes(rec["positions"], 0, 1)  # (walker, n_rec, n_atoms, 3)
+    ene = rec["energy"].T
+    frc = np.swapaxes(rec["forces"], 0, 1)
+    steps = rec["step"] - n_eq
     target = system.basins.index(basin)
     keep_pos, keep_ene, keep_frc, traj, time = [], [], [], [], []
     n_cut = n_dropped = 0

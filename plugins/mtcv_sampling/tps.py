@@ -305,12 +305,7 @@ def _tps_task(spec: dict[str, Any]) -> dict[str, Any]:
             elif committed < 0:
                 stats["dropped_segments"] += 1
             elif record:
-                sel = np.arange(opts.stride - 1, n, opts.stride)
-                cap = opts.max_frames_per_segment
-                if cap and sel.size > cap:
-                    sel = sel[np.unique(np.linspace(0, sel.size - 1, cap).round().astype(int))]
-                if sel.size == 0 or sel[-1] != n - 1:
-                    sel = np.append(sel, n - 1)  # always keep the committed end
+                sel = _recorded_frames(n, opts.stride, opts.max_frames_per_segment)
                 out["x"].append(seg_x[c, sel])
                 out["e"].append(seg_e[c, sel])
                 out["f"].append(seg_f[c, sel])
@@ -319,20 +314,10 @@ def _tps_task(spec: dict[str, Any]) -> dict[str, Any]:
                                            + shots_done[c]))
                 out["t"].append((sel + 1) * params.timestep_fs)
                 stats["recorded_segments"] += 1
-            old, old_e = paths[c]
-            s = shoot_at[c]
-            seg, seg_en = seg_x[c, :n], seg_e[c, :n]
-            if forward[c]:
-                reactive = committed == f_idx
-                if reactive:
-                    new = (np.concatenate([old[: s + 1], seg]),
-                           np.concatenate([old_e[: s + 1], seg_en]))
-            else:
-                reactive = committed == i_idx
-                if reactive:
-                    new = (np.concatenate([seg[::-1], old[s:]]),
-                           np.concatenate([seg_en[::-1], old_e[s:]]))
-            if reactive:
+            old_e = paths[c][1]
+            new = _trial_path(paths[c], seg_x[c, :n], seg_e[c, :n], int(shoot_at[c]),
+                              bool(forward[c]), committed == (f_idx if forward[c] else i_idx))
+            if new is not None:
                 stats["reactive"] += 1
                 # p_new(s) / p_old(s) for the shooting-point selection rule
                 w_c = width_of(c)
@@ -356,6 +341,33 @@ def _tps_task(spec: dict[str, Any]) -> dict[str, Any]:
                                source="tps", split=split)
     stats["path_steps"] = int(sum(len(p[0]) for p in paths))
     return {"frames": frames, "stats": stats, "blow_ups": blow_ups}
+
+
+def _recorded_frames(n: int, stride: int, cap: int) -> np.ndarray:
+    """Indices of the frames kept from a committed segment of ``n`` steps:
+    every ``stride``-th, thinned evenly to at most ``cap`` (0: no cap), and
+    always the committed end."""
+    sel = np.arange(stride - 1, n, stride)
+    if cap and sel.size > cap:
+        sel = sel[np.unique(np.linspace(0, sel.size - 1, cap).round().astype(int))]
+    if sel.size == 0 or sel[-1] != n - 1:
+        sel = np.append(sel, n - 1)  # always keep the committed end
+    return sel
+
+
+def _trial_path(path: tuple[np.ndarray, np.ndarray], seg: np.ndarray, seg_energy: np.ndarray,
+                s: int, forward: bool, reactive: bool
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The trial path of a one-way shot from frame ``s`` of ``path``
+    (positions, energies): the old path up to ``s`` then the new forward
+    segment, or the reversed backward segment then the old path from ``s``;
+    None when the segment did not commit to the basin the shot needed."""
+    if not reactive:
+        return None
+    old, old_e = path
+    if forward:
+        return np.concatenate([old[: s + 1], seg]), np.concatenate([old_e[: s + 1], seg_energy])
+    return np.concatenate([seg[::-1], old[s:]]), np.concatenate([seg_energy[::-1], old_e[s:]])
 
 
 def _selection_norm(energy: np.ndarray, width: float) -> float:

@@ -30,14 +30,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import xarray as xr
-from ase.md.langevin import Langevin
 
 from mtcv_ase.md import (
-    FS,
     BatchLangevin,
     BlowUpError,
     GroupedNormals,
     LangevinParams,
+    ase_langevin,
     blow_up_record,
     blown_up,
     maxwell_boltzmann,
@@ -346,95 +345,29 @@ def _window_task(spec: dict[str, Any]) -> dict[str, list[Any]]:
     # windows it shares a task with (so a resumed run equals an uninterrupted one)
     rngs = [task_rng(spec["seed"], "umbrella-window", int(w)) for w in ids]
     masses = system.make_atoms().get_masses()
-    n_eq, n_steps, stride = spec["n_eq"], spec["n_steps"], spec["stride"]
-    n_rec = n_steps // stride
+    n_rec = spec["n_steps"] // spec["stride"]
     # walker order: window-major, m walkers per window
     x0 = start[:, np.arange(m) % start.shape[1]].reshape(-1, *start.shape[2:])
-    c_w = np.repeat(centers, m, axis=0)
-    k_w = np.repeat(k, m, axis=0)
     v0 = np.concatenate([maxwell_boltzmann(masses, params.temperature_K, r, n=m,
                                            dof_mask=system.dof_mask) for r in rngs])
-    cv_rec = np.zeros((n_rec, len(x0), centers.shape[1]))
-    e_rec = np.zeros((n_rec, len(x0)))
-    blown: dict[int, dict[str, Any]] = {}  # window index in this task -> its blow-up
+    run = dict(system=system, cv=cv, centers=np.repeat(centers, m, axis=0),
+               springs=np.repeat(k, m, axis=0), x0=x0, v0=v0, masses=masses, rngs=rngs, m=m,
+               params=params, n_eq=spec["n_eq"], n_steps=spec["n_steps"],
+               stride=spec["stride"], periods=spec["cv_periods"],
+               cv_rec=np.zeros((n_rec, len(x0), centers.shape[1])),
+               e_rec=np.zeros((n_rec, len(x0))), blown={})
 
     def blow_up(j: int, step: int, energy: float) -> None:
         """Walker ``j`` (task order) blew up at ``step``: drop its window."""
         i = j // m
-        if i not in blown:
-            blown[i] = blow_up_record(source="umbrella", window=int(ids[i]), walker=int(j % m),
-                                      seed=int(spec["seed"]),
-                                      stream=["umbrella-window", int(ids[i])], step=step,
-                                      energy=energy)
+        if i not in run["blown"]:
+            run["blown"][i] = blow_up_record(
+                source="umbrella", window=int(ids[i]), walker=int(j % m),
+                seed=int(spec["seed"]), stream=["umbrella-window", int(ids[i])], step=step,
+                energy=energy)
 
-    if spec["fast"]:
-        forces = BatchedBias(system, cv, c_w, k_w, periods=spec["cv_periods"])
-        noise = GroupedNormals(rngs, [m] * len(ids))
-        integ = BatchLangevin(forces, masses, params, noise, dof_mask=system.dof_mask)
-        x, v = x0, v0
-        with np.errstate(over="ignore", invalid="ignore"):
-            e, f = integ.evaluate(x)
-        alive = np.ones(len(x0), dtype=bool)
-        held = np.array(x, dtype=float)
-        window_of = np.arange(len(x0)) // m
-        x_prev = x
-        for s in range(0, n_eq + n_steps + 1):
-            if s:
-                x_prev = x
-                x, v, f, e = integ.step(x, v, f)
-            bad = integ.blown(x, e) & alive
-            if bad.any():  # drop the windows of these walkers; park all their walkers
-                for j in np.flatnonzero(bad):
-                    blow_up(int(j), s, e[j])
-                rows = np.isin(window_of, [i for i in blown]) & alive
-                good = alive & ~rows
-                fallback = x[good][0] if good.any() else 0.0
-                held[rows] = np.where(bad[rows, None, None], x_prev[rows] if s else fallback,
-                                      x[rows])
-                alive &= ~rows
-                if not alive.any():
-                    break  # every window of this task blew up
-            if not alive.all():
-                integ.hold(x, v, f, ~alive, held)
-            if s > n_eq and (s - n_eq) % stride == 0:
-                r = (s - n_eq) // stride - 1
-                cv_rec[r] = forces.last_cv
-                e_rec[r] = forces.last_unbiased
-    else:
-        for w in range(len(x0)):
-            if w // m in blown:
-                continue  # its window already blew up
-            rng = rngs[w // m]
-            atoms = system.make_atoms()
-            atoms.set_positions(x0[w])
-            atoms.set_velocities(v0[w])
-            bias = UmbrellaBias(atoms.calc, cv, c_w[w], k_w[w], period=spec["cv_periods"])
-            atoms.calc = bias
-            cvs, es = [], []
-
-            def record(a=atoms, cvs=cvs, es=es, dyn_steps=lambda: 0) -> None:
-                energy = a.calc.results["energy"]
-                if blown_up(a.get_positions()[None], np.array([energy]), 1e6)[0]:
-                    raise BlowUpError(f"ASE umbrella walker blew up: energy {energy!r}",
-                                      step=n_eq + dyn_steps())
-                cvs.append(np.atleast_1d(a.calc.results["cv"]).copy())
-                es.append(a.calc.results["unbiased_energy"])
-
-            try:
-                if n_eq:
-                    run_ase_langevin(atoms, n_eq, params, rng, stride=1)
-                dyn = Langevin(atoms, timestep=params.timestep_fs * FS,
-                               temperature_K=params.temperature_K,
-                               friction=params.friction_per_fs / FS, fixcm=False, rng=rng)
-                dyn.attach(record, interval=1, dyn_steps=lambda d=dyn: d.nsteps)
-                with np.errstate(over="ignore", invalid="ignore"):
-                    dyn.run(n_steps)
-            except BlowUpError as exc:
-                blow_up(w, exc.step if exc.step is not None else 0,
-                        atoms.calc.results.get("energy", np.nan))
-                continue
-            cv_rec[:, w] = np.array(cvs[stride::stride])  # ASE records step 0 too
-            e_rec[:, w] = np.array(es[stride::stride])
+    (_fast_windows if spec["fast"] else _ase_windows)(run, blow_up)
+    blown, cv_rec, e_rec = run["blown"], run["cv_rec"], run["e_rec"]
     out = []
     for i, w in enumerate(ids):
         if i in blown:
@@ -448,3 +381,84 @@ def _window_task(spec: dict[str, Any]) -> dict[str, list[Any]]:
             energy=energy, walkers=m, temperature_K=params.temperature_K,
             cv_names=spec["cv_names"], cv_units=spec["cv_units"], cv_period=spec["cv_periods"]))
     return {"windows": out, "blow_ups": [blown[i] for i in sorted(blown)]}
+
+
+def _fast_windows(run: dict[str, Any], blow_up: Any) -> None:
+    """All walkers of the task advanced together (:class:`BatchLangevin` on
+    :class:`BatchedBias`), recording xi and the unbiased energy into
+    ``run["cv_rec"]``/``run["e_rec"]``. A walker that blows up drops its
+    window: all the window's walkers are parked, the others go on."""
+    m, n_eq, n_steps, stride = run["m"], run["n_eq"], run["n_steps"], run["stride"]
+    forces = BatchedBias(run["system"], run["cv"], run["centers"], run["springs"],
+                         periods=run["periods"])
+    noise = GroupedNormals(run["rngs"], [m] * len(run["rngs"]))
+    integ = BatchLangevin(forces, run["masses"], run["params"], noise,
+                          dof_mask=run["system"].dof_mask)
+    x, v = run["x0"], run["v0"]
+    with np.errstate(over="ignore", invalid="ignore"):
+        e, f = integ.evaluate(x)
+    alive = np.ones(len(x), dtype=bool)
+    held = np.array(x, dtype=float)
+    window_of = np.arange(len(x)) // m
+    x_prev = x
+    for s in range(0, n_eq + n_steps + 1):
+        if s:
+            x_prev = x
+            x, v, f, e = integ.step(x, v, f)
+        bad = integ.blown(x, e) & alive
+        if bad.any():  # drop the windows of these walkers; park all their walkers
+            for j in np.flatnonzero(bad):
+                blow_up(int(j), s, e[j])
+            rows = np.isin(window_of, list(run["blown"])) & alive
+            good = alive & ~rows
+            fallback = x[good][0] if good.any() else 0.0
+            held[rows] = np.where(bad[rows, None, None], x_prev[rows] if s else fallback,
+                                  x[rows])
+            alive &= ~rows
+            if not alive.any():
+                break  # every window of this task blew up
+        if not alive.all():
+            integ.hold(x, v, f, ~alive, held)
+        if s > n_eq and (s - n_eq) % stride == 0:
+            r = (s - n_eq) // stride - 1
+            run["cv_rec"][r] = forces.last_cv
+            run["e_rec"][r] = forces.last_unbiased
+
+
+def _ase_windows(run: dict[str, Any], blow_up: Any) -> None:
+    """Each walker by ASE's own Langevin on the system's calculator wrapped in
+    :class:`UmbrellaBias`, one after the other (the reference path)."""
+    m, n_eq, n_steps, stride = run["m"], run["n_eq"], run["n_steps"], run["stride"]
+    params = run["params"]
+    for w in range(len(run["x0"])):
+        if w // m in run["blown"]:
+            continue  # its window already blew up
+        rng = run["rngs"][w // m]
+        atoms = run["system"].make_atoms()
+        atoms.set_positions(run["x0"][w])
+        atoms.set_velocities(run["v0"][w])
+        atoms.calc = UmbrellaBias(atoms.calc, run["cv"], run["centers"][w], run["springs"][w],
+                                  period=run["periods"])
+        cvs, es = [], []
+
+        def record(a=atoms, cvs=cvs, es=es, dyn_steps=lambda: 0) -> None:
+            energy = a.calc.results["energy"]
+            if blown_up(a.get_positions()[None], np.array([energy]), 1e6)[0]:
+                raise BlowUpError(f"ASE umbrella walker blew up: energy {energy!r}",
+                                  step=n_eq + dyn_steps())
+            cvs.append(np.atleast_1d(a.calc.results["cv"]).copy())
+            es.append(a.calc.results["unbiased_energy"])
+
+        try:
+            if n_eq:
+                run_ase_langevin(atoms, n_eq, params, rng, stride=1)
+            dyn = ase_langevin(atoms, params, rng)
+            dyn.attach(record, interval=1, dyn_steps=lambda d=dyn: d.nsteps)
+            with np.errstate(over="ignore", invalid="ignore"):
+                dyn.run(n_steps)
+        except BlowUpError as exc:
+            blow_up(w, exc.step if exc.step is not None else 0,
+                    atoms.calc.results.get("energy", np.nan))
+            continue
+        run["cv_rec"][:, w] = np.array(cvs[stride::stride])  # ASE records step 0 too
+        run["e_rec"][:, w] = np.array(es[stride::stride])

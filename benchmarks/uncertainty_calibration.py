@@ -1,0 +1,287 @@
+"""Do the reported error bars cover the truth? Umbrella + estimate repeated
+with independent seeds on one trained CV, against the exact values along
+that same CV; then the CV itself retrained with other seeds.
+
+For each case (the quick 5D Müller-Brown demo, the 5D three-well example)
+the example config (2D true-CV reference off) is trained once, by
+``benchmarks/cv_quality.py``'s "after" run when it exists (else here). Then:
+
+* **umbrella seeds**: the umbrella and estimate stages run ``--seeds`` times
+  on that CV, each with its own seed (walker starts and every random number
+  of the windows); per transition z = (MBAR - exact along the CV) / reported
+  sigma for the barrier and for F_to - F_from. Reported: coverage at 1 and 2
+  sigma, median |z|, the standard deviation of the values over seeds against
+  the median reported sigma;
+* **CV seeds**: the train stage again with ``--cv-seeds`` other training
+  seeds (same frames), each followed by one umbrella + estimate: the spread
+  of the barrier over CVs, which no single run's error bar contains.
+
+Usage: python benchmarks/uncertainty_calibration.py [--cases mb_quick,tw] [--seeds 20]
+       [--cv-seeds 4] [--out DIR]
+Each run goes to DIR/<case>/seed_<s> (default runs/bench_uncertainty); a run
+already there is reused, so an interrupted benchmark resumes.
+Last line: JSON with ``mb_barrier_coverage_2sigma``, ``mb_dF_coverage_2sigma``,
+``mb_barrier_median_abs_z``, ``mb_spread_over_sigma``, ``tw_coverage_2sigma``,
+``cv_seed_spread_barrier_eV`` and the figures per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import ROOT, emit, fmt, machine, table, write_section  # noqa: E402
+from cv_quality import variant_config  # noqa: E402
+
+from mtcv_core.pipeline import load_config, run_pipeline  # noqa: E402
+from mtcv_core.plugins import build_component, load_plugins  # noqa: E402
+from mtcv_core.stages import RunContext, run_estimate, run_train, run_umbrella, validate  # noqa: E402
+
+CASES = {"mb_quick": "5D Müller-Brown, quick demo", "tw": "5D three-well"}
+FIGURES = ROOT / "docs" / "figures"
+#: what a trained CV consists of (linked into every resampled run)
+CV_FILES = ("data.nc", "model.pt", "cv.ts")
+
+
+def base_run(case: str, out: Path) -> tuple[Path, Path]:
+    """(config without the reference, directory of a finished train stage)."""
+    cfg = variant_config(case, "after", out)
+    shared = ROOT / "runs" / "bench_cv_quality" / f"{case}_after"
+    if all((shared / f).exists() for f in CV_FILES):
+        return cfg, shared
+    run = out / "base"
+    run_pipeline(cfg, out=run, until="train", resume=True, progress=False)
+    return cfg, run
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in CV_FILES:
+        target = dst / name
+        if not target.exists():
+            try:
+                os.link(src / name, target)
+            except OSError:
+                target.write_bytes((src / name).read_bytes())
+
+
+def _context(cfg_path: Path, run: Path, *, seed: int, train_seed: int | None = None
+             ) -> RunContext:
+    config, _ = load_config(cfg_path)
+    train = dict(config.train)
+    if train_seed is not None:
+        train["seed"] = train_seed
+    config = dataclasses.replace(config, seed=seed, train=train)
+    registry = load_plugins()
+    system = build_component(registry, "system", config.system, config.system_options,
+                             "system_options", name_where="system")
+    from mtcv_core.execution import dask_client
+
+    ctx = RunContext(config=config, out=run, registry=registry, system=system,
+                     client_factory=lambda: dask_client(None, config.execution.workers),
+                     progress=False, summary={"config": {}})
+    validate(ctx)
+    return ctx
+
+
+def resampled(cfg_path: Path, cv_dir: Path, run: Path, seed: int, *,
+              train_seed: int | None = None) -> list[dict[str, Any]]:
+    """The transitions table of umbrella + estimate with ``seed`` on the CV
+    in ``cv_dir`` (with ``train_seed``: retrain the CV first, in ``run``)."""
+    done = run / "transitions.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    if train_seed is None:
+        _link(cv_dir, run)
+    else:
+        run.mkdir(parents=True, exist_ok=True)
+        if not (run / "data.nc").exists():
+            os.link(cv_dir / "data.nc", run / "data.nc")
+    ctx = _context(cfg_path, run, seed=seed, train_seed=train_seed)
+    try:
+        if train_seed is not None:
+            run_train(ctx)
+        run_umbrella(ctx)
+        run_estimate(ctx)
+    finally:
+        ctx.close_client()
+    rows = ctx.summary["transitions"]
+    done.write_text(json.dumps(rows))
+    return rows
+
+
+def z_stats(values: np.ndarray, errors: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
+    """Coverage, median |z| and spread over seeds for one quantity."""
+    z = (values - exact) / errors
+    return {"n": int(len(z)), "coverage_1sigma": float(np.mean(np.abs(z) <= 1)),
+            "coverage_2sigma": float(np.mean(np.abs(z) <= 2)),
+            "median_abs_z": float(np.median(np.abs(z))),
+            "std_over_seeds_eV": float(np.std(values, ddof=1)) if len(z) > 1 else None,
+            "median_sigma_eV": float(np.median(errors)),
+            "spread_over_sigma": (float(np.std(values, ddof=1) / np.median(errors))
+                                  if len(z) > 1 else None),
+            "mean_minus_exact_eV": float(np.mean(values - exact)), "z": z.tolist()}
+
+
+def collect(rows_per_seed: list[list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per transition and quantity: the z statistics over seeds."""
+    out: dict[str, dict[str, Any]] = {}
+    pairs = [(r["from"], r["to"]) for r in rows_per_seed[0]]
+    for a, b in pairs:
+        rows = [next(r for r in rs if (r["from"], r["to"]) == (a, b)) for rs in rows_per_seed]
+        for what, key in (("barrier", "barrier"), ("dF", "delta_F")):
+            v = np.array([r[f"{key}_eV"] for r in rows], float)
+            e = np.array([r[f"{key}_err_eV"] for r in rows], float)
+            x = np.array([r[f"exact_{key}_eV"] for r in rows], float)
+            ok = np.isfinite(v) & np.isfinite(e) & np.isfinite(x) & (e > 0)
+            out[f"{a}->{b} {what}"] = z_stats(v[ok], e[ok], x[ok])
+    return out
+
+
+def figure(stats: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
+    """Histogram of z over all seeds per case, over the standard normal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(stats), figsize=(5 * len(stats), 3.6), squeeze=False)
+    grid = np.linspace(-5, 5, 201)
+    for ax, (case, per) in zip(axes[0], stats.items(), strict=True):
+        z = np.concatenate([np.asarray(s["z"]) for s in per.values()])
+        ax.hist(np.clip(z, -6, 6), bins=np.linspace(-6, 6, 25), density=True, alpha=0.6,
+                label=f"z = (MBAR - exact) / sigma ({len(z)})")
+        ax.plot(grid, np.exp(-grid**2 / 2) / np.sqrt(2 * np.pi), "k--", label="N(0, 1)")
+        ax.set_xlabel("z")
+        ax.set_title(CASES[case], fontsize=9)
+        ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "runs" / "bench_uncertainty"))
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--cv-seeds", type=int, default=4)
+    args = parser.parse_args()
+    cases = [c for c in args.cases.split(",") if c]
+    for c in cases:
+        if c not in CASES:
+            raise SystemExit(f"--cases: unknown {c!r}; choose from {list(CASES)}")
+    out = Path(args.out)
+    stats: dict[str, dict[str, dict[str, Any]]] = {}
+    cv_spread: dict[str, dict[str, Any]] = {}
+    wall: dict[str, float] = {}
+    for case in cases:
+        t0 = time.perf_counter()
+        case_dir = out / case
+        case_dir.mkdir(parents=True, exist_ok=True)
+        cfg, cv_dir = base_run(case, case_dir)
+        base_seed = load_config(cfg)[0].seed
+        seeds = [base_seed + 1000 + i for i in range(args.seeds)]
+        rows = [resampled(cfg, cv_dir, case_dir / f"seed_{s}", s) for s in seeds]
+        stats[case] = collect(rows)
+        cv_rows = [resampled(cfg, cv_dir, case_dir / f"cv_seed_{k}", base_seed, train_seed=k)
+                   for k in range(1, args.cv_seeds + 1)]
+        cv_spread[case] = {}
+        for r0 in cv_rows[0] if cv_rows else []:
+            pair = (r0["from"], r0["to"])
+            vals = [next(r for r in rs if (r["from"], r["to"]) == pair) for rs in cv_rows]
+            cv_spread[case][f"{pair[0]}->{pair[1]}"] = {
+                "barrier_mbar_eV": [v["barrier_eV"] for v in vals],
+                "barrier_exact_eV": [v["exact_barrier_eV"] for v in vals],
+                "std_barrier_eV": float(np.std([v["barrier_eV"] for v in vals], ddof=1))
+                if len(vals) > 1 else None,
+                "std_exact_barrier_eV": float(np.std([v["exact_barrier_eV"] for v in vals],
+                                                     ddof=1)) if len(vals) > 1 else None}
+        wall[case] = round(time.perf_counter() - t0, 1)
+
+    rows_md = []
+    for case, per in stats.items():
+        for q, s in per.items():
+            rows_md.append({
+                "case": CASES[case], "quantity": q, "seeds": str(s["n"]),
+                "within 1 sigma": f"{s['coverage_1sigma']:.0%}",
+                "within 2 sigma": f"{s['coverage_2sigma']:.0%}",
+                "median abs z": fmt(s["median_abs_z"], digits=2),
+                "mean - exact": fmt(s["mean_minus_exact_eV"]),
+                "std over seeds": fmt(s["std_over_seeds_eV"]),
+                "median sigma": fmt(s["median_sigma_eV"]),
+                "std / sigma": fmt(s["spread_over_sigma"], digits=2)})
+    cv_md = [{"case": CASES[c], "transition": p, "CV seeds": str(len(v["barrier_mbar_eV"])),
+              "barrier MBAR": ", ".join(fmt(x) for x in v["barrier_mbar_eV"]),
+              "barrier exact along each CV": ", ".join(fmt(x) for x in v["barrier_exact_eV"]),
+              "std MBAR": fmt(v["std_barrier_eV"]), "std exact": fmt(v["std_exact_barrier_eV"])}
+             for c, per in cv_spread.items() for p, v in per.items()]
+    fig_path = FIGURES / "uncertainty_z.png"
+    if stats:
+        figure(stats, fig_path)
+
+    def first(case: str, what: str) -> dict[str, Any]:
+        per = stats.get(case, {})
+        return next((s for q, s in per.items() if q.endswith(what)), {})
+
+    mb_b, mb_f = first("mb_quick", "barrier"), first("mb_quick", "dF")
+    tw_all = [s for s in stats.get("tw", {}).values()]
+    checks = []
+    for case, per in stats.items():
+        for q, s in per.items():
+            checks.append((f"{case} {q}: within 2 sigma in >= 90 % ({s['coverage_2sigma']:.0%})",
+                           s["coverage_2sigma"] >= 0.9))
+            checks.append((f"{case} {q}: median |z| in [0.4, 1.0] ({s['median_abs_z']:.2f})",
+                           0.4 <= s["median_abs_z"] <= 1.0))
+            r = s["spread_over_sigma"]
+            checks.append((f"{case} {q}: std over seeds within 1.5x of the median sigma "
+                           f"({fmt(r, digits=2)})", r is not None and 1 / 1.5 <= r <= 1.5))
+    write_section("uncertainty_calibration", f"""## Uncertainty calibration: do error bars cover?
+
+`python benchmarks/uncertainty_calibration.py --seeds {args.seeds} --cv-seeds {args.cv_seeds}`
+on {machine()}. One trained CV per case (the example as shipped, `cv_quality.py`'s
+"after" run); the umbrella and estimate stages repeated with independent seeds; z =
+(MBAR - exact along the same CV) / reported sigma (barrier: bootstrap; dF: MBAR's
+analytical error). A calibrated error bar puts about 68 % of the runs within 1 sigma and
+95 % within 2, with median |z| near 0.67 and the spread over seeds equal to sigma.
+
+{table(rows_md, list(rows_md[0])) if rows_md else "(no case run)"}
+
+The CV's own spread: the same frames, the CV retrained with other seeds, one umbrella +
+estimate each (eV).
+
+{table(cv_md, list(cv_md[0])) if cv_md else "(no CV seeds run)"}
+
+{chr(10).join(f"- {text}: **{'met' if ok else 'not met'}**" for text, ok in checks)}
+
+Wall time (s): {", ".join(f"{k} {v}" for k, v in wall.items())}.
+
+![z](figures/uncertainty_z.png)
+""")
+    mb_cv = cv_spread.get("mb_quick", {})
+    emit({"mb_barrier_coverage_2sigma": mb_b.get("coverage_2sigma"),
+          "mb_dF_coverage_2sigma": mb_f.get("coverage_2sigma"),
+          "mb_barrier_median_abs_z": mb_b.get("median_abs_z"),
+          "mb_spread_over_sigma": mb_b.get("spread_over_sigma"),
+          "tw_coverage_2sigma": (min(s["coverage_2sigma"] for s in tw_all) if tw_all
+                                 else None),
+          "cv_seed_spread_barrier_eV": next((v["std_barrier_eV"] for v in mb_cv.values()),
+                                            None),
+          "checks": len(checks), "checks_met": sum(ok for _, ok in checks),
+          "stats": {c: {q: {k: v for k, v in s.items() if k != "z"} for q, s in per.items()}
+                    for c, per in stats.items()},
+          "cv_seeds": cv_spread, "wall_s": wall})
+
+
+if __name__ == "__main__":
+    main()
