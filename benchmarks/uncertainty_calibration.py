@@ -276,10 +276,11 @@ def main() -> None:
             r = s["spread_over_sigma"]
             checks.append((f"{case} {q}: std over seeds within 1.5x of the median sigma "
                            f"({fmt(r, digits=2)})", r is not None and 1 / 1.5 <= r <= 1.5))
+    opts_text = f"--estimate-options '{args.estimate_options}' " if est_opts else ""
     write_section("uncertainty_calibration", f"""## Uncertainty calibration: do error bars cover?
 
 `python benchmarks/uncertainty_calibration.py --seeds {args.seeds} --cv-seeds {args.cv_seeds}`
-{f"--estimate-options '{args.estimate_options}' " if est_opts else ""}on {machine()}. One trained CV per case (the example as shipped, `cv_quality.py`'s
+{opts_text}on {machine()}. One trained CV per case (the example as shipped, `cv_quality.py`'s
 "after" run); the umbrella and estimate stages repeated with independent seeds; z =
 (MBAR - exact along the same CV) / reported sigma (barrier: bootstrap; dF: MBAR's
 analytical error). A calibrated error bar puts about 68 % of the runs within 1 sigma and
