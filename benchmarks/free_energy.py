@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
@@ -37,7 +38,6 @@ from _results import ROOT, emit, fmt, machine, table, write_section  # noqa: E40
 from mtcv_core.pipeline import run_pipeline
 
 EXAMPLE = ROOT / "examples" / "muller_brown_5d.toml"
-MULTITASK_HEADS = "heads = { classifier = {}, energy = { n_bins = 1 } }"
 BASELINES = {
     "classifier": ("classifier only", "heads = { classifier = {} }"),
     "energy": ("energy only", "heads = { energy = { n_bins = 1 } }"),
@@ -50,13 +50,21 @@ PAPER = {"barrier_xi": 0.94, "barrier_true": 0.89, "dF_xi": 0.43, "dF_true": 0.5
 
 def baseline_config(key: str, out: Path) -> Path:
     """The example with other heads, no true-CV reference (the multitask run
-    has it), written next to the runs."""
+    has it), written next to the runs. A baseline keeping the classifier keeps
+    the example's classifier options; the example's loss coefficients go
+    (they weigh the multitask heads)."""
     text = EXAMPLE.read_text()
-    if MULTITASK_HEADS not in text or "reference = true" not in text:
-        raise SystemExit(f"{EXAMPLE}: expected the line {MULTITASK_HEADS!r} and "
-                         "'reference = true' to derive the baseline configs")
-    text = (text.replace(MULTITASK_HEADS, BASELINES[key][1])
-            .replace("reference = true", "reference = false")
+    heads = re.search(r"^heads = .*$", text, flags=re.M)
+    if heads is None or "reference = true" not in text:
+        raise SystemExit(f"{EXAMPLE}: expected a line 'heads = ...' and 'reference = true' "
+                         "to derive the baseline configs")
+    new_heads = BASELINES[key][1]
+    classifier = re.search(r"classifier = (\{[^}]*\})", heads.group(0))
+    if key == "classifier" and classifier is not None:
+        new_heads = f"heads = {{ classifier = {classifier.group(1)} }}"
+    text = text.replace(heads.group(0), new_heads)
+    text = re.sub(r"^coefficients = .*\n", "", text, flags=re.M)
+    text = (text.replace("reference = true", "reference = false")
             .replace('name = "muller_brown_5d"', f'name = "muller_brown_5d_{key}"'))
     path = out / f"{key}.toml"
     path.write_text(text)
