@@ -17,9 +17,13 @@ the example config (2D true-CV reference off) is trained once, by
   of the barrier over CVs, which no single run's error bar contains.
 
 Usage: python benchmarks/uncertainty_calibration.py [--cases mb_quick,tw] [--seeds 20]
-       [--cv-seeds 4] [--out DIR]
+       [--cv-seeds 4] [--out DIR] [--estimate-options JSON]
 Each run goes to DIR/<case>/seed_<s> (default runs/bench_uncertainty); a run
-already there is reused, so an interrupted benchmark resumes.
+already there is reused, so an interrupted benchmark resumes. With
+``--estimate-options '{"bootstrap_blocks": 8}'`` the estimate stage runs again
+with those options on top of the example's, on the windows already sampled
+(``transitions_<options>.json`` beside them): estimators compared on the same
+samples.
 Last line: JSON with ``mb_barrier_coverage_2sigma``, ``mb_dF_coverage_2sigma``,
 ``mb_barrier_median_abs_z``, ``mb_spread_over_sigma``, ``tw_coverage_2sigma``,
 ``cv_seed_spread_barrier_eV`` and the figures per case.
@@ -74,13 +78,16 @@ def _link(src: Path, dst: Path) -> None:
                 target.write_bytes((src / name).read_bytes())
 
 
-def _context(cfg_path: Path, run: Path, *, seed: int, train_seed: int | None = None
-             ) -> RunContext:
+def _context(cfg_path: Path, run: Path, *, seed: int, train_seed: int | None = None,
+             estimate_options: dict[str, Any] | None = None) -> RunContext:
     config, _ = load_config(cfg_path)
     train = dict(config.train)
     if train_seed is not None:
         train["seed"] = train_seed
-    config = dataclasses.replace(config, seed=seed, train=train)
+    estimate = dict(config.estimate)
+    if estimate_options:
+        estimate["options"] = {**estimate.get("options", {}), **estimate_options}
+    config = dataclasses.replace(config, seed=seed, train=train, estimate=estimate)
     registry = load_plugins()
     system = build_component(registry, "system", config.system, config.system_options,
                              "system_options", name_where="system")
@@ -94,19 +101,30 @@ def _context(cfg_path: Path, run: Path, *, seed: int, train_seed: int | None = N
 
 
 def resampled(cfg_path: Path, cv_dir: Path, run: Path, seed: int, *,
-              train_seed: int | None = None) -> list[dict[str, Any]]:
+              train_seed: int | None = None,
+              estimate_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The transitions table of umbrella + estimate with ``seed`` on the CV
-    in ``cv_dir`` (with ``train_seed``: retrain the CV first, in ``run``)."""
-    done = run / "transitions.json"
+    in ``cv_dir`` (with ``train_seed``: retrain the CV first, in ``run``;
+    with ``estimate_options``: estimate again on the windows already there)."""
+    tag = _tag(estimate_options)
+    done = run / f"transitions{tag}.json"
     if done.exists():
         return json.loads(done.read_text())
+    if tag and (run / "umbrella.nc").exists():
+        ctx = _context(cfg_path, run, seed=seed, train_seed=train_seed,
+                       estimate_options=estimate_options)
+        run_estimate(ctx)
+        rows = ctx.summary["transitions"]
+        done.write_text(json.dumps(rows))
+        return rows
     if train_seed is None:
         _link(cv_dir, run)
     else:
         run.mkdir(parents=True, exist_ok=True)
         if not (run / "data.nc").exists():
             os.link(cv_dir / "data.nc", run / "data.nc")
-    ctx = _context(cfg_path, run, seed=seed, train_seed=train_seed)
+    ctx = _context(cfg_path, run, seed=seed, train_seed=train_seed,
+                   estimate_options=estimate_options)
     try:
         if train_seed is not None:
             run_train(ctx)
@@ -117,6 +135,13 @@ def resampled(cfg_path: Path, cv_dir: Path, run: Path, seed: int, *,
     rows = ctx.summary["transitions"]
     done.write_text(json.dumps(rows))
     return rows
+
+
+def _tag(options: dict[str, Any] | None) -> str:
+    """File-name tag of estimator options ("" for none)."""
+    if not options:
+        return ""
+    return "_" + "_".join(f"{k}-{v}" for k, v in sorted(options.items()))
 
 
 def z_stats(values: np.ndarray, errors: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
@@ -176,7 +201,10 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--cv-seeds", type=int, default=4)
+    parser.add_argument("--estimate-options", default="",
+                        help="JSON options on top of the example's [estimate] options")
     args = parser.parse_args()
+    est_opts = json.loads(args.estimate_options) if args.estimate_options else None
     cases = [c for c in args.cases.split(",") if c]
     for c in cases:
         if c not in CASES:
@@ -192,9 +220,11 @@ def main() -> None:
         cfg, cv_dir = base_run(case, case_dir)
         base_seed = load_config(cfg)[0].seed
         seeds = [base_seed + 1000 + i for i in range(args.seeds)]
-        rows = [resampled(cfg, cv_dir, case_dir / f"seed_{s}", s) for s in seeds]
+        rows = [resampled(cfg, cv_dir, case_dir / f"seed_{s}", s, estimate_options=est_opts)
+                for s in seeds]
         stats[case] = collect(rows)
-        cv_rows = [resampled(cfg, cv_dir, case_dir / f"cv_seed_{k}", base_seed, train_seed=k)
+        cv_rows = [resampled(cfg, cv_dir, case_dir / f"cv_seed_{k}", base_seed, train_seed=k,
+                             estimate_options=est_opts)
                    for k in range(1, args.cv_seeds + 1)]
         cv_spread[case] = {}
         for r0 in cv_rows[0] if cv_rows else []:
@@ -246,10 +276,11 @@ def main() -> None:
             r = s["spread_over_sigma"]
             checks.append((f"{case} {q}: std over seeds within 1.5x of the median sigma "
                            f"({fmt(r, digits=2)})", r is not None and 1 / 1.5 <= r <= 1.5))
+    opts_text = f"--estimate-options '{args.estimate_options}' " if est_opts else ""
     write_section("uncertainty_calibration", f"""## Uncertainty calibration: do error bars cover?
 
 `python benchmarks/uncertainty_calibration.py --seeds {args.seeds} --cv-seeds {args.cv_seeds}`
-on {machine()}. One trained CV per case (the example as shipped, `cv_quality.py`'s
+{opts_text}on {machine()}. One trained CV per case (the example as shipped, `cv_quality.py`'s
 "after" run); the umbrella and estimate stages repeated with independent seeds; z =
 (MBAR - exact along the same CV) / reported sigma (barrier: bootstrap; dF: MBAR's
 analytical error). A calibrated error bar puts about 68 % of the runs within 1 sigma and

@@ -49,7 +49,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -96,6 +96,13 @@ class MBAREstimator(Estimator):
                                            "standard deviations (0 = keep every window)")
     diagonal_moves: bool = doc(False, "minimax paths on a 2D PMF may step diagonally "
                                       "(8-neighbourhood) instead of 4-neighbourhood")
+    bootstrap_blocks: int = field(default=0, metadata={
+        "min": 0, "doc": "> 0: resample whole blocks of each window: its walkers, or (with "
+                         "fewer walkers than this) each walker's series cut into contiguous "
+                         "blocks, at least this many per window; the bootstrap then also "
+                         "gives the basin free-energy errors. 0 (default, until "
+                         "benchmarks/uncertainty_calibration.py has compared the two): "
+                         "resample single uncorrelated samples, dF errors analytical"})
 
     def estimate(
         self,
@@ -169,7 +176,7 @@ class MBAREstimator(Estimator):
         periods = cv_periods(ds)
 
         # 1. decorrelation
-        g_k, n_k, s_n = self._uncorrelated_samples(ds, walkers)
+        g_k, n_k, s_n, blocks = self._uncorrelated_samples(ds, walkers)
 
         # 2. MBAR
         u_kn = _reduced_bias(s_n, centers, springs, periods) / kt
@@ -212,10 +219,13 @@ class MBAREstimator(Estimator):
         # 5. bootstrap
         barrier_err = np.full((n_b, n_b), np.nan)
         if self.n_bootstraps >= 2 and (n_b or n_cv == 2):
-            boot_pmf, boot_bar = self._bootstrap(u_kn, n_k, f_k, cell, counts.size, shape,
-                                                 labels_grid if n_b else None, n_b, periodic)
+            boot_pmf, boot_bar, boot_delta = self._bootstrap(
+                u_kn, n_k, f_k, cell, counts.size, shape, labels_grid if n_b else None, n_b,
+                periodic, blocks=blocks, labels_n=labels_n if n_b else None)
             if n_b:
                 barrier_err = _nanstd(boot_bar, barrier)
+                if self.bootstrap_blocks > 0:  # blocks see what MBAR's covariance cannot
+                    delta_err = _nanstd(boot_delta, delta)
             if n_cv == 2:
                 ref = np.unravel_index(int(np.nanargmin(pmf_kt)), shape)
                 rel = boot_pmf - boot_pmf[(slice(None), *ref)][:, None, None]
@@ -235,25 +245,29 @@ class MBAREstimator(Estimator):
 
     # ------------------------------------------------------------------
     def _uncorrelated_samples(self, ds: xr.Dataset, walkers: int
-                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
         """Per window the statistical inefficiency g_k and its uncorrelated
         samples (thinned to ``max_samples_per_window``): returns g_k
-        (n_windows,), n_k (n_windows,) and the samples concatenated (N, d)."""
+        (n_windows,), n_k (n_windows,), the samples concatenated (N, d) and
+        per window the resampling block of each kept sample
+        (:func:`_block_ids`)."""
         cv = ds["cv_values"].values
         n_samples = ds["n_samples"].values.astype(int)
         g_k = np.ones(ds.sizes["window"])
         kept: list[np.ndarray] = []
+        blocks: list[np.ndarray] = []
         for k in range(ds.sizes["window"]):
             series = cv[k, : n_samples[k]]
             g_k[k], idx = _decorrelate(series, walkers, self.decorrelate)
             if 0 < self.max_samples_per_window < len(idx):
                 idx = idx[np.linspace(0, len(idx) - 1, self.max_samples_per_window).astype(int)]
             kept.append(series[idx])
+            blocks.append(_block_ids(idx, len(series), walkers, self.bootstrap_blocks))
         n_k = np.array([len(s) for s in kept], dtype=np.int64)
         if np.any(n_k < 10):
             warnings.warn(f"mbar: windows {np.flatnonzero(n_k < 10).tolist()} keep fewer than "
                           "10 uncorrelated samples", RuntimeWarning, stacklevel=4)
-        return g_k, n_k, np.concatenate(kept, axis=0)
+        return g_k, n_k, np.concatenate(kept, axis=0), blocks
 
     def _bins(self, s_n: np.ndarray) -> tuple[list[np.ndarray], tuple[int, ...], np.ndarray,
                                               np.ndarray, list[np.ndarray]]:
@@ -294,23 +308,38 @@ class MBAREstimator(Estimator):
 
     def _bootstrap(self, u_kn: np.ndarray, n_k: np.ndarray, f_k: np.ndarray, cell: np.ndarray,
                    n_cells: int, shape: tuple[int, ...], labels_grid: np.ndarray | None,
-                   n_b: int, periodic: tuple[bool, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Replicates of the PMF (kT, (B, *shape)) and barriers (kT, (B, n_b, n_b))."""
+                   n_b: int, periodic: tuple[bool, ...], *, blocks: list[np.ndarray],
+                   labels_n: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Replicates of the PMF (kT, (B, *shape)), barriers and basin
+        free-energy differences (kT, (B, n_b, n_b)). Each replicate draws,
+        window by window, as many blocks as the window has (``blocks``: the
+        block of each kept sample, :func:`_block_ids`), with replacement, and
+        solves MBAR anew on them."""
         rng = np.random.default_rng(self.seed)
         starts = np.concatenate([[0], np.cumsum(n_k)[:-1]])
+        members = [[s + np.flatnonzero(b == u) for u in np.unique(b)]
+                   for s, b in zip(starts, blocks, strict=True)]
         hessian = mbar_hessian(u_kn, n_k, f_k)  # reused: replicates lie close to f_k
         pmfs = np.full((self.n_bootstraps, *shape), np.nan)
         bars = np.full((self.n_bootstraps, n_b, n_b), np.nan)
+        deltas = np.full((self.n_bootstraps, n_b, n_b), np.nan)
         for b in range(self.n_bootstraps):
-            idx = np.concatenate([s + rng.integers(0, n, n) for s, n in zip(starts, n_k,
-                                                                           strict=True)])
-            _, log_w = solve_unbiased_log_weights(u_kn[:, idx], n_k, f_k, hessian=hessian)
+            parts = [[groups[i] for i in rng.integers(0, len(groups), len(groups))]
+                     for groups in members]
+            n_b_k = np.array([sum(len(p) for p in ps) for ps in parts], dtype=np.int64)
+            idx = np.concatenate([np.concatenate(ps) for ps in parts])
+            _, log_w = solve_unbiased_log_weights(u_kn[:, idx], n_b_k, f_k, hessian=hessian)
             pmf = histogram_free_energy(cell[idx], log_w, n_cells).reshape(shape)
             pmfs[b] = pmf
             if labels_grid is not None:
                 bars[b] = basin_barriers(pmf, labels_grid, n_b, diagonal=self.diagonal_moves,
                                          periodic=periodic)[0]
-        return pmfs, bars
+            if labels_n is not None:
+                f_basin = histogram_free_energy(np.where(labels_n[idx] >= 0, labels_n[idx], n_b),
+                                                log_w, n_b + 1)[:n_b]
+                deltas[b] = f_basin[None, :] - f_basin[:, None]
+        return pmfs, bars, deltas
 
     def _assemble(self, ds: xr.Dataset, kt: float, temp: float, edges: list[np.ndarray],
                   centers_1d: list[np.ndarray], pmf_kt: np.ndarray, pmf_err_kt: np.ndarray,
@@ -416,6 +445,23 @@ def _decorrelate(series: np.ndarray, walkers: int, subsample: bool) -> tuple[flo
     keep = [p[np.asarray(timeseries.subsample_correlated_data(series[p, 0], g=g), int)]
             for p in parts if len(p)]
     return g, np.concatenate(keep)
+
+
+def _block_ids(idx: np.ndarray, n: int, walkers: int, min_blocks: int) -> np.ndarray:
+    """The resampling block of each kept sample ``idx`` of a window's series
+    of ``n`` samples made of ``walkers`` walker-major parts: its walker, or
+    with fewer walkers than ``min_blocks`` a contiguous piece of its walker's
+    series (each walker cut into ``ceil(min_blocks / walkers)`` pieces).
+    ``min_blocks = 0``: every sample is its own block."""
+    if min_blocks <= 0:
+        return np.arange(len(idx))
+    parts = max(1, min(walkers, n))
+    edges = np.array([p[0] for p in np.array_split(np.arange(n), parts)] + [n])
+    walker = np.searchsorted(edges, idx, side="right") - 1
+    pieces = max(1, -(-min_blocks // parts))
+    start, length = edges[walker], np.maximum(edges[walker + 1] - edges[walker], 1)
+    piece = np.minimum((idx - start) * pieces // length, pieces - 1)
+    return walker * pieces + piece
 
 
 def _reduced_bias(s_n: np.ndarray, centers: np.ndarray, springs: np.ndarray,
