@@ -256,7 +256,8 @@ def main() -> None:
               "barrier exact along each CV": ", ".join(fmt(x) for x in v["barrier_exact_eV"]),
               "std MBAR": fmt(v["std_barrier_eV"]), "std exact": fmt(v["std_exact_barrier_eV"])}
              for c, per in cv_spread.items() for p, v in per.items()]
-    fig_path = FIGURES / "uncertainty_z.png"
+    tag = _tag(est_opts)
+    fig_path = FIGURES / f"uncertainty_z{tag}.png"
     if stats:
         figure(stats, fig_path)
 
@@ -277,7 +278,8 @@ def main() -> None:
             checks.append((f"{case} {q}: std over seeds within 1.5x of the median sigma "
                            f"({fmt(r, digits=2)})", r is not None and 1 / 1.5 <= r <= 1.5))
     opts_text = f"--estimate-options '{args.estimate_options}' " if est_opts else ""
-    write_section("uncertainty_calibration", f"""## Uncertainty calibration: do error bars cover?
+    title = f" (estimate options {args.estimate_options})" if est_opts else ""
+    write_section(f"uncertainty_calibration{tag}", f"""## Uncertainty calibration{title}
 
 `python benchmarks/uncertainty_calibration.py --seeds {args.seeds} --cv-seeds {args.cv_seeds}`
 {opts_text}on {machine()}. One trained CV per case (the example as shipped, `cv_quality.py`'s
@@ -297,7 +299,7 @@ estimate each (eV).
 
 Wall time (s): {", ".join(f"{k} {v}" for k, v in wall.items())}.
 
-![z](figures/uncertainty_z.png)
+![z](figures/uncertainty_z{tag}.png)
 """)
     mb_cv = cv_spread.get("mb_quick", {})
     emit({"mb_barrier_coverage_2sigma": mb_b.get("coverage_2sigma"),
