@@ -279,13 +279,15 @@ def main() -> None:
                            f"({fmt(r, digits=2)})", r is not None and 1 / 1.5 <= r <= 1.5))
     opts_text = f"--estimate-options '{args.estimate_options}' " if est_opts else ""
     title = f" (estimate options {args.estimate_options})" if est_opts else ""
+    sigma_text = ("barrier and dF: the bootstrap over walker blocks"
+                  if est_opts and est_opts.get("bootstrap_blocks") else
+                  "barrier: bootstrap over samples; dF: MBAR's analytical error")
     write_section(f"uncertainty_calibration{tag}", f"""## Uncertainty calibration{title}
 
 `python benchmarks/uncertainty_calibration.py --seeds {args.seeds} --cv-seeds {args.cv_seeds}`
 {opts_text}on {machine()}. One trained CV per case (the example as shipped, `cv_quality.py`'s
 "after" run); the umbrella and estimate stages repeated with independent seeds; z =
-(MBAR - exact along the same CV) / reported sigma (barrier: bootstrap; dF: MBAR's
-analytical error). A calibrated error bar puts about 68 % of the runs within 1 sigma and
+(MBAR - exact along the same CV) / reported sigma ({sigma_text}). A calibrated error bar puts about 68 % of the runs within 1 sigma and
 95 % within 2, with median |z| near 0.67 and the spread over seeds equal to sigma.
 
 {table(rows_md, list(rows_md[0])) if rows_md else "(no case run)"}
@@ -297,7 +299,8 @@ estimate each (eV).
 
 {chr(10).join(f"- {text}: **{'met' if ok else 'not met'}**" for text, ok in checks)}
 
-Wall time (s): {", ".join(f"{k} {v}" for k, v in wall.items())}.
+Wall time of this call (s; runs reused from an earlier call count 0): {", ".join(
+    f"{k} {v}" for k, v in wall.items())}.
 
 ![z](figures/uncertainty_z{tag}.png)
 """)
