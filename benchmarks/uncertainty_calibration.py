@@ -287,8 +287,9 @@ def main() -> None:
 `python benchmarks/uncertainty_calibration.py --seeds {args.seeds} --cv-seeds {args.cv_seeds}`
 {opts_text}on {machine()}. One trained CV per case (the example as shipped, `cv_quality.py`'s
 "after" run); the umbrella and estimate stages repeated with independent seeds; z =
-(MBAR - exact along the same CV) / reported sigma ({sigma_text}). A calibrated error bar puts about 68 % of the runs within 1 sigma and
-95 % within 2, with median |z| near 0.67 and the spread over seeds equal to sigma.
+(MBAR - exact along the same CV) / reported sigma ({sigma_text}). A calibrated
+error bar puts about 68 % of the runs within 1 sigma and 95 % within 2, with median |z| near
+0.67 and the spread over seeds equal to sigma.
 
 {table(rows_md, list(rows_md[0])) if rows_md else "(no case run)"}
 
