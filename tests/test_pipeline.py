@@ -293,3 +293,19 @@ def test_cli_ends_with_a_summary_block_and_one_line_warnings(tmp_path, capsys):
         warnings.warn("mbar: poor overlap\n  between windows", RuntimeWarning, stacklevel=1)
     err = capsys.readouterr().err
     assert err.strip() == "mtcv: warning: mbar: poor overlap between windows"
+
+
+def test_a_component_must_implement_its_interface():
+    """A registered factory that builds something outside the interface is
+    refused naming the interface, before any stage calls into it."""
+    from mtcv_core.interfaces import Sampler
+    from mtcv_core.plugins import PluginError
+    from mtcv_core.stages.common import require_interface
+
+    class NotASampler:
+        def run(self, *args, **kwargs):
+            return None
+
+    with pytest.raises(PluginError, match=r"sampler 'plain' is a NotASampler, not a "
+                                          r"mtcv_core.interfaces.Sampler"):
+        require_interface(NotASampler(), Sampler, "sampler", "plain")

@@ -26,14 +26,26 @@ def system_component(ctx: RunContext) -> Component:
     return ctx.registry.get("system", ctx.config.system)
 
 
+def require_interface(built: Any, interface: type, kind: str, name: str) -> Any:
+    """``built`` if it implements ``interface``, else a PluginError saying so
+    (a component the stage would call methods on that it does not declare)."""
+    if not isinstance(built, interface):
+        raise PluginError(f"{kind} {name!r} is a {type(built).__name__}, not a "
+                          f"mtcv_core.interfaces.{interface.__name__}: subclass it, so that "
+                          "it declares what the pipeline calls")
+    return built
+
+
 def build_checked(ctx: RunContext, kind: str, name: str, options: Mapping[str, Any],
-                  where: str, *, name_where: str) -> Any:
-    """Component ``name`` of ``kind`` built from its config table and
-    checked against the system (:meth:`DataSource.check`,
-    :meth:`Sampler.check`); errors name ``where``."""
+                  where: str, *, name_where: str, interface: type) -> Any:
+    """Component ``name`` of ``kind`` built from its config table, required to
+    implement ``interface`` and checked against the system
+    (:meth:`DataSource.check`, :meth:`Sampler.check`); errors name ``where``."""
     if not isinstance(options, Mapping):
         raise ConfigError(f"{where}: expected a table of options, got {options!r}")
-    built = build_component(ctx.registry, kind, name, options, where, name_where=name_where)
+    built = require_interface(
+        build_component(ctx.registry, kind, name, options, where, name_where=name_where),
+        interface, kind, name)
     try:
         built.check(ctx.system)
     except ConfigError as exc:

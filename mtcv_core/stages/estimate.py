@@ -23,6 +23,7 @@ from mtcv_core.stages.common import (
     classifier_basins,
     component,
     model_cv_function,
+    require_interface,
     train_frames,
 )
 from mtcv_core.stages.context import RunContext
@@ -50,11 +51,13 @@ def build_estimator(ctx: RunContext, cfg: EstimateStageConfig, *,
     """The ``[estimate]`` estimator, with ``reference_options`` on top of
     ``options`` for the true-CV reference."""
     if reference:
-        return build_component(ctx.registry, "estimator", cfg.estimator,
-                               {**cfg.options, **cfg.reference_options},
-                               "estimate.reference_options", name_where="estimate.estimator")
-    return build_component(ctx.registry, "estimator", cfg.estimator, cfg.options,
-                           "estimate.options", name_where="estimate.estimator")
+        built = build_component(ctx.registry, "estimator", cfg.estimator,
+                                {**cfg.options, **cfg.reference_options},
+                                "estimate.reference_options", name_where="estimate.estimator")
+    else:
+        built = build_component(ctx.registry, "estimator", cfg.estimator, cfg.options,
+                                "estimate.options", name_where="estimate.estimator")
+    return require_interface(built, Estimator, "estimator", cfg.estimator)
 
 
 def reference_basins(ctx: RunContext) -> Callable[[np.ndarray], np.ndarray]:

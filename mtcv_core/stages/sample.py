@@ -29,7 +29,7 @@ from mtcv_core.summary import frame_counts
 def build_sources(ctx: RunContext) -> dict[str, DataSource]:
     """The ``[sample.sources.NAME]`` data sources, built and checked."""
     return {name: build_checked(ctx, "data_source", name, options, f"sample.sources.{name}",
-                                name_where="sample.sources")
+                                name_where="sample.sources", interface=DataSource)
             for name, options in ctx.config.sample.sources.items()}
 
 

@@ -83,7 +83,7 @@ def build_sampler(ctx: RunContext, cfg: UmbrellaStageConfig, *,
         options.update(cfg.reference_sampler_options)
         where = "umbrella.reference_sampler_options"
     return build_checked(ctx, "sampler", cfg.sampler, options, where,
-                         name_where="umbrella.sampler")
+                         name_where="umbrella.sampler", interface=Sampler)
 
 
 def reference_cv(ctx: Any, names: list[str] | None) -> tuple[Any, list[int]]:
