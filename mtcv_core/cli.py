@@ -23,6 +23,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
+import warnings  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from mtcv_core import __version__  # noqa: E402
@@ -92,17 +93,6 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     tqdm.write(f"mtcv: warning: {text}", file=sys.stderr)
 
 
-def _quiet_terminal() -> None:
-    """One-line warnings; pymbar's import-time advisories (its JAX banner,
-    its timeseries caveat) are logged at WARNING by pymbar: keep only its
-    errors."""
-    import logging
-    import warnings
-
-    warnings.showwarning = _one_line_warning
-    logging.getLogger("pymbar").setLevel(logging.ERROR)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from mtcv_core.pipeline import STAGES
 
@@ -135,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mtcv_core.errors import MtcvError
 
     args = build_parser().parse_args(argv)
-    _quiet_terminal()
+    warnings.showwarning = _one_line_warning  # one line between the progress bars
     try:
         return int(args.func(args) or 0)
     except MtcvError as exc:  # config, dataset, model file, plugin, blow-up: one clear line

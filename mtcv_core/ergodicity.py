@@ -37,6 +37,13 @@ def statistical_inefficiency(series: np.ndarray, walkers: int) -> float:
     of one walker, ``statistical_inefficiency_multiple`` over several (the
     series is ``walkers`` equal parts, walker-major), the largest over the CV
     dimensions. series: (n,) or (n, d)."""
+    from mtcv_core.quiet import quiet_loggers
+
+    with quiet_loggers("pymbar"):  # its import banner and per-call caveat
+        return _statistical_inefficiency(series, walkers)
+
+
+def _statistical_inefficiency(series: np.ndarray, walkers: int) -> float:
     from pymbar import timeseries
     from pymbar.utils import ParameterError
 

@@ -97,9 +97,9 @@ def run_estimate(ctx: RunContext) -> None:
     cfg = ctx.estimate or estimate_config(ctx)
     ucfg = ctx.umbrella or umbrella_config(ctx)
     model = load_model(ctx.out / "model.pt", ctx.registry)
+    basin_of = classifier_basins(model, ctx)
     fes = _estimate(ctx, build_estimator(ctx, cfg), cfg.estimator,
-                    read_dataset(ctx.out / "umbrella.nc"), classifier_basins(model, ctx),
-                    "estimating along xi")
+                    read_dataset(ctx.out / "umbrella.nc"), basin_of, "estimating along xi")
     write_dataset(fes, ctx.out / "fes.nc")
     along_xi = {(r["from"], r["to"]): r for r in transitions_table(fes)}
     true_cv: dict[tuple[str, str], dict[str, Any]] = {}
@@ -109,7 +109,7 @@ def run_estimate(ctx: RunContext) -> None:
                         "estimating along the true CVs")
         write_dataset(ref, ctx.out / "fes_reference.nc")
         true_cv = {(r["from"], r["to"]): r for r in transitions_table(ref)}
-    exact = exact_along_xi(ctx, fes, model)
+    exact = exact_along_xi(ctx, fes, model, basin_of)
     quadrature = {(r["from"], r["to"]): r
                   for r in ctx.system.reference_transitions(ctx.config.temperature_K)}
     rows = []
@@ -138,8 +138,10 @@ def run_estimate(ctx: RunContext) -> None:
     ctx.summary["min_neighbour_overlap"] = fes.attrs.get("min_neighbour_overlap")
 
 
-def exact_along_xi(ctx: RunContext, fes: xr.Dataset, model: Any) -> dict[str, xr.Dataset]:
-    """The exact PMF along the learned CV on ``fes.nc``'s bins, for systems
+def exact_along_xi(ctx: RunContext, fes: xr.Dataset, model: Any,
+                   basin_of: Callable[[np.ndarray], np.ndarray]) -> dict[str, xr.Dataset]:
+    """The exact PMF along the learned CV on ``fes.nc``'s bins, basins by
+    ``basin_of`` (the same as the estimate's), for systems
     with quadrature (``System.equilibrium_nodes``): ``exact`` with the
     non-periodic spectators spread as in the training data (Gaussian, their
     std), written to ``fes_exact.nc``; ``exact_spectators_at_zero`` with them
@@ -152,7 +154,7 @@ def exact_along_xi(ctx: RunContext, fes: xr.Dataset, model: Any) -> dict[str, xr
         ranges = training_ranges(ctx.system, train_frames(ctx)["coordinates"].values)
         spread = [0.0 if r["period"] > 0 else r["std"] for r in ranges.values()]
     options = json.loads(fes.attrs.get("estimator_options", "{}"))
-    kw = dict(basin_of=classifier_basins(model, ctx), basin_names=list(ctx.system.basins),
+    kw = dict(basin_of=basin_of, basin_names=list(ctx.system.basins),
               diagonal=bool(options.get("diagonal_moves", False)), seed=ctx.config.seed)
     cv = model_cv_function(model)
     try:
