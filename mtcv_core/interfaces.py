@@ -123,7 +123,11 @@ class System(ABC):
     #: potential energy nor the basin, so a good CV must ignore them (the 5D
     #: models: ``x5`` and the two embedding angles). Empty: none declared.
     spectator_names: tuple[str, ...] = ()
-    #: period of each spectator (0: not periodic), same order as the names
+    #: period of each spectator (0: not periodic), same order as the names. A
+    #: periodic spectator is an angle whose equilibrium distribution is uniform
+    #: given the other coordinates (:meth:`with_spectators` moves it by a
+    #: volume-preserving map, e.g. a rotation): the umbrella sampler's
+    #: ``spectator_moves`` redraw it uniformly as an exact Monte Carlo move.
     spectator_periods: tuple[float, ...] = ()
     #: units of each spectator ("angstrom", "radian", ...)
     spectator_units: tuple[str, ...] = ()

@@ -12,6 +12,8 @@ in a long run they keep diffusing and the "barrier along xi" drifts with them.
   (labels and energies unchanged by the system's contract), so that the
   network sees them decorrelated from everything it must predict, over a range
   ``scale`` times wider than the training data's.
+* :func:`redraw_periodic` proposes the umbrella sampler's spectator Monte
+  Carlo moves (``spectator_moves``): periodic spectators redrawn uniformly.
 * :func:`spectator_sensitivity` moves only the spectators at the system's
   landmarks (basin minima, saddles) over ``k`` times their training range and
   reports the spread of xi and how often a basin minimum changes class.
@@ -43,6 +45,33 @@ def _periods(system: Any) -> np.ndarray:
                              f"{n} spectator_names")
         periods[:] = np.asarray(given, float)
     return periods
+
+
+def periodic_spectators(system: Any) -> np.ndarray:
+    """Indices of the system's periodic spectators (empty when it declares
+    none)."""
+    if not declares_spectators(system):
+        return np.zeros(0, dtype=int)
+    return np.flatnonzero(_periods(system) > 0)
+
+
+def redraw_periodic(system: Any, positions: np.ndarray, rng: np.random.Generator
+                    ) -> np.ndarray:
+    """``positions`` (n, n_atoms, 3) with every periodic spectator drawn anew,
+    uniformly over its period (the other spectators kept): the proposal of an
+    exact Monte Carlo move, as the potential energy and the basin do not
+    depend on spectators and a periodic one is uniform in equilibrium (see
+    :attr:`mtcv_core.interfaces.System.spectator_periods`). Draws ``n *
+    n_periodic`` uniforms from ``rng``, walker-major."""
+    cols = periodic_spectators(system)
+    if not len(cols):
+        raise ValueError(f"system {getattr(system, 'name', system)!r} declares no periodic "
+                         "spectator coordinates to redraw")
+    positions = np.asarray(positions, float)
+    values = np.array(system.spectators(positions), float)
+    periods = _periods(system)[cols]
+    values[:, cols] = rng.uniform(0.0, 1.0, (len(positions), len(cols))) * periods
+    return np.asarray(system.with_spectators(positions, values), float)
 
 
 def training_ranges(system: Any, positions: np.ndarray) -> dict[str, dict[str, float]]:
@@ -186,5 +215,5 @@ def spectator_sensitivity(system: Any, cv: Callable[[np.ndarray], np.ndarray],
     return out
 
 
-__all__ = ["declares_spectators", "training_ranges", "SpectatorAugmenter",
-           "spectator_sensitivity"]
+__all__ = ["declares_spectators", "periodic_spectators", "redraw_periodic", "training_ranges",
+           "SpectatorAugmenter", "spectator_sensitivity"]

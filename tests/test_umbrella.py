@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -223,3 +225,82 @@ def test_window_results_do_not_depend_on_task_grouping(mb):
     each = UmbrellaSampler(temperature_K=300.0, n_steps=100, equilibration_steps=10,
                            walkers_per_window=2, windows_per_task=1).run_windows(mb, cv, **kw)
     xr.testing.assert_identical(one, each)
+
+
+class TiltedRadiusCV(torch.nn.Module):
+    """(x~ + a cos(phi12), cos(phi12)): a CV that is mostly the radius but
+    reads the embedding angle phi12 -- the slow spectator a learned CV
+    reads -- and, as its second column (restrained with k = 0), the angle's
+    cosine itself, so the window records it."""
+
+    def __init__(self, amplitude: float = 0.6) -> None:
+        super().__init__()
+        self.amplitude = amplitude
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        x = positions.reshape(positions.shape[0], -1)[:, :5]
+        r = torch.sqrt(x[:, 0] ** 2 + x[:, 1] ** 2 + 1e-7 * x[:, 4] ** 2)
+        cos12 = x[:, 0] / torch.sqrt(x[:, 0] ** 2 + x[:, 1] ** 2)
+        return torch.stack([r + self.amplitude * cos12, cos12], dim=1)
+
+
+def _exact_window_means(mb, cv, center, k, temperature_K=300.0):
+    """The window's exact mean of each CV column, from the system's
+    quadrature (the restraint on the first column only)."""
+    kT = 8.617333262e-5 * temperature_K
+    num = np.zeros(2)
+    den = 0.0
+    for pos, w in mb.equilibrium_nodes(temperature_K, spectator_draws=32, n=300):
+        with torch.no_grad():
+            xi = cv(torch.as_tensor(pos)).numpy()
+        wb = w * np.exp(-0.5 * k * (xi[:, 0] - center) ** 2 / kT)
+        num += wb @ xi
+        den += wb.sum()
+    return num / den
+
+
+@pytest.mark.parametrize("engine", ["fast", "ase"])
+def test_spectator_moves_equilibrate_a_slow_angle_the_cv_reads(mb, engine):
+    """Walkers started at phi12 = 0 in a window on x~ + 0.6 cos(phi12):
+    the angle diffuses over hundreds of ps at x~ ~ 23 angstrom, so without
+    spectator moves the walkers keep cos(phi12) ~ 1, far off the window's exact
+    mean; with the moves (exact Monte Carlo on the restraint energy) the
+    window reaches its ensemble."""
+    cv = TiltedRadiusCV()
+    center, k = 21.0, 0.05  # on A's flank: the PMF's slope tilts phi12
+    exact = _exact_window_means(mb, cv, center, k)
+    assert exact[1] < -0.2  # the slope of the PMF tilts the angle distribution
+    start = mb.embed(np.array([20.4]), np.array([29.0]), phi12=0.0, phi34=0.3)
+    walkers = 16 if engine == "fast" else 6
+    common = dict(engine=engine, temperature_K=300.0, n_steps=2000, equilibration_steps=500,
+                  stride=10, walkers_per_window=walkers)
+    runs = {moves: UmbrellaSampler(spectator_moves=moves, **common).run_windows(
+        mb, cv, seed=3, centers=[[center, 0.0]], spring_constants=[[k, 0.0]],
+        start_positions=start) for moves in ((0, 20) if engine == "fast" else (20,))}
+    acc = json.loads(runs[20].attrs["spectator_acceptance"])
+    assert 0.05 < acc["0"] < 0.95
+    z = {}
+    for moves, ds in runs.items():
+        cos12 = ds.cv_values.values[0, :, 1].reshape(walkers, -1).mean(axis=1)
+        z[moves] = (cos12.mean() - exact[1]) / max(cos12.std(ddof=1) / np.sqrt(walkers), 0.01)
+    assert abs(z[20]) < 4, (z, exact)
+    if engine == "fast":  # the plain ASE path is as slow to equilibrate the angle
+        assert "spectator_moves" not in runs[0].attrs
+        assert abs(z[0]) > 8, (z, exact)
+
+
+def test_spectator_moves_need_periodic_spectators():
+    from mtcv_core.config import ConfigError
+    from mtcv_core.interfaces import System
+
+    class Plain(System):
+        name = "plain"
+
+        def make_atoms(self, basin=None):
+            raise NotImplementedError
+
+        def basin_index(self, atoms):
+            return -1
+
+    with pytest.raises(ConfigError, match="spectator_moves = 10: system 'plain' declares no"):
+        UmbrellaSampler(spectator_moves=10).check(Plain())

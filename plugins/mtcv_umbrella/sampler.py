@@ -95,6 +95,24 @@ class UmbrellaSampler(MDOptions, Sampler):
                                     "span / grid_points)")
     grid_spacing: float | None = field(default=None, metadata={
         "gt": 0, "doc": "grid spacing for a 2D CV, CV units (overrides grid_points)"})
+    spectator_moves: int = nonneg(
+        0, "every this many MD steps (equilibration included) one Monte Carlo move per "
+           "walker: the system's periodic spectator coordinates redrawn uniformly, accepted "
+           "by Metropolis on the restraint energy -- exact for the window's ensemble, as the "
+           "potential energy does not depend on spectators. Walkers then need not wait for "
+           "slow spectators that xi reads (on the 5D models the embedding angles relax over "
+           "hundreds of ps, windows run tens). 0: off; needs a system declaring periodic "
+           "spectators (System.spectator_periods)")
+
+    def check(self, system: System) -> None:
+        """``spectator_moves`` needs periodic spectators to move."""
+        from mtcv_core.config import ConfigError
+        from mtcv_core.spectators import periodic_spectators
+
+        if self.spectator_moves and not len(periodic_spectators(system)):
+            raise ConfigError(f"spectator_moves = {self.spectator_moves}: system "
+                              f"{system.name!r} declares no periodic spectator coordinates "
+                              "(System.spectator_names / spectator_periods); set it to 0")
 
     # ---------------------------------------------------------- the stage's entry point
     def run(self, system: System, cv: CollectiveVariable, *, frames: StartFrames,
@@ -280,6 +298,7 @@ class UmbrellaSampler(MDOptions, Sampler):
                       start=start_positions[todo[s:s + c]], params=params,
                       seed=seed, fast=self.use_fast(system, md), walkers=self.walkers_per_window,
                       n_steps=self.n_steps, n_eq=self.equilibration_steps, stride=self.stride,
+                      spectator_moves=self.spectator_moves,
                       cv_names=cv_names, cv_units=cv_units,
                       cv_periods=None if cv_periods is None else
                       np.broadcast_to(np.asarray(cv_periods, float), centers.shape[1:]).copy())
@@ -307,6 +326,10 @@ class UmbrellaSampler(MDOptions, Sampler):
                 "spring constants")
         merged = merge_windows(kept, temperature_K=params.temperature_K)
         merged.attrs["blow_ups"] = json.dumps(sorted(blow_ups, key=lambda b: b["window"]))
+        if self.spectator_moves:
+            merged.attrs["spectator_moves"] = int(self.spectator_moves)
+            merged.attrs["spectator_acceptance"] = json.dumps(
+                {int(w.attrs["window_id"]): w.attrs.get("spectator_acceptance") for w in kept})
         return merged
 
 
@@ -344,6 +367,11 @@ def _window_task(spec: dict[str, Any]) -> dict[str, list[Any]]:
     # one random stream per window: a window's samples do not depend on the
     # windows it shares a task with (so a resumed run equals an uninterrupted one)
     rngs = [task_rng(spec["seed"], "umbrella-window", int(w)) for w in ids]
+    # spectator moves draw from streams of their own: with moves off (the
+    # default) the dynamics are exactly those of a run without the option
+    every = int(spec.get("spectator_moves", 0))
+    mc_rngs = [task_rng(spec["seed"], "umbrella-spectators", int(w)) for w in ids] if every \
+        else []
     masses = system.make_atoms().get_masses()
     n_rec = spec["n_steps"] // spec["stride"]
     # walker order: window-major, m walkers per window
@@ -355,7 +383,9 @@ def _window_task(spec: dict[str, Any]) -> dict[str, list[Any]]:
                params=params, n_eq=spec["n_eq"], n_steps=spec["n_steps"],
                stride=spec["stride"], periods=spec["cv_periods"],
                cv_rec=np.zeros((n_rec, len(x0), centers.shape[1])),
-               e_rec=np.zeros((n_rec, len(x0))), blown={})
+               e_rec=np.zeros((n_rec, len(x0))), blown={},
+               every=every, mc_rngs=mc_rngs, kT=kT_eV(params.temperature_K),
+               mc_tries=np.zeros(len(x0)), mc_accepted=np.zeros(len(x0)))
 
     def blow_up(j: int, step: int, energy: float) -> None:
         """Walker ``j`` (task order) blew up at ``step``: drop its window."""
@@ -376,10 +406,16 @@ def _window_task(spec: dict[str, Any]) -> dict[str, list[Any]]:
         # samples: walker-major so each walker's series stays contiguous
         series = np.swapaxes(cv_rec[:, sel], 0, 1).reshape(-1, centers.shape[1])
         energy = e_rec[:, sel].T.reshape(-1)
-        out.append(make_window_dataset(
+        win = make_window_dataset(
             window_id=int(w), center=centers[i], spring_constant=k[i], cv_values=series,
             energy=energy, walkers=m, temperature_K=params.temperature_K,
-            cv_names=spec["cv_names"], cv_units=spec["cv_units"], cv_period=spec["cv_periods"]))
+            cv_names=spec["cv_names"], cv_units=spec["cv_units"], cv_period=spec["cv_periods"])
+        if every:
+            tries = float(run["mc_tries"][sel].sum())
+            win.attrs["spectator_moves"] = every
+            win.attrs["spectator_acceptance"] = (float(run["mc_accepted"][sel].sum()) / tries
+                                                 if tries else float("nan"))
+        out.append(win)
     return {"windows": out, "blow_ups": [blown[i] for i in sorted(blown)]}
 
 
@@ -419,10 +455,66 @@ def _fast_windows(run: dict[str, Any], blow_up: Any) -> None:
                 break  # every window of this task blew up
         if not alive.all():
             integ.hold(x, v, f, ~alive, held)
+        if run["every"] and s and s % run["every"] == 0:
+            x, e, f = _spectator_move_batch(run, forces, integ, x, e, f, alive)
         if s > n_eq and (s - n_eq) % stride == 0:
             r = (s - n_eq) // stride - 1
             run["cv_rec"][r] = forces.last_cv
             run["e_rec"][r] = forces.last_unbiased
+
+
+def _spectator_move_batch(run: dict[str, Any], forces: BatchedBias, integ: BatchLangevin,
+                          x: np.ndarray, e: np.ndarray, f: np.ndarray, alive: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One spectator Monte Carlo move of every live walker (see
+    ``UmbrellaSampler.spectator_moves``): the periodic spectators redrawn
+    (:func:`mtcv_core.spectators.redraw_periodic`, each window from its own
+    stream), accepted with probability ``min(1, exp(-(b_new - b_old)/kT))``
+    of the restraint energies b. Velocities are kept (they are independent
+    of positions in equilibrium). Returns the new x, energy and forces."""
+    from mtcv_core.spectators import redraw_periodic
+
+    m = run["m"]
+    bias_old = forces.last_bias.copy()
+    proposal = np.empty_like(x)
+    u = np.empty(len(x))
+    for i, rng in enumerate(run["mc_rngs"]):
+        sel = slice(i * m, (i + 1) * m)
+        proposal[sel] = redraw_periodic(run["system"], x[sel], rng)
+        u[sel] = rng.uniform(size=m)
+    bias_new, _, _ = forces.bias(proposal)
+    with np.errstate(over="ignore", invalid="ignore"):
+        accept = alive & (u < np.exp(-(bias_new - bias_old) / run["kT"]))
+    run["mc_tries"] += alive
+    run["mc_accepted"] += accept
+    if accept.any():
+        x = np.where(accept[:, None, None], proposal, x)
+        e, f = integ.evaluate(x)  # also refreshes forces.last_cv / last_bias
+    return x, e, f
+
+
+def _spectator_move_ase(atoms: Any, system: System, rng: np.random.Generator, kT: float,
+                        tally: np.ndarray) -> None:
+    """The move of :func:`_spectator_move_batch` on one ASE walker whose
+    calculator is an :class:`UmbrellaBias`; ``tally`` (2,) counts tries and
+    acceptances."""
+    from mtcv_core.spectators import redraw_periodic
+
+    atoms.get_potential_energy()
+    old = atoms.get_positions()
+    bias_old = float(atoms.calc.results["bias_energy"])
+    proposal = redraw_periodic(system, old[None], rng)[0]
+    u = rng.uniform()
+    atoms.set_positions(proposal)
+    atoms.get_potential_energy()
+    bias_new = float(atoms.calc.results["bias_energy"])
+    tally[0] += 1
+    with np.errstate(over="ignore"):
+        if u < np.exp(-(bias_new - bias_old) / kT):
+            tally[1] += 1
+        else:  # back, with the calculator's results (recorded next) for it
+            atoms.set_positions(old)
+            atoms.get_potential_energy()
 
 
 def _ase_windows(run: dict[str, Any], blow_up: Any) -> None:
@@ -449,10 +541,31 @@ def _ase_windows(run: dict[str, Any], blow_up: Any) -> None:
             cvs.append(np.atleast_1d(a.calc.results["cv"]).copy())
             es.append(a.calc.results["unbiased_energy"])
 
+        every = run["every"]
+        tally = np.zeros(2)
+
+        def move(a=atoms, mc=run["mc_rngs"][w // m] if every else None, tally=tally) -> None:
+            _spectator_move_ase(a, run["system"], mc, run["kT"], tally)
+
         try:
-            if n_eq:
+            if n_eq and every:  # the move counts steps from the start, as the batched path
+                eq = ase_langevin(atoms, params, rng)
+                for start in range(0, n_eq, every):
+                    eq.run(min(every, n_eq - start))
+                    if start + every <= n_eq:
+                        move()
+                _check_finite(atoms, n_eq)
+            elif n_eq:
                 run_ase_langevin(atoms, n_eq, params, rng, stride=1)
             dyn = ase_langevin(atoms, params, rng)
+            if every:
+                offset = n_eq % every
+
+                def move_on_schedule(d=dyn, offset=offset, every=every, move=move) -> None:
+                    if d.nsteps and (d.nsteps + offset) % every == 0:
+                        move()
+
+                dyn.attach(move_on_schedule, interval=1)
             dyn.attach(record, interval=1, dyn_steps=lambda d=dyn: d.nsteps)
             with np.errstate(over="ignore", invalid="ignore"):
                 dyn.run(n_steps)
@@ -462,3 +575,11 @@ def _ase_windows(run: dict[str, Any], blow_up: Any) -> None:
             continue
         run["cv_rec"][:, w] = np.array(cvs[stride::stride])  # ASE records step 0 too
         run["e_rec"][:, w] = np.array(es[stride::stride])
+        run["mc_tries"][w], run["mc_accepted"][w] = tally
+
+
+def _check_finite(atoms: Any, step: int) -> None:
+    """Raise :class:`BlowUpError` if ``atoms`` has blown up (at ``step``)."""
+    energy = atoms.get_potential_energy()
+    if blown_up(atoms.get_positions()[None], np.array([energy]), 1e6)[0]:
+        raise BlowUpError(f"ASE umbrella walker blew up: energy {energy!r}", step=step)
