@@ -52,7 +52,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     summary = run_pipeline(args.config, out=args.out, until=args.until, resume=args.resume,
                            scheduler=args.scheduler, workers=args.workers,
-                           progress=not args.quiet)
+                           progress=not args.quiet, strict=args.strict)
     print(json.dumps(summary, indent=2))
     out = args.out or os.path.join("runs", str(summary.get("config", {}).get("name", "run")))
     print("\n".join(summary_block(summary, out)), file=sys.stderr)
@@ -80,6 +80,10 @@ def summary_block(summary: dict, out: str) -> list[str]:
                      f"{num(r.get('reference_barrier_eV'))}); dF {delta} (exact "
                      f"{num(r.get('exact_delta_F_eV'))}, reference "
                      f"{num(r.get('reference_delta_F_eV'))}) eV")
+        if r.get("converged") is False:
+            failed = [n for n, c in r.get("convergence", {}).items() if c.get("ok") is False]
+            lines.append(f"    NOT converged: {', '.join(failed)} (report.md, "
+                         "'Convergence along xi')")
     report = os.path.join(out, "report.md")
     lines.append(f"  report: {report}" if os.path.exists(report) else f"  outputs: {out}")
     return lines
@@ -117,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, default=None,
                    help="workers of the local Dask cluster (default: from the config)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--strict", action="store_true",
+                   help="fail (exit 2, after every output is written) when a transition's "
+                        "convergence verdict fails (report.md, 'Convergence along xi')")
     r.set_defaults(func=_cmd_run)
     return parser
 

@@ -22,4 +22,9 @@ class SimulationError(MtcvError, FloatingPointError):
     seed."""
 
 
-__all__ = ["MtcvError", "SimulationError"]
+class ConvergenceError(MtcvError):
+    """``mtcv run --strict``: a reported number failed its convergence verdict
+    (:mod:`mtcv_core.convergence`); every output was written first."""
+
+
+__all__ = ["MtcvError", "SimulationError", "ConvergenceError"]

@@ -116,8 +116,13 @@ def remove_stale_temporaries(out_dir: Path) -> int:
 
 def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | None = None,
                  until: str | None = None, resume: bool = False, scheduler: str | None = None,
-                 workers: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run the pipeline; returns the summary (also in ``OUT/summary.json``)."""
+                 workers: int | None = None, progress: bool = True,
+                 strict: bool = False) -> dict[str, Any]:
+    """Run the pipeline; returns the summary (also in ``OUT/summary.json``).
+
+    With ``strict``, a transition whose convergence verdict failed
+    (``summary["transitions"][i]["converged"] is False``) raises
+    :class:`mtcv_core.errors.ConvergenceError` after every output is written."""
     from mtcv_core.execution import check_scheduler_address, dask_client
     from mtcv_core.plugins import PluginError, build_component, load_plugins
     from mtcv_core.stages import STAGES as RUNNERS
@@ -192,4 +197,14 @@ def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | Non
     finally:
         ctx.close_client()
     ctx.save_summary()
+    if strict:
+        from mtcv_core.convergence import failed_checks
+        from mtcv_core.errors import ConvergenceError
+
+        failed = [f"{r['from']}->{r['to']} ({', '.join(failed_checks(r))})"
+                  for r in summary.get("transitions", []) if r.get("converged") is False]
+        if failed:
+            raise ConvergenceError(f"--strict: not converged along xi: {'; '.join(failed)}; "
+                                   f"every output is in {out_dir} (report.md, 'Convergence "
+                                   "along xi')")
     return summary

@@ -226,6 +226,38 @@ def test_all_stages_smoke(full_run):
     assert 0.0 <= sens["misclassified_fraction"] <= 1.0
     report = (out / "report.md").read_text()
     assert "exact along xi" in report and "Spectator sensitivity" in report
+    # the convergence verdict of the transition along xi
+    assert isinstance(row["converged"], bool)
+    assert {"overlap", "walkers_agree", "no_drift", "halves_agree", "solver"} <= set(
+        row["convergence"])
+    assert isinstance(summary["drifting_windows"], list)
+    assert "Convergence along xi" in report
+
+
+def test_strict_fails_on_a_failed_verdict_after_writing_everything(full_run, tmp_path):
+    """`--strict` on a finished run whose verdict failed (planted in its
+    summary: the check's outcome is the estimate stage's, tested above and in
+    tests/test_convergence.py): exit 2 naming the transition and the failed
+    check; every output stays; without --strict the same run exits 0."""
+    import shutil
+
+    out = tmp_path / "o"
+    shutil.copytree(full_run / "o", out)
+    summary = json.loads((out / "summary.json").read_text())
+    row = summary["transitions"][0]
+    row["converged"] = False
+    row["convergence"]["overlap"] = {"min_neighbour": 0.001, "limit": 0.03, "ok": False}
+    (out / "summary.json").write_text(json.dumps(summary))
+    files = sorted(p.name for p in out.iterdir())
+    res = mtcv("run", str(full_run / "full.toml"), "--out", str(out), "--resume", "--quiet",
+               "--strict")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "--strict: not converged along xi: A->B (overlap" in res.stderr
+    assert sorted(p.name for p in out.iterdir()) == files
+    lenient = mtcv("run", str(full_run / "full.toml"), "--out", str(out), "--resume",
+                   "--quiet")
+    assert lenient.returncode == 0, lenient.stderr[-2000:]
+    assert "NOT converged: overlap" in lenient.stderr
 
 
 def _without_timings(summary: dict) -> dict:

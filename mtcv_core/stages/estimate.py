@@ -40,6 +40,11 @@ class EstimateStageConfig:
     reference_options: dict[str, Any] = field(default_factory=dict, metadata={
         "doc": "options that differ for the true-CV reference (e.g. fewer bootstraps for "
                "its many 2D windows)"})
+    convergence: bool = doc(True, "a convergence verdict for every transition along xi "
+                                  "(summary.json, report; `mtcv run --strict` fails on it): "
+                                  "window drift between the halves of each walker, the "
+                                  "estimate repeated on the first and on the second halves, "
+                                  "overlap and dropped windows (mtcv_core.convergence)")
 
 
 def estimate_config(ctx: RunContext) -> EstimateStageConfig:
@@ -98,10 +103,13 @@ def run_estimate(ctx: RunContext) -> None:
     ucfg = ctx.umbrella or umbrella_config(ctx)
     model = load_model(ctx.out / "model.pt", ctx.registry)
     basin_of = classifier_basins(model, ctx)
-    fes = _estimate(ctx, build_estimator(ctx, cfg), cfg.estimator,
-                    read_dataset(ctx.out / "umbrella.nc"), basin_of, "estimating along xi")
+    samples = read_dataset(ctx.out / "umbrella.nc")
+    estimator = build_estimator(ctx, cfg)
+    fes = _estimate(ctx, estimator, cfg.estimator, samples, basin_of, "estimating along xi")
     write_dataset(fes, ctx.out / "fes.nc")
     along_xi = {(r["from"], r["to"]): r for r in transitions_table(fes)}
+    convergence = (convergence_along_xi(ctx, estimator, cfg.estimator, samples, fes, basin_of)
+                   if cfg.convergence else {})
     true_cv: dict[tuple[str, str], dict[str, Any]] = {}
     if (ctx.out / "umbrella_reference.nc").exists():
         ref = _estimate(ctx, build_estimator(ctx, cfg, reference=True), cfg.estimator,
@@ -133,9 +141,48 @@ def run_estimate(ctx: RunContext) -> None:
             ev = transition_values(ds, a, b)
             row[f"{label}_barrier_eV"] = _num(ev, "barrier_eV")
             row[f"{label}_delta_F_eV"] = _num(ev, "delta_F_eV")
+        if (a, b) in convergence:
+            row["converged"] = convergence[(a, b)]["converged"]
+            row["convergence"] = convergence[(a, b)]["checks"]
         rows.append(row)
     ctx.summary["transitions"] = rows
     ctx.summary["min_neighbour_overlap"] = fes.attrs.get("min_neighbour_overlap")
+
+
+def convergence_along_xi(ctx: RunContext, estimator: Estimator, name: str,
+                         samples: xr.Dataset, fes: xr.Dataset,
+                         basin_of: Callable[[np.ndarray], np.ndarray]
+                         ) -> dict[tuple[str, str], dict[str, Any]]:
+    """The convergence verdict (:func:`mtcv_core.convergence.verdict`) of
+    every transition along xi: drift per window, the same estimator on the
+    first and on the second halves of every walker, and the estimator's own
+    diagnostics. Umbrella datasets only (``mtcv.umbrella/1``); empty for
+    other samples. The halves' warnings (they have half the samples) are not
+    repeated."""
+    import warnings
+
+    from mtcv_core.convergence import halves_agree, split_halves, verdict, window_drift
+    from mtcv_core.schema import SCHEMA_ATTR
+    from mtcv_core.schema_umbrella import UMBRELLA_SCHEMA
+
+    if samples.attrs.get(SCHEMA_ATTR) != UMBRELLA_SCHEMA:
+        return {}
+    drift = window_drift(samples)
+    halves = []
+    for part, label in zip(split_halves(samples), ("first", "second"), strict=True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est = _estimate(ctx, estimator, name, part, basin_of,
+                            f"estimating along xi on the {label} halves")
+        halves.append({(r["from"], r["to"]): r for r in transitions_table(est)})
+    out = {}
+    for r in transitions_table(fes):
+        pair = (r["from"], r["to"])
+        agree = halves_agree(r, halves[0].get(pair, {}), halves[1].get(pair, {}))
+        out[pair] = verdict(fes=fes, drift=drift, halves=agree)
+    bad = drift["window"].values[drift["drifting"].values].tolist()
+    ctx.summary["drifting_windows"] = [int(w) for w in bad]
+    return out
 
 
 def exact_along_xi(ctx: RunContext, fes: xr.Dataset, model: Any,
@@ -173,4 +220,4 @@ def exact_along_xi(ctx: RunContext, fes: xr.Dataset, model: Any,
 
 
 __all__ = ["EstimateStageConfig", "estimate_config", "build_estimator", "reference_basins",
-           "run_estimate", "exact_along_xi"]
+           "run_estimate", "convergence_along_xi", "exact_along_xi"]

@@ -45,6 +45,7 @@ def run_report(ctx: RunContext) -> None:
             f"{_fmt(r.get('exact_delta_F_eV'), 3)} | "
             f"{_pm(r['true_cv_delta_F_eV'], r['true_cv_delta_F_err_eV'])} | "
             f"{_fmt(r['reference_delta_F_eV'], 3)} |")
+    lines += _convergence_lines(s.get("transitions", []), s.get("drifting_windows"))
     lines += _spectator_lines(s.get("spectator_sensitivity"))
     lines += ["", "## Timings (s)", ""]
     lines += [f"- {k}: {v}" for k, v in s.get("timings_s", {}).items()]
@@ -52,6 +53,39 @@ def run_report(ctx: RunContext) -> None:
     lines += [f"![{p.stem}](figures/{p.name})" for p in sorted(figs.glob("*.png"))]
     with atomic_path(ctx.out / "report.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+
+
+def _convergence_lines(rows: list[dict[str, Any]], drifting: Any) -> list[str]:
+    """The convergence verdict of each transition along xi
+    (:mod:`mtcv_core.convergence`)."""
+    rows = [r for r in rows if "converged" in r]
+    if not rows:
+        return []
+    lines = ["", "## Convergence along xi", "",
+             "Checks a bootstrap over samples cannot make: windows whose walkers drift "
+             "between the halves of their runs (in xi or the unbiased energy), the estimate "
+             "repeated on the first and on the second halves, neighbour overlap, windows "
+             "dropped for disagreeing walkers, the MBAR solution. `mtcv run --strict` fails "
+             "on a transition that is not converged.", "",
+             "| transition | converged | failed checks | barrier halves | dF halves |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        checks = r.get("convergence", {})
+        failed = [n for n, c in checks.items() if c.get("ok") is False]
+        halves = checks.get("halves_agree", {})
+
+        def pair(key: str, halves: dict[str, Any] = halves) -> str:
+            h = halves.get(key, {})
+            if h.get("first_half") is None:
+                return "n/a"
+            return f"{h['first_half']:.3f} / {h['second_half']:.3f} (z {h['z']})"
+
+        lines.append(f"| {r['from']}->{r['to']} | {'yes' if r['converged'] else 'NO'} | "
+                     f"{', '.join(failed) or '-'} | {pair('barrier_eV')} | "
+                     f"{pair('delta_F_eV')} |")
+    if drifting:
+        lines += ["", f"Drifting windows: {', '.join(str(w) for w in drifting)}."]
+    return lines
 
 
 def _spectator_lines(sens: dict[str, Any] | None) -> list[str]:

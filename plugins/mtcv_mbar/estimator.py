@@ -191,6 +191,7 @@ class MBAREstimator(Estimator):
         overlap = np.asarray(mbar.compute_overlap()["matrix"], float)
         dfk = mbar.compute_free_energy_differences()
         log_w = unbiased_log_weights(u_kn, n_k, f_k)
+        residual = _self_consistency(u_kn, log_w, f_k)
 
         # 3. PMF grid
         edges, shape, cell, counts, centers_1d = self._bins(s_n)
@@ -234,6 +235,8 @@ class MBAREstimator(Estimator):
         out = self._assemble(ds, kt, temp, edges, centers_1d, pmf_kt, pmf_err_kt, counts,
                              overlap, g_k, n_k, f_k, dfk, centers, names)
         out.attrs["windows_dropped"] = json.dumps(dropped)
+        out.attrs["solver_residual_kT"] = residual
+        out.attrs["solver_converged"] = int(residual < SOLVER_TOLERANCE_KT)
         if n_b:
             basin_min = np.full((n_b, n_cv), np.nan)
             for b, m in enumerate(minima):
@@ -424,6 +427,21 @@ class MBAREstimator(Estimator):
 
 # ----------------------------------------------------------------------
 # helpers
+
+
+#: largest |f_k| change (kT) one more self-consistent MBAR iteration may make
+#: for the solution to count as converged (``solver_converged``)
+SOLVER_TOLERANCE_KT = 1e-6
+
+
+def _self_consistency(u_kn: np.ndarray, log_w: np.ndarray, f_k: np.ndarray) -> float:
+    """max_k |f_k' - f_k| (kT, both relative to window 0) where f_k' =
+    -ln sum_n w_n exp(-u_kn) is one self-consistent MBAR iteration from the
+    solution's unbiased weights w_n: 0 at the exact solution."""
+    from scipy.special import logsumexp
+
+    f_next = -logsumexp(-u_kn + log_w[None, :], axis=1)
+    return float(np.max(np.abs((f_next - f_next[0]) - (f_k - f_k[0]))))
 
 
 def _pymbar_version() -> str:
