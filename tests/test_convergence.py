@@ -146,3 +146,18 @@ def test_halves_agree_within_their_errors_and_disagree_beyond():
     assert halves_agree(full, halves[0], shifted)["delta_F_eV"]["ok"] is False
     missing = halves_agree(full, halves[0], dict(halves[1], barrier_eV=float("nan")))
     assert missing["barrier_eV"]["ok"] is None
+
+
+def test_report_lines_with_missing_halves():
+    """A tiny run may give a barrier on one half only: the report says n/a."""
+    from mtcv_core.stages.report import _convergence_lines
+
+    halves = halves_agree({"barrier_eV": 0.5, "barrier_err_eV": 0.01, "delta_F_eV": 0.1,
+                           "delta_F_err_eV": 0.01},
+                          {"barrier_eV": 0.51, "delta_F_eV": 0.1},
+                          {"barrier_eV": None, "delta_F_eV": 0.12})
+    row = {"from": "A", "to": "B", "converged": True,
+           "convergence": {"halves_agree": {**halves, "ok": True}}}
+    lines = _convergence_lines([row], [3])
+    assert "| A->B | yes | - | 0.510 / n/a | 0.100 / 0.120 (z 1.0) |" in lines
+    assert lines[-1] == "Drifting windows: 3."

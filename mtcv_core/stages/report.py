@@ -76,9 +76,9 @@ def _convergence_lines(rows: list[dict[str, Any]], drifting: Any) -> list[str]:
 
         def pair(key: str, halves: dict[str, Any] = halves) -> str:
             h = halves.get(key, {})
-            if h.get("first_half") is None:
-                return "n/a"
-            return f"{h['first_half']:.3f} / {h['second_half']:.3f} (z {h['z']})"
+            a, b = h.get("first_half"), h.get("second_half")
+            text = " / ".join("n/a" if v is None else f"{v:.3f}" for v in (a, b))
+            return text if h.get("z") is None else f"{text} (z {h['z']})"
 
         lines.append(f"| {r['from']}->{r['to']} | {'yes' if r['converged'] else 'NO'} | "
                      f"{', '.join(failed) or '-'} | {pair('barrier_eV')} | "
