@@ -534,10 +534,7 @@ def _ase_windows(run: dict[str, Any], blow_up: Any) -> None:
         cvs, es = [], []
 
         def record(a=atoms, cvs=cvs, es=es, dyn_steps=lambda: 0) -> None:
-            energy = a.calc.results["energy"]
-            if blown_up(a.get_positions()[None], np.array([energy]), 1e6)[0]:
-                raise BlowUpError(f"ASE umbrella walker blew up: energy {energy!r}",
-                                  step=n_eq + dyn_steps())
+            _check_finite(a, n_eq + dyn_steps())
             cvs.append(np.atleast_1d(a.calc.results["cv"]).copy())
             es.append(a.calc.results["unbiased_energy"])
 
