@@ -359,6 +359,36 @@ def test_windows_whose_walkers_disagree_are_dropped(double_well_fes):
     assert kept.sizes["window"] == ds.sizes["window"]
 
 
+def test_a_window_superseded_by_a_stiffer_one_at_its_centre_is_dropped(double_well_fes):
+    """A soft window on the barrier top (its restrained potential is itself
+    a double well) whose walkers all stayed on the left, next to the stiffer
+    window the refinement put at the same centre: the soft one is left out
+    and reported, and the free energies stay exact; without the option it
+    is kept and pulls F_B - F_A away."""
+    ds, _ = double_well_fes
+    rng = np.random.default_rng(5)
+    k_soft = 1.0 * KT
+    soft = sample_biased(double_well, 0.0, k_soft, 8000, rng)
+    soft = -np.abs(soft)[:2000]  # stuck in the left mode
+    stiff = sample_biased(double_well, 0.0, 40 * KT, 2000, rng)
+    centers = np.concatenate([ds["center"].values[:, 0], [0.0, 0.0]])
+    springs = np.concatenate([ds["spring_constant"].values[:, 0], [k_soft, 40 * KT]])
+    cv = np.concatenate([ds["cv_values"].values[:, :, 0], soft[None], stiff[None]])
+    both = make_umbrella_dataset(centers, springs, cv, temperature_K=T, cv_names="s")
+    basins = {"A": (-2.5, 0.0), "B": (0.0, 2.5)}
+    exact = exact_basin_f(double_well, 0.0, 2.5) - exact_basin_f(double_well, -2.5, 0.0)
+    out = MBAREstimator(n_bins=40, n_bootstraps=0).estimate(both, basins=basins)
+    assert out.attrs["windows_superseded"] == "[17]" and out.sizes["window"] == 18
+    got = float(out["delta_F"].sel(basin_from="A", basin_to="B"))
+    err = float(out["delta_F_err"].sel(basin_from="A", basin_to="B"))
+    assert abs(got - exact) < 4 * err
+    kept = MBAREstimator(n_bins=40, n_bootstraps=0, drop_superseded=False).estimate(
+        both, basins=basins)
+    assert kept.sizes["window"] == 19 and kept.attrs["windows_superseded"] == "[]"
+    biased = float(kept["delta_F"].sel(basin_from="A", basin_to="B"))
+    assert biased - exact > 4 * err
+
+
 def _walker_windows(rng: np.random.Generator, walkers: int, n: int, offset: float = 0.0):
     """17 windows over the double well, ``walkers`` walkers of ``n`` exact
     samples each; with ``offset`` every walker's samples are shifted by its

@@ -10,8 +10,10 @@ Method
    ``statistical_inefficiency_multiple`` when the dataset says how many
    walkers each window holds), and, with ``decorrelate=True``, the series is
    subsampled with :func:`pymbar.timeseries.subsample_correlated_data`.
-2. **MBAR.** Windows whose walkers disagree (:mod:`mtcv_core.ergodicity`)
-   are left out; of each other window at most ``max_samples_per_window``
+2. **MBAR.** Windows that have a stiffer window at the same centre (the
+   sampler's refinement replaced them: ``drop_superseded``) and windows
+   whose walkers disagree (:mod:`mtcv_core.ergodicity`) are left out; of
+   each other window at most ``max_samples_per_window``
    evenly spaced uncorrelated samples are kept. The reduced potentials
    ``u_kn = beta bias_k(s_n)`` of every kept sample in every window
    (``bias_k = sum_d 0.5 k_kd (s_d - c_kd)^2``, minimum image on periodic
@@ -94,6 +96,11 @@ class MBAREstimator(Estimator):
     max_walker_spread: float = nonneg(4.0, "drop windows whose walkers' mean CV values "
                                            "differ by more than this many within-walker "
                                            "standard deviations (0 = keep every window)")
+    drop_superseded: bool = doc(True, "drop a window when another window at the same "
+                                      "centre has a stiffer spring: the sampler put it "
+                                      "there because the softer one was unstable (a "
+                                      "soft window on a barrier top is bimodal, and its "
+                                      "two modes keep the populations of its starts)")
     diagonal_moves: bool = doc(False, "minimax paths on a 2D PMF may step diagonally "
                                       "(8-neighbourhood) instead of 4-neighbourhood")
     bootstrap_blocks: int = field(default=0, metadata={
@@ -170,6 +177,7 @@ class MBAREstimator(Estimator):
         if n_cv not in (1, 2):
             raise ValueError(f"mbar: the PMF is computed for 1 or 2 CV dimensions, got {n_cv}")
         walkers = int(ds.attrs.get("walkers", 1))
+        ds, superseded = self._drop_superseded(ds)
         ds, dropped = self._drop_inconsistent(ds, walkers)
         centers = ds["center"].values.astype(float)
         springs = ds["spring_constant"].values.astype(float)
@@ -235,6 +243,7 @@ class MBAREstimator(Estimator):
         out = self._assemble(ds, kt, temp, edges, centers_1d, pmf_kt, pmf_err_kt, counts,
                              overlap, g_k, n_k, f_k, dfk, centers, names)
         out.attrs["windows_dropped"] = json.dumps(dropped)
+        out.attrs["windows_superseded"] = json.dumps(superseded)
         out.attrs["solver_residual_kT"] = residual
         out.attrs["solver_converged"] = int(residual < SOLVER_TOLERANCE_KT)
         if n_b:
@@ -285,6 +294,24 @@ class MBAREstimator(Estimator):
         cell = np.ravel_multi_index(tuple(bin_idx.T), shape)
         counts = np.bincount(cell, minlength=int(np.prod(shape))).reshape(shape)
         return edges, shape, cell, counts, [0.5 * (e[1:] + e[:-1]) for e in edges]
+
+    def _drop_superseded(self, ds: xr.Dataset) -> tuple[xr.Dataset, list[int]]:
+        """The dataset without the windows that have a stiffer window at the
+        same centre (all CV dimensions equal to 1e-9 relative), and the ids
+        of those dropped."""
+        if not self.drop_superseded:
+            return ds, []
+        c = ds["center"].values.astype(float)
+        k = ds["spring_constant"].values.astype(float)
+        tol = 1e-9 * np.maximum(1.0, np.abs(c))
+        same = np.all(np.abs(c[:, None, :] - c[None, :, :]) <= tol[:, None, :], axis=2)
+        stiffer = np.all(k[None, :, :] >= k[:, None, :], axis=2) & np.any(
+            k[None, :, :] > k[:, None, :], axis=2)
+        keep = ~np.any(same & stiffer, axis=1)
+        if keep.all():
+            return ds, []
+        ids = ds["window"].values if "window" in ds.coords else np.arange(len(keep))
+        return ds.isel(window=np.flatnonzero(keep)), [int(i) for i in ids[~keep]]
 
     def _drop_inconsistent(self, ds: xr.Dataset, walkers: int) -> tuple[xr.Dataset, list[int]]:
         """The dataset without the windows whose walkers disagree (a window
