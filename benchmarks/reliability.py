@@ -44,7 +44,7 @@ from _results import emit, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "reliability.md"
-STAGES = ("sample", "train", "umbrella", "estimate", "report")
+from mtcv_core.pipeline import STAGES  # noqa: E402
 
 #: the run the faults are injected into: every stage, tiny settings
 CONFIG = """

@@ -58,6 +58,7 @@ FALLBACK: dict[str, str] = {
     "RunConfig.umbrella": "the [`[umbrella]`](#umbrella) table (empty: the stage does nothing)",
     "RunConfig.estimate": "the [`[estimate]`](#estimate) table (empty: the stage does "
                           "nothing)",
+    "RunConfig.ensemble": "the [`[ensemble]`](#ensemble) table (empty: one CV, no ensemble)",
     "SampleConfig.sources": "data source name -> its options "
                             "([`[sample.sources.NAME]`](#data-sources)); each source runs on "
                             "the train and the test split",
@@ -322,12 +323,13 @@ def component_keys(comp: Any, missing: list[str],
 def sections() -> list[tuple[str, type]]:
     """(TOML table, dataclass) of the run-config schema, in page order."""
     from mtcv_core.pipeline import ExecutionConfig, RunConfig, SampleConfig
-    from mtcv_core.stages import EstimateStageConfig, UmbrellaStageConfig
+    from mtcv_core.stages import EnsembleConfig, EstimateStageConfig, UmbrellaStageConfig
     from mtcv_core.training import TrainConfig
 
     return [("top level", RunConfig), ("execution", ExecutionConfig),
             ("sample", SampleConfig), ("train", TrainConfig),
-            ("umbrella", UmbrellaStageConfig), ("estimate", EstimateStageConfig)]
+            ("umbrella", UmbrellaStageConfig), ("estimate", EstimateStageConfig),
+            ("ensemble", EnsembleConfig)]
 
 
 INTRO = """\
@@ -389,6 +391,10 @@ NOTES: dict[str, str] = {
                 "fall short, and the reference windows along the system's true CVs.",
     "estimate": "Free energies from the umbrella windows (along xi, and along the true CVs "
                 "when the reference ran).",
+    "ensemble": "The CV's own uncertainty: more CVs trained with other seeds, umbrella + "
+                "estimate on each in `ensemble/member_k/`, every barrier and dF reported as "
+                "mean ± total with its statistical and CV-to-CV parts "
+                "(`summary.json[\"ensemble\"]`, the report's *CV ensemble*).",
 }
 
 

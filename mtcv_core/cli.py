@@ -80,6 +80,13 @@ def summary_block(summary: dict, out: str) -> list[str]:
                      f"{num(r.get('reference_barrier_eV'))}); dF {delta} (exact "
                      f"{num(r.get('exact_delta_F_eV'))}, reference "
                      f"{num(r.get('reference_delta_F_eV'))}) eV")
+        if r.get("ensemble_barrier_mean_eV") is not None:
+            stat = r.get("ensemble_barrier_statistical_err_eV")
+            cv = r.get("ensemble_barrier_cv_err_eV")
+            barrier = num(r["ensemble_barrier_mean_eV"], r.get("ensemble_barrier_total_err_eV"))
+            delta = num(r.get("ensemble_delta_F_mean_eV"), r.get("ensemble_delta_F_total_err_eV"))
+            lines.append(f"    CV ensemble: barrier {barrier} (statistical {num(stat)}, "
+                         f"CV-to-CV {num(cv)}); dF {delta} eV")
         if r.get("converged") is False:
             failed = [n for n, c in r.get("convergence", {}).items() if c.get("ok") is False]
             lines.append(f"    NOT converged: {', '.join(failed)} (report.md, "

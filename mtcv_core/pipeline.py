@@ -1,4 +1,5 @@
-"""The ``mtcv run`` pipeline: sample -> train -> umbrella -> estimate -> report.
+"""The ``mtcv run`` pipeline: sample -> train -> umbrella -> estimate ->
+ensemble -> report.
 
 Each stage writes its output into the run directory atomically and records
 itself in ``DIR/summary.json``; ``--resume`` reuses the outputs of stages
@@ -18,7 +19,7 @@ from mtcv_core.io import DatasetError
 from mtcv_core.stages.context import RunContext
 
 #: the stage names, in order (the runners: :data:`mtcv_core.stages.STAGES`)
-STAGES = ("sample", "train", "umbrella", "estimate", "report")
+STAGES = ("sample", "train", "umbrella", "estimate", "ensemble", "report")
 
 #: largest seed: seeds are stored as 32-bit netCDF attributes
 MAX_SEED = 2**31 - 1
@@ -71,6 +72,7 @@ class RunConfig:
     train: dict[str, Any] = field(default_factory=dict)
     umbrella: dict[str, Any] = field(default_factory=dict)
     estimate: dict[str, Any] = field(default_factory=dict)
+    ensemble: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\\0"):

@@ -50,12 +50,13 @@ def _init_fields(cls: type) -> list[str]:
 
 def test_every_run_config_field_is_documented(page):
     from mtcv_core.pipeline import ExecutionConfig, RunConfig, SampleConfig
-    from mtcv_core.stages import EstimateStageConfig, UmbrellaStageConfig
+    from mtcv_core.stages import EnsembleConfig, EstimateStageConfig, UmbrellaStageConfig
     from mtcv_core.training import TrainConfig
 
     tables = {"## Top-level keys": RunConfig, "## `[execution]`": ExecutionConfig,
               "## `[sample]`": SampleConfig, "## `[train]`": TrainConfig,
-              "## `[umbrella]`": UmbrellaStageConfig, "## `[estimate]`": EstimateStageConfig}
+              "## `[umbrella]`": UmbrellaStageConfig, "## `[estimate]`": EstimateStageConfig,
+              "## `[ensemble]`": EnsembleConfig}
     for heading, cls in tables.items():
         text = _section(page, heading)
         for name in _init_fields(cls):

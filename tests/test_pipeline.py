@@ -205,7 +205,9 @@ def test_all_stages_smoke(full_run):
                  "report.md", "figures/fes.png", "figures/data.png"):
         assert (out / name).exists(), name
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["stages_done"] == ["sample", "train", "umbrella", "estimate", "report"]
+    assert summary["stages_done"] == ["sample", "train", "umbrella", "estimate", "ensemble",
+                                      "report"]
+    assert "ensemble" not in summary  # one CV: no ensemble
     for key in ("test_accuracy", "test_energy_mae_eV", "n_train", "n_test", "transitions",
                 "timings_s"):
         assert key in summary, key
@@ -341,3 +343,57 @@ def test_a_component_must_implement_its_interface():
     with pytest.raises(PluginError, match=r"sampler 'plain' is a NotASampler, not a "
                                           r"mtcv_core.interfaces.Sampler"):
         require_interface(NotASampler(), Sampler, "sampler", "plain")
+
+
+def test_cv_ensemble_member_runs_resumes_and_is_combined(full_run, tmp_path):
+    """``[ensemble] members = 2`` on a finished run: member 1 retrains the CV
+    with its own seed on the run's data, runs umbrella + estimate in
+    ensemble/member_1, and the transitions get mean ± total with the
+    statistical and CV-to-CV parts; a second call reuses the member."""
+    import dataclasses
+    import shutil
+
+    from mtcv_core.execution import dask_client
+    from mtcv_core.plugins import build_component, load_plugins
+    from mtcv_core.stages import RunContext, run_ensemble, run_report, validate
+
+    out = tmp_path / "o"
+    shutil.copytree(full_run / "o", out)
+    config, _ = load_config(full_run / "full.toml")
+    config = dataclasses.replace(config, ensemble={"members": 2})
+    registry = load_plugins()
+    system = build_component(registry, "system", config.system, config.system_options, "s")
+    summary = json.loads((out / "summary.json").read_text())
+    ctx = RunContext(config=config, out=out, registry=registry, system=system,
+                     client_factory=lambda: dask_client(None, 1), progress=False,
+                     summary=summary)
+    validate(ctx)
+    try:
+        run_ensemble(ctx)
+        member = out / "ensemble" / "member_1"
+        m_summary = json.loads((member / "summary.json").read_text())
+        assert m_summary["stages_done"] == ["train", "umbrella", "estimate"]
+        assert m_summary["train_seed"] != config.seed
+        assert (member / "data.nc").stat().st_ino == (out / "data.nc").stat().st_ino
+        assert (member / "cv.ts").read_bytes() != (out / "cv.ts").read_bytes()
+        ens = summary["ensemble"]
+        assert ens["members"] == 2 and [s["member"] for s in ens["member_seeds"]] == [0, 1]
+        row, m_row = summary["transitions"][0], m_summary["transitions"][0]
+        barrier = ens["transitions"][0]["barrier"]
+        assert barrier["values"] == [row["barrier_eV"], m_row["barrier_eV"]]
+        if barrier["members_used"] == 2:  # a six-epoch CV may not separate the basins
+            assert barrier["mean"] == pytest.approx(
+                (row["barrier_eV"] + m_row["barrier_eV"]) / 2, abs=1e-4)
+            assert barrier["total"] ** 2 == pytest.approx(
+                barrier["statistical"] ** 2 + barrier["cv"] ** 2, rel=1e-3, abs=1e-8)
+            assert row["ensemble_barrier_total_err_eV"] == barrier["total"]
+        stamp = (member / "fes.nc").stat().st_mtime_ns
+        again = dict(summary, ensemble=None)
+        ctx.summary = again
+        run_ensemble(ctx)  # resumes: member 1 is done
+        assert (member / "fes.nc").stat().st_mtime_ns == stamp
+        assert again["ensemble"] == ens
+        run_report(ctx)
+        assert "## CV ensemble" in (out / "report.md").read_text()
+    finally:
+        ctx.close_client()

@@ -15,6 +15,8 @@ umbrella  :mod:`mtcv_core.stages.umbrella`           ``umbrella.nc``,
 estimate  :mod:`mtcv_core.stages.estimate`           ``fes.nc``,
                                                      ``fes_reference.nc``,
                                                      ``fes_exact.nc``
+ensemble  :mod:`mtcv_core.stages.ensemble`           ``ensemble/member_k/``,
+                                                     ``ensemble/members.json``
 report    :mod:`mtcv_core.stages.report`             ``report.md``, figures
 ========  =========================================  ==========================
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mtcv_core.stages.context import RunContext, write_json
+from mtcv_core.stages.ensemble import EnsembleConfig, run_ensemble
 from mtcv_core.stages.estimate import EstimateStageConfig, run_estimate
 from mtcv_core.stages.report import run_report
 from mtcv_core.stages.sample import run_sample, split_temperature, stored_part
@@ -37,9 +40,12 @@ STAGES: dict[str, Callable[[RunContext], None]] = {
     "train": run_train,
     "umbrella": run_umbrella,
     "estimate": run_estimate,
+    "ensemble": run_ensemble,
     "report": run_report,
 }
 
 __all__ = ["STAGES", "RunContext", "validate", "write_json", "EstimateStageConfig",
-           "UmbrellaStageConfig", "reference_cv", "split_temperature", "stored_part",
-           "run_sample", "run_train", "run_umbrella", "run_estimate", "run_report"]
+           "EnsembleConfig", "UmbrellaStageConfig", "reference_cv", "split_temperature",
+           "stored_part",
+           "run_sample", "run_train", "run_umbrella", "run_estimate", "run_ensemble",
+           "run_report"]

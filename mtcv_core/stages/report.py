@@ -46,6 +46,7 @@ def run_report(ctx: RunContext) -> None:
             f"{_pm(r['true_cv_delta_F_eV'], r['true_cv_delta_F_err_eV'])} | "
             f"{_fmt(r['reference_delta_F_eV'], 3)} |")
     lines += _convergence_lines(s.get("transitions", []), s.get("drifting_windows"))
+    lines += _ensemble_lines(s.get("ensemble"))
     lines += _spectator_lines(s.get("spectator_sensitivity"))
     lines += ["", "## Timings (s)", ""]
     lines += [f"- {k}: {v}" for k, v in s.get("timings_s", {}).items()]
@@ -85,6 +86,35 @@ def _convergence_lines(rows: list[dict[str, Any]], drifting: Any) -> list[str]:
                      f"{pair('delta_F_eV')} |")
     if drifting:
         lines += ["", f"Drifting windows: {', '.join(str(w) for w in drifting)}."]
+    return lines
+
+
+def _ensemble_lines(ens: dict[str, Any] | None) -> list[str]:
+    """The CV ensemble's numbers (:mod:`mtcv_core.stages.ensemble`)."""
+    if not ens:
+        return []
+    data = "its own data (TPS and basin MD resampled)" if ens.get("resample") else \
+        "the run's data"
+    lines = ["", "## CV ensemble", "",
+             f"{ens['members']} CVs trained with different seeds on {data}, umbrella + "
+             "estimate on each. mean ± total: total = sqrt(statistical^2 + CV^2) is the "
+             "spread expected of one CV's value; statistical: the members' own error bars "
+             "(root mean square); CV: the CV-to-CV part of the spread; the mean itself is "
+             "known to total / sqrt(members). Exact: the exact PMF along each member's CV "
+             "(no sampling noise), mean and standard deviation over the members.", "",
+             "| transition | quantity | members | mean ± total | statistical | CV-to-CV | "
+             "exact along each CV |",
+             "|---|---|---|---|---|---|---|"]
+    for t in ens.get("transitions", []):
+        for key, label in (("barrier", "barrier"), ("delta_F", "dF")):
+            q = t.get(key, {})
+            ex = t.get(f"exact_{key}")
+            exact = "n/a" if not ex else f"{ex['mean']:.3f} (std {_fmt(ex['std'], 3)})"
+            values = ", ".join("n/a" if v is None else f"{v:.3f}" for v in q.get("values", []))
+            lines.append(f"| {t['from']}->{t['to']} | {label} | {values} | "
+                         f"{_pm(q.get('mean'), q.get('total'))} | "
+                         f"{_fmt(q.get('statistical'), 3)} | {_fmt(q.get('cv'), 3)} | "
+                         f"{exact} |")
     return lines
 
 

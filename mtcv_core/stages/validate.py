@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mtcv_core.stages.context import RunContext
+from mtcv_core.stages.ensemble import ensemble_config
 from mtcv_core.stages.estimate import build_estimator, estimate_config
 from mtcv_core.stages.sample import build_sources
 from mtcv_core.stages.train import check_train
@@ -35,6 +36,8 @@ def validate(ctx: RunContext) -> None:
         build_estimator(ctx, ecfg)
         build_estimator(ctx, ecfg, reference=True)
         ctx.estimate = ecfg
+    if cfg.ensemble:
+        ensemble_config(ctx)
 
 
 __all__ = ["validate"]
