@@ -16,8 +16,16 @@ the example config (2D true-CV reference off) is trained once, by
   seeds (same frames), each followed by one umbrella + estimate: the spread
   of the barrier over CVs, which no single run's error bar contains.
 
-Usage: python benchmarks/uncertainty_calibration.py [--cases mb_quick,tw] [--seeds 20]
-       [--cv-seeds 4] [--out DIR] [--estimate-options JSON]
+Case ``ala`` (alanine dipeptide at 50 K, ``examples/alanine_dipeptide.toml``)
+has no exact PMF along xi: it runs the example with ``[ensemble] members =
+--ala-members`` and ``resample = true`` (TPS, training and umbrella seeded
+anew for every member) and reports the barrier and dF along xi as mean ±
+total (statistical and CV-to-CV parts), the standard deviation over members
+against the total, and the difference from the phi reference with its error
+(about 30 min per member on 2 cores).
+
+Usage: python benchmarks/uncertainty_calibration.py [--cases mb_quick,tw,ala] [--seeds 20]
+       [--cv-seeds 4] [--ala-members 4] [--out DIR] [--estimate-options JSON]
 Each run goes to DIR/<case>/seed_<s> (default runs/bench_uncertainty); a run
 already there is reused, so an interrupted benchmark resumes. With
 ``--estimate-options '{"bootstrap_blocks": 8}'`` the estimate stage runs again
@@ -26,7 +34,8 @@ with those options on top of the example's, on the windows already sampled
 samples.
 Last line: JSON with ``mb_barrier_coverage_2sigma``, ``mb_dF_coverage_2sigma``,
 ``mb_barrier_median_abs_z``, ``mb_spread_over_sigma``, ``tw_coverage_2sigma``,
-``cv_seed_spread_barrier_eV`` and the figures per case.
+``cv_seed_spread_barrier_eV``, ``ala_barrier_mean_eV``, ``ala_barrier_total_sigma_eV``,
+``ala_seed_std_eV`` and the figures per case.
 """
 
 from __future__ import annotations
@@ -51,6 +60,9 @@ from mtcv_core.plugins import build_component, load_plugins  # noqa: E402
 from mtcv_core.stages import RunContext, run_estimate, run_train, run_umbrella, validate  # noqa: E402
 
 CASES = {"mb_quick": "5D Müller-Brown, quick demo", "tw": "5D three-well"}
+#: cases run as a CV ensemble (no exact PMF along xi)
+ENSEMBLE_CASES = {"ala": "alanine dipeptide, 50 K"}
+ALANINE = ROOT / "examples" / "alanine_dipeptide.toml"
 FIGURES = ROOT / "docs" / "figures"
 #: what a trained CV consists of (linked into every resampled run)
 CV_FILES = ("data.nc", "model.pt", "cv.ts")
@@ -137,6 +149,34 @@ def resampled(cfg_path: Path, cv_dir: Path, run: Path, seed: int, *,
     return rows
 
 
+def alanine_ensemble(out: Path, members: int) -> dict[str, Any]:
+    """The alanine example as a CV ensemble of ``members`` (data, CV and
+    windows seeded anew each); C7eq -> C7ax along xi as mean ± total, the
+    phi reference and the difference."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = out / "alanine_ensemble.toml"
+    text = ALANINE.read_text()
+    if "[ensemble]" in text:
+        raise SystemExit(f"{ALANINE} already has an [ensemble] table")
+    cfg.write_text(text + f"\n[ensemble]\nmembers = {members}\nresample = true\n")
+    summary = run_pipeline(cfg, out=out / "run", resume=True, progress=False)
+    row = next(r for r in summary["transitions"] if (r["from"], r["to"]) == ("C7eq", "C7ax"))
+    ens = next(t for t in summary["ensemble"]["transitions"]
+               if (t["from"], t["to"]) == ("C7eq", "C7ax"))
+    result: dict[str, Any] = {"members": members,
+                              "test_accuracy": [s.get("test_accuracy", summary.get(
+                                  "test_accuracy")) for s in summary["ensemble"]["member_seeds"]]}
+    for key, ref_key in (("barrier", "true_cv_barrier"), ("delta_F", "true_cv_delta_F")):
+        q = ens[key]
+        ref, ref_err = row[f"{ref_key}_eV"], row[f"{ref_key}_err_eV"]
+        diff = None if q["mean"] is None or ref is None else q["mean"] - ref
+        diff_err = (None if q["error_of_mean"] is None or ref_err is None
+                    else float(np.hypot(q["error_of_mean"], ref_err)))
+        result[key] = {**q, "phi": ref, "phi_err": ref_err, "mean_minus_phi": diff,
+                       "mean_minus_phi_err": diff_err}
+    return result
+
+
 def _tag(options: dict[str, Any] | None) -> str:
     """File-name tag of estimator options ("" for none)."""
     if not options:
@@ -201,21 +241,31 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--cv-seeds", type=int, default=4)
+    parser.add_argument("--ala-members", type=int, default=4,
+                        help="CV-ensemble members of the alanine case")
     parser.add_argument("--estimate-options", default="",
                         help="JSON options on top of the example's [estimate] options")
     args = parser.parse_args()
     est_opts = json.loads(args.estimate_options) if args.estimate_options else None
     cases = [c for c in args.cases.split(",") if c]
     for c in cases:
-        if c not in CASES:
-            raise SystemExit(f"--cases: unknown {c!r}; choose from {list(CASES)}")
+        if c not in CASES and c not in ENSEMBLE_CASES:
+            raise SystemExit(f"--cases: unknown {c!r}; choose from "
+                             f"{list(CASES) + list(ENSEMBLE_CASES)}")
+    if "ala" in cases and args.ala_members < 2:
+        raise SystemExit(f"--ala-members: expected >= 2, got {args.ala_members}")
     out = Path(args.out)
     stats: dict[str, dict[str, dict[str, Any]]] = {}
     cv_spread: dict[str, dict[str, Any]] = {}
     wall: dict[str, float] = {}
+    ala: dict[str, Any] | None = None
     for case in cases:
         t0 = time.perf_counter()
         case_dir = out / case
+        if case == "ala":
+            ala = alanine_ensemble(case_dir, args.ala_members)
+            wall[case] = round(time.perf_counter() - t0, 1)
+            continue
         case_dir.mkdir(parents=True, exist_ok=True)
         cfg, cv_dir = base_run(case, case_dir)
         base_seed = load_config(cfg)[0].seed
@@ -277,6 +327,29 @@ def main() -> None:
             r = s["spread_over_sigma"]
             checks.append((f"{case} {q}: std over seeds within 1.5x of the median sigma "
                            f"({fmt(r, digits=2)})", r is not None and 1 / 1.5 <= r <= 1.5))
+    ala_md = "(alanine not run: `--cases ala`)"
+    if ala is not None:
+        ala_rows = []
+        for key, label in (("barrier", "barrier C7eq->C7ax"), ("delta_F", "F(C7ax) - F(C7eq)")):
+            q = ala[key]
+            ala_rows.append({
+                "quantity": label,
+                "members": ", ".join("n/a" if v is None else f"{v:.3f}" for v in q["values"]),
+                "mean ± total": f"{fmt(q['mean'])} ± {fmt(q['total'])}",
+                "statistical": fmt(q["statistical"]), "CV-to-CV": fmt(q["cv"]),
+                "std over members": fmt(q.get("std_over_members")),
+                "phi reference": f"{fmt(q['phi'])} ± {fmt(q['phi_err'])}",
+                "mean - phi": f"{fmt(q['mean_minus_phi'])} ± {fmt(q['mean_minus_phi_err'])}"})
+            s, t = q.get("std_over_members"), q["total"]
+            checks.append((f"ala {key}: std over members within 1.5x of the quoted total "
+                           f"({fmt(s)} vs {fmt(t)})",
+                           s is not None and t is not None and t / 1.5 <= s <= 1.5 * t))
+        ala_md = (f"Alanine dipeptide at 50 K (`examples/alanine_dipeptide.toml` with "
+                  f"`[ensemble] members = {ala['members']}`, `resample = true`: TPS, training "
+                  "and umbrella seeded anew per member; eV). mean - phi carries the error "
+                  "of the mean, total / sqrt(members), and phi's own. Test accuracy per "
+                  f"member: {', '.join(fmt(a, digits=3) for a in ala['test_accuracy'])}.\n\n"
+                  + table(ala_rows, list(ala_rows[0])))
     opts_text = f"--estimate-options '{args.estimate_options}' " if est_opts else ""
     title = f" (estimate options {args.estimate_options})" if est_opts else ""
     sigma_text = ("barrier and dF: the bootstrap over walker blocks"
@@ -298,6 +371,8 @@ estimate each (eV).
 
 {table(cv_md, list(cv_md[0])) if cv_md else "(no CV seeds run)"}
 
+{ala_md}
+
 {chr(10).join(f"- {text}: **{'met' if ok else 'not met'}**" for text, ok in checks)}
 
 Wall time of this call (s; runs reused from an earlier call count 0): {", ".join(
@@ -314,6 +389,10 @@ Wall time of this call (s; runs reused from an earlier call count 0): {", ".join
                                  else None),
           "cv_seed_spread_barrier_eV": next((v["std_barrier_eV"] for v in mb_cv.values()),
                                             None),
+          "ala_barrier_mean_eV": ala["barrier"]["mean"] if ala else None,
+          "ala_barrier_total_sigma_eV": ala["barrier"]["total"] if ala else None,
+          "ala_seed_std_eV": ala["barrier"].get("std_over_members") if ala else None,
+          "ala": ala,
           "checks": len(checks), "checks_met": sum(ok for _, ok in checks),
           "stats": {c: {q: {k: v for k, v in s.items() if k != "z"} for q, s in per.items()}
                     for c, per in stats.items()},

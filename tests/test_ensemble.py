@@ -48,9 +48,10 @@ def test_member_seeds_differ_and_stay_valid():
     from mtcv_core.pipeline import MAX_SEED, RunConfig
 
     config = RunConfig(system="muller_brown_5d", seed=MAX_SEED, train={"seed": 3},
-                       ensemble={"members": 3})
+                       umbrella={"reference": True}, ensemble={"members": 3})
     seeds = {member_seed(config.seed, k) for k in range(4)}
     assert len(seeds) == 4 and all(0 <= s <= MAX_SEED for s in seeds)
     m = member_config(config, 2)
     assert m.train["seed"] == member_seed(3, 2) and m.ensemble == {}
+    assert m.umbrella == {"reference": False}  # the true-CV windows do not depend on the CV
     assert m.seed == member_seed(MAX_SEED, 2)

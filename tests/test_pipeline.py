@@ -373,6 +373,7 @@ def test_cv_ensemble_member_runs_resumes_and_is_combined(full_run, tmp_path):
         member = out / "ensemble" / "member_1"
         m_summary = json.loads((member / "summary.json").read_text())
         assert m_summary["stages_done"] == ["train", "umbrella", "estimate"]
+        assert not (member / "umbrella_reference.nc").exists()  # the run's is the reference
         assert m_summary["train_seed"] != config.seed
         assert (member / "data.nc").stat().st_ino == (out / "data.nc").stat().st_ino
         assert (member / "cv.ts").read_bytes() != (out / "cv.ts").read_bytes()

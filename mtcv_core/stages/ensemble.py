@@ -69,11 +69,15 @@ def member_seed(seed: int, k: int) -> int:
 
 def member_config(config: Any, k: int) -> Any:
     """The run config of member ``k``: master seed and train seed moved on,
-    everything else as the run's, no nested ensemble."""
+    no umbrella windows along the true CVs (they do not depend on the CV:
+    the run's own are the reference), no nested ensemble; everything else as
+    the run's."""
     train = dict(config.train)
     train["seed"] = member_seed(int(train.get("seed", config.seed)), k)
+    umbrella = {**config.umbrella, "reference": False} if config.umbrella else {}
     return dataclasses.replace(config, seed=member_seed(config.seed, k), train=train,
-                               ensemble={}, name=f"{config.name}_member_{k}")
+                               umbrella=umbrella, ensemble={},
+                               name=f"{config.name}_member_{k}")
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
