@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from mtcv_core.config import ConfigError, doc, from_mapping, load_toml, positive
 from mtcv_core.io import DatasetError
+from mtcv_core.runlock import RunLock
 from mtcv_core.stages.context import RunContext
 
 #: the stage names, in order (the runners: :data:`mtcv_core.stages.STAGES`)
@@ -116,6 +117,36 @@ def remove_stale_temporaries(out_dir: Path) -> int:
     return removed
 
 
+def _run_stages(ctx: RunContext, summary: dict[str, Any], config: RunConfig,
+                config_json: str, out_dir: Path, until: str | None, where: str) -> None:
+    """The stages not done yet, in order, up to ``until``; ``summary.json``
+    saved after each."""
+    from mtcv_core.stages import STAGES as RUNNERS
+
+    remove_stale_temporaries(out_dir)
+    summary.setdefault("system", config.system)
+    summary.setdefault("temperature_K", config.temperature_K)
+    summary["config"] = json.loads(config_json)
+    summary.setdefault("stages_done", [])
+    summary.setdefault("timings_s", {})
+    try:
+        for stage in STAGES:
+            if stage not in summary["stages_done"]:
+                t0 = time.perf_counter()
+                try:
+                    RUNNERS[stage](ctx)
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: {exc}") from None
+                summary["timings_s"][stage] = round(time.perf_counter() - t0, 3)
+                summary["stages_done"].append(stage)
+                ctx.save_summary()
+            if stage == until:
+                break
+    finally:
+        ctx.close_client()
+    ctx.save_summary()
+
+
 def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | None = None,
                  until: str | None = None, resume: bool = False, scheduler: str | None = None,
                  workers: int | None = None, progress: bool = True,
@@ -127,7 +158,6 @@ def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | Non
     :class:`mtcv_core.errors.ConvergenceError` after every output is written."""
     from mtcv_core.execution import check_scheduler_address, dask_client
     from mtcv_core.plugins import PluginError, build_component, load_plugins
-    from mtcv_core.stages import STAGES as RUNNERS
     from mtcv_core.stages import validate
 
     config, where = load_config(config_path)
@@ -161,44 +191,22 @@ def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | Non
 
     config_json = json.dumps(asdict(config), sort_keys=True)
     summary_path = out_dir / "summary.json"
-    if resume and summary_path.exists():
-        summary.update(read_summary(summary_path))
-        if summary.get("config") and summary["config"] != json.loads(config_json):
-            raise ConfigError(f"{out_dir}: --resume with a config different from the one "
-                              "the run started with; use a new --out directory")
-    elif summary_path.exists() and not resume:
-        raise ConfigError(f"{out_dir} already holds a run (summary.json); pass --resume to "
-                          "continue it or choose another --out directory")
-
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--out: {out_dir}: cannot create the output directory "
                           f"({type(exc).__name__}: {exc})") from None
-    remove_stale_temporaries(out_dir)
-    summary.setdefault("system", config.system)
-    summary.setdefault("temperature_K", config.temperature_K)
-    summary["config"] = json.loads(config_json)
-    summary.setdefault("stages_done", [])
-    summary.setdefault("timings_s", {})
-    try:
-        for stage in STAGES:
-            if stage in summary["stages_done"]:
-                pass
-            else:
-                t0 = time.perf_counter()
-                try:
-                    RUNNERS[stage](ctx)
-                except ConfigError as exc:
-                    raise ConfigError(f"{where}: {exc}") from None
-                summary["timings_s"][stage] = round(time.perf_counter() - t0, 3)
-                summary["stages_done"].append(stage)
-                ctx.save_summary()
-            if stage == until:
-                break
-    finally:
-        ctx.close_client()
-    ctx.save_summary()
+    # one run per directory, for the whole run (released on any exit)
+    with RunLock(out_dir):
+        if resume and summary_path.exists():
+            summary.update(read_summary(summary_path))
+            if summary.get("config") and summary["config"] != json.loads(config_json):
+                raise ConfigError(f"{out_dir}: --resume with a config different from the "
+                                  "one the run started with; use a new --out directory")
+        elif summary_path.exists() and not resume:
+            raise ConfigError(f"{out_dir} already holds a run (summary.json); pass --resume "
+                              "to continue it or choose another --out directory")
+        _run_stages(ctx, summary, config, config_json, out_dir, until, where)
     if strict:
         from mtcv_core.convergence import failed_checks
         from mtcv_core.errors import ConvergenceError
