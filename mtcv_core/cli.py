@@ -91,6 +91,8 @@ def summary_block(summary: dict, out: str) -> list[str]:
             failed = [n for n, c in r.get("convergence", {}).items() if c.get("ok") is False]
             lines.append(f"    NOT converged: {', '.join(failed)} (report.md, "
                          "'Convergence along xi')")
+    for w in summary.get("warnings", []):
+        lines.append(f"  WARNING ({w['stage']}): {w['message']}")
     report = os.path.join(out, "report.md")
     lines.append(f"  report: {report}" if os.path.exists(report) else f"  outputs: {out}")
     return lines

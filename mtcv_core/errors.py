@@ -24,7 +24,8 @@ class SimulationError(MtcvError, FloatingPointError):
 
 class ConvergenceError(MtcvError):
     """``mtcv run --strict``: a reported number failed its convergence verdict
-    (:mod:`mtcv_core.convergence`); every output was written first."""
+    (:mod:`mtcv_core.convergence`) or a sanity gate (:mod:`mtcv_core.sanity`);
+    every output was written first."""
 
 
 __all__ = ["MtcvError", "SimulationError", "ConvergenceError"]

@@ -213,8 +213,12 @@ def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | Non
 
         failed = [f"{r['from']}->{r['to']} ({', '.join(failed_checks(r))})"
                   for r in summary.get("transitions", []) if r.get("converged") is False]
-        if failed:
-            raise ConvergenceError(f"--strict: not converged along xi: {'; '.join(failed)}; "
-                                   f"every output is in {out_dir} (report.md, 'Convergence "
-                                   "along xi')")
+        problems = [f"not converged along xi: {'; '.join(failed)}"] if failed else []
+        gates = summary.get("warnings", [])
+        if gates:
+            problems.append(f"{len(gates)} sanity warning(s): "
+                            f"{'; '.join(w['message'] for w in gates)}")
+        if problems:
+            raise ConvergenceError(f"--strict: {' | '.join(problems)}; every output is in "
+                                   f"{out_dir} (report.md)")
     return summary

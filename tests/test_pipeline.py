@@ -236,6 +236,34 @@ def test_all_stages_smoke(full_run):
     assert "Convergence along xi" in report
 
 
+def test_a_cv_that_separates_nothing_is_said_out_loud(full_run, tmp_path):
+    """The tiny run's six-epoch CV on eight basin trajectories: its test
+    accuracy is below the sanity floor, so the run warned on one line, lists
+    the warning in summary.json, puts a banner on the report, and --strict
+    fails on it."""
+    import shutil
+
+    from mtcv_core.sanity import accuracy_floor, chance_accuracy
+
+    out = full_run / "o"
+    summary = json.loads((out / "summary.json").read_text())
+    labels = read_frames(out / "data.nc")
+    chance = chance_accuracy(labels["label"].values[labels["split"].values == 1])
+    assert summary["test_accuracy"] < accuracy_floor(chance)
+    codes = [w["code"] for w in summary["warnings"]]
+    assert "cv_separates_nothing" in codes
+    assert "> **Warning: numbers below are not to be trusted.**" in (out / "report.md").read_text()
+    copy = tmp_path / "o"
+    shutil.copytree(out, copy)
+    res = mtcv("run", str(full_run / "full.toml"), "--out", str(copy), "--resume", "--quiet",
+               "--strict")
+    assert res.returncode == 2 and "sanity warning(s): train: the CV classifies" in res.stderr
+    lenient = mtcv("run", str(full_run / "full.toml"), "--out", str(copy), "--resume",
+                   "--quiet")
+    assert lenient.returncode == 0 and "WARNING (train): train: the CV classifies" in \
+        lenient.stderr
+
+
 def test_strict_fails_on_a_failed_verdict_after_writing_everything(full_run, tmp_path):
     """`--strict` on a finished run whose verdict failed (planted in its
     summary: the check's outcome is the estimate stage's, tested above and in

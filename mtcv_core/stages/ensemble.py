@@ -200,6 +200,10 @@ def run_ensemble(ctx: RunContext) -> None:
         return
     from tqdm.auto import tqdm
 
+    from mtcv_core import sanity
+
+    sanity.clear(ctx.summary, "ensemble")
+
     rows = [ctx.summary["transitions"]]
     seeds = [{"member": 0, "seed": ctx.config.seed,
               "train_seed": int(ctx.config.train.get("seed", ctx.config.seed))}]
@@ -207,6 +211,9 @@ def run_ensemble(ctx: RunContext) -> None:
                   disable=not ctx.progress):
         member = run_member(ctx, k, resample=cfg.resample)
         rows.append(member.get("transitions", []))
+        for w in member.get("warnings", []):
+            sanity.record(ctx.summary, "ensemble", f"member_{k} {w['code']}",
+                          f"ensemble member {k}: {w['message']}")
         seeds.append({"member": k, "seed": member["seed"], "train_seed": member["train_seed"],
                       "test_accuracy": member.get("test_accuracy")})
     combined = combine(rows)

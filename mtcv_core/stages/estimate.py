@@ -96,9 +96,11 @@ def _num(d: dict[str, Any], key: str) -> float | None:
 
 def run_estimate(ctx: RunContext) -> None:
     """Free energies along xi and the true CVs; the transitions table."""
+    from mtcv_core import sanity
     from mtcv_core.exact_pmf import transition_values
     from mtcv_core.export import load_model
 
+    sanity.clear(ctx.summary, "estimate")
     cfg = ctx.estimate or estimate_config(ctx)
     ucfg = ctx.umbrella or umbrella_config(ctx)
     model = load_model(ctx.out / "model.pt", ctx.registry)
@@ -146,6 +148,7 @@ def run_estimate(ctx: RunContext) -> None:
             row["convergence"] = convergence[(a, b)]["checks"]
         rows.append(row)
     ctx.summary["transitions"] = rows
+    sanity.check_estimate(ctx.summary, rows)
     ctx.summary["min_neighbour_overlap"] = fes.attrs.get("min_neighbour_overlap")
 
 

@@ -23,6 +23,7 @@ def run_report(ctx: RunContext) -> None:
     s = ctx.summary
     lines = [f"# mtcv run: {ctx.config.name}", "",
              f"System `{s['system']}` at {s['temperature_K']} K, seed {ctx.config.seed}.", "",
+             *_warning_banner(s.get("warnings")),
              "## Data and CV", "",
              f"- frames: {s.get('n_train')} train, {s.get('n_test')} test",
              f"- test accuracy: {_fmt(s.get('test_accuracy'), 4)}",
@@ -54,6 +55,15 @@ def run_report(ctx: RunContext) -> None:
     lines += [f"![{p.stem}](figures/{p.name})" for p in sorted(figs.glob("*.png"))]
     with atomic_path(ctx.out / "report.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+
+
+def _warning_banner(entries: list[dict[str, Any]] | None) -> list[str]:
+    """The failed sanity gates (:mod:`mtcv_core.sanity`), first thing in the
+    report."""
+    if not entries:
+        return []
+    return ["> **Warning: numbers below are not to be trusted.**", ">",
+            *[f"> - {w['message']}" for w in entries], ""]
 
 
 def _convergence_lines(rows: list[dict[str, Any]], drifting: Any) -> list[str]:

@@ -84,10 +84,12 @@ def run_train(ctx: RunContext) -> None:
     """Train the multitask CV on the train split; evaluate on the test split.
 
     Writes ``model.pt``, ``cv.ts``, ``training.nc`` and figures."""
+    from mtcv_core import sanity
     from mtcv_core.export import export_torchscript
     from mtcv_core.spectators import SpectatorAugmenter, declares_spectators
     from mtcv_core.training import evaluate, train
 
+    sanity.clear(ctx.summary, "train")
     data = read_frames(ctx.out / "data.nc")
     cfg = ctx.train or train_config(ctx)
     train_frames = split(data, "train")
@@ -109,6 +111,7 @@ def run_train(ctx: RunContext) -> None:
                        test_energy_mae_eV=metrics.get("energy_mae_eV"),
                        n_train=int(train_frames.sizes["frame"]),
                        n_test=int(test.sizes["frame"]))
+    sanity.check_accuracy(ctx.summary, metrics.get("accuracy"), test["label"].values)
     if declares_spectators(ctx.system):
         ctx.summary["spectator_sensitivity"] = spectator_report(
             ctx.system, model, classifier_basins(model, ctx),
