@@ -52,7 +52,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     summary = run_pipeline(args.config, out=args.out, until=args.until, resume=args.resume,
                            scheduler=args.scheduler, workers=args.workers,
-                           progress=not args.quiet, strict=args.strict)
+                           progress=not args.quiet, strict=args.strict,
+                           allow_large=args.allow_large)
     print(json.dumps(summary, indent=2))
     out = args.out or os.path.join("runs", str(summary.get("config", {}).get("name", "run")))
     print("\n".join(summary_block(summary, out)), file=sys.stderr)
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, default=None,
                    help="workers of the local Dask cluster (default: from the config)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--allow-large", action="store_true",
+                   help="run even when the config's estimated memory or disk exceeds this "
+                        "machine's (validation refuses it otherwise)")
     r.add_argument("--strict", action="store_true",
                    help="fail (exit 2, after every output is written) when a transition's "
                         "convergence verdict fails (report.md, 'Convergence along xi')")

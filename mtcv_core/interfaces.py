@@ -196,6 +196,18 @@ class MDSettings:
     engine: str = "fast"
 
 
+@dataclass(frozen=True)
+class Footprint:
+    """What a component will hold in memory at once and write to disk,
+    bytes, estimated from its options before anything runs (validation
+    refuses what cannot fit the machine); ``what`` says what was counted,
+    e.g. ``"2.0e+09 frames of 5 atoms"``."""
+
+    memory_bytes: float
+    disk_bytes: float
+    what: str
+
+
 class DataSource(ABC):
     """Produces labelled frames (an xarray Dataset in the frame schema of
     :mod:`mtcv_core.schema`).
@@ -213,6 +225,14 @@ class DataSource(ABC):
         """Raise :class:`mtcv_core.config.ConfigError` (naming the option)
         for options that do not fit ``system`` (basin names, files, ...);
         called before any stage runs. Default: nothing to check."""
+        return None
+
+    def footprint(self, system: System, *, n_atoms: int, scale: float = 1.0
+                  ) -> Footprint | None:
+        """What :meth:`run` with ``scale`` would hold in memory and write
+        (a :class:`Footprint`, an estimate: a lower bound where the amount
+        depends on the dynamics), so that validation can refuse an absurd
+        config at once; None: unknown (the default)."""
         return None
 
     @abstractmethod
@@ -365,6 +385,12 @@ class Sampler(ABC):
         fit ``system``; called before any stage runs. Default: nothing."""
         return None
 
+    def footprint(self, system: System, *, n_atoms: int, cv_dim: int) -> Footprint | None:
+        """What one :meth:`run` along a ``cv_dim``-dimensional CV would hold
+        in memory and write (a :class:`Footprint`, an estimate); None:
+        unknown (the default)."""
+        return None
+
     @abstractmethod
     def run(self, system: System, cv: CollectiveVariable, *, frames: StartFrames,
             transitions: Sequence[tuple[int, int]], md: MDSettings, seed: int,
@@ -442,4 +468,4 @@ class ThermoLossHead(ABC):
 __all__: Sequence[str] = ["System", "DataSource", "Featurizer", "LossHead",
                           "Sampler", "Estimator", "ThermoLossHead", "BASIN_PROBABILITY",
                           "ENERGY", "PREDICTIONS", "MDSettings", "CollectiveVariable",
-                          "StartFrames", "BasinOf"]
+                          "StartFrames", "BasinOf", "Footprint"]

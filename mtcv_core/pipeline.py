@@ -150,12 +150,14 @@ def _run_stages(ctx: RunContext, summary: dict[str, Any], config: RunConfig,
 def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | None = None,
                  until: str | None = None, resume: bool = False, scheduler: str | None = None,
                  workers: int | None = None, progress: bool = True,
-                 strict: bool = False) -> dict[str, Any]:
+                 strict: bool = False, allow_large: bool = False) -> dict[str, Any]:
     """Run the pipeline; returns the summary (also in ``OUT/summary.json``).
 
     With ``strict``, a transition whose convergence verdict failed
     (``summary["transitions"][i]["converged"] is False``) raises
-    :class:`mtcv_core.errors.ConvergenceError` after every output is written."""
+    :class:`mtcv_core.errors.ConvergenceError` after every output is written.
+    ``allow_large`` skips the refusal of a run that would not fit this
+    machine's memory or disk (:mod:`mtcv_core.footprint`)."""
     from mtcv_core.execution import check_scheduler_address, dask_client
     from mtcv_core.plugins import PluginError, build_component, load_plugins
     from mtcv_core.stages import validate
@@ -185,7 +187,7 @@ def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | Non
                      client_factory=lambda: dask_client(sched, n_workers), progress=progress,
                      summary=summary)
     try:
-        validate(ctx)
+        validate(ctx, allow_large=allow_large)
     except (ConfigError, PluginError) as exc:
         raise type(exc)(f"{where}: {exc}") from exc.__cause__
 

@@ -106,6 +106,12 @@ def provenance(config: Mapping[str, Any] | None = None, seed: int | None = None,
     return attrs
 
 
+def frame_bytes(n_atoms: int) -> int:
+    """Bytes of one frame of ``n_atoms`` in the frame schema (coordinates
+    and forces in float64, the per-frame scalars)."""
+    return 2 * 3 * 8 * int(n_atoms) + 64
+
+
 def make_frames(
     coordinates: np.ndarray,
     energy: np.ndarray,

@@ -22,6 +22,15 @@ def component(ctx: RunContext, kind: str, name: str) -> Component:
     return ctx.registry.get(kind, name)
 
 
+def system_n_atoms(system: Any) -> int:
+    """Atoms of ``system``, from its ``dof_mask`` (n_atoms, 3) where it has one:
+    ``make_atoms()`` may be expensive (the 5D systems locate their minima)."""
+    mask = system.dof_mask
+    if mask is not None:
+        return len(mask)
+    return len(system.make_atoms())
+
+
 def system_component(ctx: RunContext) -> Component:
     return ctx.registry.get("system", ctx.config.system)
 

@@ -12,7 +12,12 @@ import xarray as xr
 from mtcv_core.config import ConfigError
 from mtcv_core.io import read_frames, write_dataset
 from mtcv_core.plugins import PluginError, build_component
-from mtcv_core.stages.common import classifier_basins, model_cv_function, split
+from mtcv_core.stages.common import (
+    classifier_basins,
+    model_cv_function,
+    split,
+    system_n_atoms,
+)
 from mtcv_core.stages.context import RunContext
 from mtcv_core.training import TrainConfig
 
@@ -42,15 +47,6 @@ def train_config(ctx: RunContext) -> TrainConfig:
     return TrainConfig.from_mapping(raw, "train")
 
 
-def _n_atoms(system: Any) -> int:
-    """Atoms of ``system``, from its ``dof_mask`` (n_atoms, 3) where it has one:
-    ``make_atoms()`` may be expensive (the 5D systems locate their minima)."""
-    mask = system.dof_mask
-    if mask is not None:
-        return len(mask)
-    return len(system.make_atoms())
-
-
 def check_train(ctx: RunContext) -> TrainConfig:
     """The ``[train]`` table against the plugins it names: the featurizer
     and every head are built (for the system's atoms) with their options, and
@@ -64,7 +60,7 @@ def check_train(ctx: RunContext) -> TrainConfig:
     featurizer = build_component(ctx.registry, "featurizer", cfg.featurizer,
                                  cfg.featurizer_options, "train.featurizer_options",
                                  name_where="train.featurizer")
-    n_atoms = _n_atoms(ctx.system)
+    n_atoms = system_n_atoms(ctx.system)
     try:
         n_features = int(featurizer.n_features(n_atoms))
     except (TypeError, ValueError, IndexError) as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mtcv_core.stages.context import RunContext
 from mtcv_core.stages.ensemble import ensemble_config
 from mtcv_core.stages.estimate import build_estimator, estimate_config
@@ -10,26 +12,33 @@ from mtcv_core.stages.train import check_train
 from mtcv_core.stages.umbrella import build_sampler, reference_cv, umbrella_config
 
 
-def validate(ctx: RunContext) -> None:
+def validate(ctx: RunContext, *, allow_large: bool = False) -> None:
     """Check every table of the run's config against its stage's schema and
     the plugins it names, and keep the parsed stage configs on ``ctx``, so
     that a typo in ``[estimate]`` fails in a second, not after hours of
-    sampling. Raises ConfigError naming the key, the value and what was
-    expected."""
+    sampling; then the memory and disk the sources and samplers will need
+    against the machine (:mod:`mtcv_core.footprint`; skipped with
+    ``allow_large``). Raises ConfigError naming the key, the value and what
+    was expected."""
     cfg = ctx.config
-    build_sources(ctx)
+    sources = build_sources(ctx)
+    samplers = []
     if cfg.train:
         ctx.train = check_train(ctx)
     if cfg.umbrella:
         ucfg = umbrella_config(ctx)
-        build_sampler(ctx, ucfg)
+        samplers.append(("umbrella.sampler_options", build_sampler(ctx, ucfg),
+                         ctx.train.latent_dim if ctx.train else 1))
+        n_ref = None
         if ucfg.reference and ucfg.reference_cvs:
             try:
-                reference_cv(ctx, ucfg.reference_cvs)
+                n_ref = len(reference_cv(ctx, ucfg.reference_cvs)[1])
             except NotImplementedError:
                 pass
         if ucfg.reference:
-            build_sampler(ctx, ucfg, reference=True)
+            n_ref = n_ref or len(ctx.system.true_cv_names) or 1
+            samplers.append(("umbrella.reference_sampler_options",
+                             build_sampler(ctx, ucfg, reference=True), n_ref))
         ctx.umbrella = ucfg
     if cfg.estimate:
         ecfg = estimate_config(ctx)
@@ -38,6 +47,26 @@ def validate(ctx: RunContext) -> None:
         ctx.estimate = ecfg
     if cfg.ensemble:
         ensemble_config(ctx)
+    if not allow_large:
+        _check_sizes(ctx, sources, samplers)
+
+
+def _check_sizes(ctx: RunContext, sources: dict[str, Any],
+                 samplers: list[tuple[str, Any, int]]) -> None:
+    """Refuse a run whose sources or samplers cannot fit this machine."""
+    from mtcv_core.footprint import check_footprints
+    from mtcv_core.stages.common import system_n_atoms
+
+    n_atoms = system_n_atoms(ctx.system)
+    f = ctx.config.sample.test_fraction
+    items = []
+    for name, source in sources.items():
+        for split, scale in (("train", 1.0), ("test", f / (1.0 - f))):
+            items.append((f"sample.sources.{name} ({split} split)",
+                          source.footprint(ctx.system, n_atoms=n_atoms, scale=scale)))
+    for where, sampler, dim in samplers:
+        items.append((where, sampler.footprint(ctx.system, n_atoms=n_atoms, cv_dim=dim)))
+    check_footprints(items, ctx.out)
 
 
 __all__ = ["validate"]

@@ -28,7 +28,7 @@ from mtcv_ase.md_options import MDOptions, chunks
 from mtcv_core.config import ConfigError, nonneg, positive
 from mtcv_core.errors import SimulationError
 from mtcv_core.execution import map_tasks, task_rng
-from mtcv_core.interfaces import DataSource, MDSettings, System
+from mtcv_core.interfaces import DataSource, Footprint, MDSettings, System
 from mtcv_core.schema import concat_frames
 
 
@@ -55,6 +55,18 @@ class BasinMD(MDOptions, DataSource):
         if unknown:
             raise ConfigError(f"basins: {unknown} are not basins of {system.name!r}; "
                               f"expected a subset of {list(system.basins)}")
+
+    def footprint(self, system: System, *, n_atoms: int, scale: float = 1.0) -> Footprint:
+        """Every recorded frame of every trajectory (held together, then
+        written once)."""
+        from mtcv_core.schema import frame_bytes
+
+        n_basins = len(self.basins or system.basins)
+        frames = (n_basins * max(1, round(self.trajectories_per_basin * scale))
+                  * (self.n_steps // self.stride + 1))
+        size = float(frames) * frame_bytes(n_atoms)
+        return Footprint(memory_bytes=2 * size, disk_bytes=size,
+                         what=f"{frames:.3g} frames of {n_atoms} atoms")
 
     def run(self, system: System, *, seed: int, split: str = "train", scale: float = 1.0,
             md: MDSettings | None = None, client: Any = None,

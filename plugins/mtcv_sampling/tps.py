@@ -64,7 +64,7 @@ from mtcv_ase.md_options import MDOptions, chunks
 from mtcv_core.config import ConfigError, doc, nonneg, positive
 from mtcv_core.errors import SimulationError
 from mtcv_core.execution import map_tasks, task_rng
-from mtcv_core.interfaces import DataSource, MDSettings, System
+from mtcv_core.interfaces import DataSource, Footprint, MDSettings, System
 from mtcv_core.io import DatasetError
 from mtcv_core.schema import concat_frames
 
@@ -110,6 +110,20 @@ class TPS(MDOptions, DataSource):
                                   f"basins of {list(system.basins)}")
         if self.initial_path is not None and not Path(self.initial_path).is_file():
             raise ConfigError(f"initial_path: {self.initial_path}: no such file")
+
+    def footprint(self, system: System, *, n_atoms: int, scale: float = 1.0) -> Footprint:
+        """A lower bound (path lengths depend on the dynamics): every recorded
+        shot keeps at least one frame; the seed run holds ``seed_walkers``
+        paths of up to ``seed_max_path_steps`` steps."""
+        from mtcv_core.schema import frame_bytes
+
+        shots = (len(self.transitions) * max(1, round(self.chains * scale))
+                 * self.shots_per_chain)
+        seed_frames = self.seed_walkers * (self.seed_max_path_steps // self.stride + 1)
+        size = float(shots) * frame_bytes(n_atoms)
+        return Footprint(memory_bytes=2 * size + seed_frames * frame_bytes(n_atoms),
+                         disk_bytes=size,
+                         what=f"at least {shots:.3g} frames of {n_atoms} atoms (one per shot)")
 
     def run(self, system: System, *, seed: int, split: str = "train", scale: float = 1.0,
             md: MDSettings | None = None, client: Any = None,

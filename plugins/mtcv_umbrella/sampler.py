@@ -48,6 +48,7 @@ from mtcv_core.errors import SimulationError
 from mtcv_core.execution import map_tasks, task_rng
 from mtcv_core.interfaces import (
     CollectiveVariable,
+    Footprint,
     MDSettings,
     Sampler,
     StartFrames,
@@ -113,6 +114,18 @@ class UmbrellaSampler(MDOptions, Sampler):
             raise ConfigError(f"spectator_moves = {self.spectator_moves}: system "
                               f"{system.name!r} declares no periodic spectator coordinates "
                               "(System.spectator_names / spectator_periods); set it to 0")
+
+    def footprint(self, system: System, *, n_atoms: int, cv_dim: int) -> Footprint:
+        """The windows' series (CV values and energy, float64) held together
+        and written; windows before refinement (``n_windows`` along a line,
+        ``grid_points`` squared on a grid), so a lower bound along a line."""
+        windows = self.n_windows if cv_dim == 1 else self.grid_points ** cv_dim
+        samples = float(windows) * self.walkers_per_window * (self.n_steps // self.stride)
+        size = samples * (cv_dim + 1) * 8
+        walkers = float(self.windows_per_task) * self.walkers_per_window * n_atoms * 3 * 8 * 8
+        return Footprint(memory_bytes=3 * size + walkers, disk_bytes=size,
+                         what=f"{windows} windows x {self.walkers_per_window} walkers x "
+                              f"{self.n_steps // self.stride} samples")
 
     # ---------------------------------------------------------- the stage's entry point
     def run(self, system: System, cv: CollectiveVariable, *, frames: StartFrames,
