@@ -121,9 +121,11 @@ def _run_stages(ctx: RunContext, summary: dict[str, Any], config: RunConfig,
                 config_json: str, out_dir: Path, until: str | None, where: str) -> None:
     """The stages not done yet, in order, up to ``until``; ``summary.json``
     saved after each."""
+    from mtcv_core.integrity import record_outputs, verify_stages
     from mtcv_core.stages import STAGES as RUNNERS
 
     remove_stale_temporaries(out_dir)
+    verify_stages(summary, out_dir, STAGES)
     summary.setdefault("system", config.system)
     summary.setdefault("temperature_K", config.temperature_K)
     summary["config"] = json.loads(config_json)
@@ -139,6 +141,7 @@ def _run_stages(ctx: RunContext, summary: dict[str, Any], config: RunConfig,
                     raise ConfigError(f"{where}: {exc}") from None
                 summary["timings_s"][stage] = round(time.perf_counter() - t0, 3)
                 summary["stages_done"].append(stage)
+                record_outputs(summary, out_dir, stage)
                 ctx.save_summary()
             if stage == until:
                 break

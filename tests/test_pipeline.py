@@ -291,7 +291,8 @@ def test_strict_fails_on_a_failed_verdict_after_writing_everything(full_run, tmp
 
 
 def _without_timings(summary: dict) -> dict:
-    return {k: v for k, v in summary.items() if k != "timings_s"}
+    # the outputs' checksums differ: every netCDF file records when it was created
+    return {k: v for k, v in summary.items() if k not in ("timings_s", "outputs")}
 
 
 def test_killed_during_umbrella_resumes_to_the_same_summary(full_run, tmp_path):
@@ -426,3 +427,49 @@ def test_cv_ensemble_member_runs_resumes_and_is_combined(full_run, tmp_path):
         assert "## CV ensemble" in (out / "report.md").read_text()
     finally:
         ctx.close_client()
+
+
+@pytest.mark.parametrize("name, how", [
+    ("data.nc", "truncate"), ("model.pt", "alter"), ("cv.ts", "delete"),
+    ("umbrella.nc", "truncate"), ("fes.nc", "alter"), ("report.md", "alter")])
+def test_resume_detects_a_changed_output_and_reruns_from_its_stage(full_run, tmp_path, name,
+                                                                   how):
+    """Every stage's output recorded by size and SHA-256: one truncated,
+    altered or deleted is found on --resume, its stage and the later ones
+    are dropped from stages_done (with a warning naming the file)."""
+    import shutil
+
+    from mtcv_core.integrity import STAGE_OUTPUTS, verify_stages
+    from mtcv_core.pipeline import STAGES
+
+    out = tmp_path / "o"
+    shutil.copytree(full_run / "o", out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert verify_stages(summary, out, STAGES) is None  # untouched: every stage trusted
+    path = out / name
+    if how == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "alter":
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    else:
+        path.unlink()
+    stage = next(s for s, files in STAGE_OUTPUTS.items() if name in files)
+    with pytest.warns(RuntimeWarning, match=rf"{name}.*running {stage}"):
+        assert verify_stages(summary, out, STAGES) == stage
+    assert summary["stages_done"] == list(STAGES[: STAGES.index(stage)])
+
+
+def test_resume_after_a_corrupted_fes_reruns_to_the_same_summary(full_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "o"
+    shutil.copytree(full_run / "o", out)
+    (out / "fes.nc").write_bytes(b"not a netCDF file")
+    res = mtcv("run", str(full_run / "full.toml"), "--out", str(out), "--resume", "--quiet")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "fes.nc" in res.stderr and "running estimate, ensemble, report again" in res.stderr
+    resumed = json.loads((out / "summary.json").read_text())
+    uninterrupted = json.loads((full_run / "o" / "summary.json").read_text())
+    assert _without_timings(resumed) == _without_timings(uninterrupted)
