@@ -141,11 +141,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's wall-time limit, ``kill``): unwinds the run like
+    Ctrl-C does, so that the Dask cluster is shut down and the lock released."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    if getattr(args, "func", None) is not _cmd_run:
+        return ""
+    parts = ["mtcv run"] + ([args.config] if args.config else [])
+    if args.out:
+        parts += ["--out", args.out]
+    return f"; resume with: {' '.join(parts)} --resume"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
     from mtcv_core.errors import MtcvError
 
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning  # one line between the progress bars
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
     except MtcvError as exc:  # config, dataset, model file, plugin, blow-up: one clear line
@@ -158,13 +179,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hint = " (set MTCV_TRACEBACK=1 for the traceback)"
         print(f"mtcv: error: {exc}{hint}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # pragma: no cover
-        print("mtcv: interrupted; rerun with --resume to continue", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"mtcv: interrupted (SIGINT): finished stages and windows are kept"
+              f"{_resume_hint(args)}", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"mtcv: terminated (SIGTERM): finished stages and windows are kept"
+              f"{_resume_hint(args)}", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         # point stdout at devnull so the interpreter's final flush does not raise again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -473,3 +473,56 @@ def test_resume_after_a_corrupted_fes_reruns_to_the_same_summary(full_run, tmp_p
     resumed = json.loads((out / "summary.json").read_text())
     uninterrupted = json.loads((full_run / "o" / "summary.json").read_text())
     assert _without_timings(resumed) == _without_timings(uninterrupted)
+
+
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_stops_the_run_cleanly_and_it_resumes(tiny_run, tmp_path, sig, code):
+    """SIGTERM / SIGINT to `mtcv run` during the sample stage: it exits with
+    143 / 130 within seconds, says how to resume, leaves no process of its
+    session (Dask workers included) and no temporary file; --resume then
+    finishes with the uninterrupted run's data."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "mtcv_core.cli", "run", str(tiny_run / "tiny.toml"), "--out",
+           str(out), "--until", "sample", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not any(p.name().startswith("python") for p in psutil.Process(proc.pid).children()):
+        assert proc.poll() is None and time.monotonic() < deadline  # until Dask workers run
+        time.sleep(0.05)
+    time.sleep(1.0)
+    assert proc.poll() is None, "finished before the signal"
+    t0 = time.monotonic()
+    os.kill(proc.pid, getattr(signal, sig))
+    try:
+        assert proc.wait(timeout=60) == code, proc.stderr.read()[-2000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert time.monotonic() - t0 < 30
+    last = proc.stderr.read().strip().splitlines()[-1]
+    assert f"({sig})" in last and f"--out {out} --resume" in last
+    time.sleep(1.0)
+    left = [p for p in psutil.process_iter(["pid", "status"]) if _pgid(p.pid) == proc.pid
+            and p.info["status"] != psutil.STATUS_ZOMBIE]  # dead, not yet reaped by init
+    assert not left, f"processes left behind: {left}"
+    assert not list(out.rglob("*.tmp"))
+    res = mtcv(*cmd[3:], "--resume")
+    assert res.returncode == 0, res.stderr[-2000:]
+    a, b = read_frames(out / "data.nc"), read_frames(tiny_run / "out" / "data.nc")
+    np.testing.assert_array_equal(a.coordinates.values, b.coordinates.values)
+
+
+def _pgid(pid):
+    import os
+
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
