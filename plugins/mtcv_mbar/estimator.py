@@ -190,11 +190,17 @@ class MBAREstimator(Estimator):
         u_kn = _reduced_bias(s_n, centers, springs, periods) / kt
         # damped Newton (numpy) from zero, then pymbar's adaptive solver from
         # there: pymbar alone spends most of its time in a dense hybr root
-        # search when there are hundreds of windows
+        # search when there are hundreds of windows; from a self-consistent
+        # start one adaptive iteration is enough (its own relative criterion
+        # on f_k can keep it iterating, a full Hessian each time, for minutes)
         f_init = solve_mbar(u_kn, n_k)
-        mbar = pymbar.MBAR(u_kn, n_k, initial_f_k=f_init,
+        settled = _self_consistency(u_kn, unbiased_log_weights(u_kn, n_k, f_init),
+                                    f_init) < SOLVER_TOLERANCE_KT
+        iterations = 1 if settled else 10000
+        mbar = pymbar.MBAR(u_kn, n_k, initial_f_k=f_init, maximum_iterations=iterations,
                            solver_protocol=({"method": "adaptive",
-                                             "options": {"min_sc_iter": 0}},))
+                                             "options": {"min_sc_iter": 0,
+                                                         "maxiter": iterations}},))
         f_k = np.asarray(mbar.f_k, float)
         overlap = np.asarray(mbar.compute_overlap()["matrix"], float)
         dfk = mbar.compute_free_energy_differences()

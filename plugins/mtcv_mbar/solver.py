@@ -111,9 +111,32 @@ def _solve(u_kn: np.ndarray, N_k: np.ndarray, f_init: np.ndarray | None, tol: fl
             if use_fixed:  # continue with exact Newton steps
                 fixed = None
                 continue
-            break  # no further decrease at machine precision
+            # Newton cannot descend (a nearly singular Hessian far from the
+            # solution, e.g. windows that barely overlap, from f = 0):
+            # self-consistent iterations, which never raise the objective,
+            # until Newton can take over again
+            trial = f
+            for _ in range(SELF_CONSISTENT_STEPS):
+                trial = _self_consistent_step(u_kn, log_den, trial)
+                obj_t, w_t, den_t = _objective(u_kn, log_n_k, n_k, trial)
+                log_den = den_t
+            if not obj_t < obj - 1e-12 * max(1.0, abs(obj)):
+                break  # no further decrease at machine precision
         f, obj, w, log_den = trial, obj_t, w_t, den_t
     return f, log_den
+
+
+#: self-consistent iterations taken when a Newton step fails to descend
+SELF_CONSISTENT_STEPS = 10
+
+
+def _self_consistent_step(u_kn: np.ndarray, log_den: np.ndarray, f_k: np.ndarray) -> np.ndarray:
+    """One self-consistent MBAR update ``f_k' = -log sum_n exp(-u_kn -
+    log_den_n)`` (``log_den`` at ``f_k``), shifted so that ``f'_0 = 0``."""
+    from scipy.special import logsumexp
+
+    f_new = -logsumexp(-u_kn - log_den[None, :], axis=1)
+    return f_new - f_new[0]
 
 
 def unbiased_log_weights(u_kn: np.ndarray, N_k: np.ndarray, f_k: np.ndarray) -> np.ndarray:
