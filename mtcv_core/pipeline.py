@@ -117,6 +117,20 @@ def remove_stale_temporaries(out_dir: Path) -> int:
     return removed
 
 
+def _same_config(stored: dict[str, Any], current_json: str) -> bool:
+    """Whether a run's recorded config is the current one, keys added to the
+    schema since the run started counting as their defaults."""
+    current = json.loads(current_json)
+    if stored == current:
+        return True
+    try:
+        completed = json.loads(json.dumps(asdict(from_mapping(RunConfig, stored)),
+                                          sort_keys=True))
+    except (ConfigError, TypeError, ValueError):
+        return False
+    return bool(completed == current)
+
+
 def _run_stages(ctx: RunContext, summary: dict[str, Any], config: RunConfig,
                 config_json: str, out_dir: Path, until: str | None, where: str) -> None:
     """The stages not done yet, in order, up to ``until``; ``summary.json``
@@ -205,7 +219,7 @@ def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | Non
     with RunLock(out_dir):
         if resume and summary_path.exists():
             summary.update(read_summary(summary_path))
-            if summary.get("config") and summary["config"] != json.loads(config_json):
+            if summary.get("config") and not _same_config(summary["config"], config_json):
                 raise ConfigError(f"{out_dir}: --resume with a config different from the "
                                   "one the run started with; use a new --out directory")
         elif summary_path.exists() and not resume:

@@ -526,3 +526,23 @@ def _pgid(pid):
         return os.getpgid(pid)
     except OSError:
         return None
+
+
+def test_resume_accepts_a_run_recorded_before_a_config_key_existed(tiny_run, tmp_path):
+    """A key added to the schema later (e.g. [ensemble]) is its default in
+    a run recorded without it: --resume continues that run."""
+    import shutil
+
+    out = tmp_path / "o"
+    shutil.copytree(tiny_run / "out", out)
+    summary = json.loads((out / "summary.json").read_text())
+    del summary["config"]["ensemble"]
+    (out / "summary.json").write_text(json.dumps(summary))
+    res = mtcv("run", str(tiny_run / "tiny.toml"), "--out", str(out), "--until", "sample",
+               "--resume", "--quiet")
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary["config"]["seed"] = 6  # a real difference is still refused
+    (out / "summary.json").write_text(json.dumps(summary))
+    res = mtcv("run", str(tiny_run / "tiny.toml"), "--out", str(out), "--until", "sample",
+               "--resume", "--quiet")
+    assert res.returncode == 2 and "config different" in res.stderr
