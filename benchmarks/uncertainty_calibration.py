@@ -75,8 +75,24 @@ def base_run(case: str, out: Path) -> tuple[Path, Path]:
     if all((shared / f).exists() for f in CV_FILES):
         return cfg, shared
     run = out / "base"
+    if _trained_with(run, cfg):
+        return cfg, run  # the umbrella or estimate tables changed since: the CV stands
     run_pipeline(cfg, out=run, until="train", resume=True, progress=False)
     return cfg, run
+
+
+def _trained_with(run: Path, cfg: Path) -> bool:
+    """Whether ``run`` finished sample and train with the config ``cfg``
+    has for them (its later tables may differ)."""
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not {"sample", "train"} <= set(summary.get("stages_done", [])):
+        return False
+    now = json.loads(json.dumps(dataclasses.asdict(load_config(cfg)[0]), sort_keys=True))
+    keep = ("system", "seed", "temperature_K", "system_options", "sample", "train")
+    return all(summary["config"].get(k) == now.get(k) for k in keep)
 
 
 def _link(src: Path, dst: Path) -> None:

@@ -18,6 +18,11 @@ from typing import Any
 
 import numpy as np
 
+#: neighbouring windows overlapping less than this are disconnected: the free
+#: energy across them is not determined (the convergence verdict's weaker
+#: ``MIN_OVERLAP`` = 0.03 asks for well-determined differences)
+NO_OVERLAP = 0.001
+
 
 class SanityWarning(UserWarning):
     """A number mtcv computed is not to be trusted (see :mod:`mtcv_core.sanity`)."""
@@ -73,23 +78,24 @@ def check_accuracy(summary: dict[str, Any], accuracy: float | None,
 
 def check_estimate(summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """Gate after ``estimate``: per transition along xi, neighbouring windows
-    overlap and the estimator's solution converged (the ``overlap`` and
-    ``solver`` checks of the convergence verdict)."""
+    overlap at all (above :data:`NO_OVERLAP`) and the estimator's solution
+    converged (from the ``overlap`` and ``solver`` checks of the convergence
+    verdict)."""
     for r in rows:
         checks = r.get("convergence", {})
         pair = f"{r['from']}->{r['to']}"
-        overlap = checks.get("overlap", {})
-        if overlap.get("ok") is False:
+        worst = checks.get("overlap", {}).get("min_neighbour")
+        if worst is not None and worst < NO_OVERLAP:
             record(summary, "estimate", f"no_overlap {pair}",
                    f"estimate: {pair} along xi: neighbouring windows overlap by "
-                   f"{overlap.get('min_neighbour')} at worst (at least {overlap.get('limit')} "
-                   "is needed): the free energies across the gap are not determined; add "
-                   "windows (sampler_options n_windows, refine_overlap)")
+                   f"{worst:.2g} at worst (less than {NO_OVERLAP}): the free energies across "
+                   "the gap are not determined; add windows (sampler_options n_windows, "
+                   "refine_overlap)")
         if checks.get("solver", {}).get("ok") is False:
             record(summary, "estimate", f"solver {pair}",
                    f"estimate: {pair} along xi: the MBAR solution is not self-consistent: "
                    "its free energies are not converged")
 
 
-__all__ = ["SanityWarning", "chance_accuracy", "accuracy_floor", "record", "clear",
+__all__ = ["NO_OVERLAP", "SanityWarning", "chance_accuracy", "accuracy_floor", "record", "clear",
            "check_accuracy", "check_estimate"]
