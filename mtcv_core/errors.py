@@ -22,10 +22,17 @@ class SimulationError(MtcvError, FloatingPointError):
     seed."""
 
 
+class DiskFullError(MtcvError, OSError):
+    """A write failed for want of space (ENOSPC, EDQUOT) or by an I/O error;
+    the message names the file, the stage and the free space. Nothing is left
+    under a final name half-written; ``--resume`` continues once there is
+    room."""
+
+
 class ConvergenceError(MtcvError):
     """``mtcv run --strict``: a reported number failed its convergence verdict
     (:mod:`mtcv_core.convergence`) or a sanity gate (:mod:`mtcv_core.sanity`);
     every output was written first."""
 
 
-__all__ = ["MtcvError", "SimulationError", "ConvergenceError"]
+__all__ = ["MtcvError", "SimulationError", "DiskFullError", "ConvergenceError"]

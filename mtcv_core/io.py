@@ -9,7 +9,9 @@ errors name the file and what is wrong with it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from mtcv_core.errors import MtcvError
+from mtcv_core.errors import DiskFullError, MtcvError
 from mtcv_core.schema import FRAMES_SCHEMA, SCHEMA_ATTR, SchemaError, validate_frames
 from mtcv_core.schema_umbrella import FES_SCHEMA, UMBRELLA_SCHEMA, validate_fes, validate_umbrella
 
@@ -53,9 +55,51 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb") as fh:  # make the bytes durable before the rename
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
+    except Exception as exc:
+        reason = _storage_failure(exc, path.parent)
+        if reason is None:
+            raise
+        tmp_path.unlink(missing_ok=True)
+        raise DiskFullError(f"{path}: cannot be written ({reason}; "
+                            f"{_free_text(path.parent)})") from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+#: errno values that mean the storage, not the data, failed
+STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device",
+                  errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large",
+                  errno.EIO: "input/output error"}
+
+
+def _storage_failure(exc: BaseException, directory: Path) -> str | None:
+    """Why a write failed when the storage is to blame (an errno of
+    :data:`STORAGE_ERRNOS` anywhere in the exception chain, or -- libraries
+    such as netCDF/HDF5 report a full disk as their own error -- less than
+    1 MiB free where the file was going), else None."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+            return STORAGE_ERRNOS[e.errno]
+        e = e.__cause__ or e.__context__
+    try:
+        if shutil.disk_usage(directory).free < 1 << 20:
+            return f"{type(exc).__name__}: {exc} with the disk full"
+    except OSError:
+        pass
+    return None
+
+
+def _free_text(directory: Path) -> str:
+    from mtcv_core.footprint import human
+
+    try:
+        return f"{human(shutil.disk_usage(directory).free)} free there"
+    except OSError:
+        return "free space unknown"
 
 
 def write_dataset(ds: xr.Dataset, path: PathLike) -> Path:

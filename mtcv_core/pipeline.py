@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mtcv_core.config import ConfigError, doc, from_mapping, load_toml, positive
+from mtcv_core.errors import DiskFullError
 from mtcv_core.io import DatasetError
 from mtcv_core.runlock import RunLock
 from mtcv_core.stages.context import RunContext
@@ -153,6 +154,10 @@ def _run_stages(ctx: RunContext, summary: dict[str, Any], config: RunConfig,
                     RUNNERS[stage](ctx)
                 except ConfigError as exc:
                     raise ConfigError(f"{where}: {exc}") from None
+                except DiskFullError as exc:
+                    raise DiskFullError(f"stage {stage}: {exc}; make room, then rerun with "
+                                        "--resume (finished stages and parts are kept)"
+                                        ) from exc.__cause__
                 summary["timings_s"][stage] = round(time.perf_counter() - t0, 3)
                 summary["stages_done"].append(stage)
                 record_outputs(summary, out_dir, stage)

@@ -99,9 +99,12 @@ class RunLock:
                           RuntimeWarning, stacklevel=2)
         record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                              "started": time.time()}).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record, 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record, 0)
+            os.fsync(fd)
+        except OSError:  # a full disk: the lock holds all the same, the record is lost
+            pass
         self._fd = fd
         return self
 

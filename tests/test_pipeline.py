@@ -546,3 +546,48 @@ def test_resume_accepts_a_run_recorded_before_a_config_key_existed(tiny_run, tmp
     res = mtcv("run", str(tiny_run / "tiny.toml"), "--out", str(out), "--until", "sample",
                "--resume", "--quiet")
     assert res.returncode == 2 and "config different" in res.stderr
+
+
+@pytest.mark.parametrize("stage", ["sample", "train", "umbrella", "estimate", "report"])
+def test_a_full_disk_in_any_stage_is_one_clear_error_and_resumes(full_run, tmp_path,
+                                                                  monkeypatch, stage):
+    """ENOSPC injected at the first file a stage writes: one error naming the
+    stage, the file and the free space; no temporary file and no final file
+    changed; --resume with room completes with the uninterrupted summary."""
+    import errno
+    import hashlib
+    import os
+    import shutil
+
+    from mtcv_core.errors import DiskFullError
+    from mtcv_core.pipeline import STAGES, run_pipeline
+
+    out = tmp_path / "o"
+    shutil.copytree(full_run / "o", out)
+    summary = json.loads((out / "summary.json").read_text())
+    summary["stages_done"] = list(STAGES[: STAGES.index(stage)])
+    (out / "summary.json").write_text(json.dumps(summary))
+
+    def digests():
+        return {p.relative_to(out): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in out.rglob("*") if p.is_file()
+                and p.name not in ("summary.json", ".mtcv.lock")}
+
+    before = digests()
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(DiskFullError, match=rf"stage {stage}: .*no space left on the device; "
+                                            r".* free there\).*--resume"):
+        run_pipeline(full_run / "full.toml", out=out, resume=True, progress=False)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert not list(out.rglob("*.tmp"))
+    after = digests()
+    assert {k: v for k, v in after.items() if k in before} == before
+    run_pipeline(full_run / "full.toml", out=out, resume=True, progress=False)
+    resumed = json.loads((out / "summary.json").read_text())
+    uninterrupted = json.loads((full_run / "o" / "summary.json").read_text())
+    assert _without_timings(resumed) == _without_timings(uninterrupted)
