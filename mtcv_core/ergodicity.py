@@ -71,3 +71,34 @@ def consistent_windows(samples: list[np.ndarray], walkers: int, tolerance: float
     """(n_windows,) bool: windows whose walkers agree (:func:`walker_spread`
     at most ``tolerance``)."""
     return np.array([walker_spread(s, walkers) <= tolerance for s in samples], dtype=bool)
+
+
+#: a stiffer window closer than this many of its thermal widths sqrt(kT/k)
+#: to a softer one's centre stands in for it (the refiner does not place
+#: windows closer than that, :func:`superseded_windows`)
+SUPERSEDE_WIDTHS = 0.25
+
+
+def superseded_windows(centers: np.ndarray, springs: np.ndarray, kT: float, *,
+                       periods: np.ndarray | None = None,
+                       widths: float = SUPERSEDE_WIDTHS) -> np.ndarray:
+    """(n_windows,) bool: windows that have a stiffer window (every spring
+    at least as stiff, one stiffer) whose centre lies within ``widths``
+    thermal widths ``sqrt(kT / k_stiff)`` of theirs in every CV dimension.
+    The planner puts a stiffer window where a soft one was unstable (a soft
+    window on a barrier top is bimodal and its two modes keep the populations
+    of its starts); the estimator then leaves the soft one out.
+
+    centers, springs: (n_windows, d) CV units, eV / unit^2; kT in eV;
+    periods: (d,) periods of periodic dimensions (0: not periodic)."""
+    c = np.asarray(centers, float).reshape(len(centers), -1)
+    k = np.asarray(springs, float).reshape(len(springs), -1)
+    diff = np.abs(c[:, None, :] - c[None, :, :])  # [i, j, d]
+    if periods is not None:
+        p = np.asarray(periods, float)
+        wrap = p > 0
+        diff[..., wrap] = np.minimum(diff[..., wrap], p[wrap] - diff[..., wrap])
+    near = np.all(diff <= widths * np.sqrt(kT / k[None, :, :]) + 1e-12, axis=2)
+    stiffer = np.all(k[None, :, :] >= k[:, None, :], axis=2) & np.any(
+        k[None, :, :] > k[:, None, :], axis=2)
+    return np.any(near & stiffer, axis=1)

@@ -161,3 +161,20 @@ def test_report_lines_with_missing_halves():
     lines = _convergence_lines([row], [3])
     assert "| A->B | yes | - | 0.510 / n/a | 0.100 / 0.120 (z 1.0) |" in lines
     assert lines[-1] == "Drifting windows: 3."
+
+
+def test_a_stiffer_window_near_a_soft_ones_centre_supersedes_it():
+    from mtcv_core.ergodicity import superseded_windows
+
+    kt = 0.025
+    # soft at 0.296; stiff (k 34.9, width 0.027) at 0.293 and at 0.40; a soft one alone
+    c = np.array([[0.296], [0.293], [0.40], [-1.0]])
+    k = np.array([[8.7], [34.9], [34.9], [8.7]])
+    np.testing.assert_array_equal(superseded_windows(c, k, kt), [True, False, False, False])
+    # a quarter width is the limit; periodic dimensions wrap
+    width = np.sqrt(kt / 34.9)
+    far = np.array([[0.0], [0.26 * width]])
+    assert not superseded_windows(far, np.array([[8.7], [34.9]]), kt).any()
+    wrapped = np.array([[3.14], [-3.14]])
+    assert superseded_windows(wrapped, np.array([[8.7], [34.9]]), kt,
+                              periods=np.array([2 * np.pi]))[0]

@@ -96,8 +96,9 @@ class MBAREstimator(Estimator):
     max_walker_spread: float = nonneg(4.0, "drop windows whose walkers' mean CV values "
                                            "differ by more than this many within-walker "
                                            "standard deviations (0 = keep every window)")
-    drop_superseded: bool = doc(True, "drop a window when another window at the same "
-                                      "centre has a stiffer spring: the sampler put it "
+    drop_superseded: bool = doc(True, "drop a window when a stiffer window sits at its "
+                                      "centre (within a quarter of its thermal width): "
+                                      "the sampler put it "
                                       "there because the softer one was unstable (a "
                                       "soft window on a barrier top is bimodal, and its "
                                       "two modes keep the populations of its starts)")
@@ -302,18 +303,17 @@ class MBAREstimator(Estimator):
         return edges, shape, cell, counts, [0.5 * (e[1:] + e[:-1]) for e in edges]
 
     def _drop_superseded(self, ds: xr.Dataset) -> tuple[xr.Dataset, list[int]]:
-        """The dataset without the windows that have a stiffer window at the
-        same centre (all CV dimensions equal to 1e-9 relative), and the ids
-        of those dropped."""
+        """The dataset without the windows that have a stiffer window at
+        their centre (within a quarter of its thermal width:
+        :func:`mtcv_core.ergodicity.superseded_windows`), and the ids of
+        those dropped."""
+        from mtcv_core.ergodicity import superseded_windows
+
         if not self.drop_superseded:
             return ds, []
-        c = ds["center"].values.astype(float)
-        k = ds["spring_constant"].values.astype(float)
-        tol = 1e-9 * np.maximum(1.0, np.abs(c))
-        same = np.all(np.abs(c[:, None, :] - c[None, :, :]) <= tol[:, None, :], axis=2)
-        stiffer = np.all(k[None, :, :] >= k[:, None, :], axis=2) & np.any(
-            k[None, :, :] > k[:, None, :], axis=2)
-        keep = ~np.any(same & stiffer, axis=1)
+        kt = KB_EV_PER_K * float(ds.attrs["temperature_K"])
+        keep = ~superseded_windows(ds["center"].values, ds["spring_constant"].values, kt,
+                                   periods=cv_periods(ds))
         if keep.all():
             return ds, []
         ids = ds["window"].values if "window" in ds.coords else np.arange(len(keep))

@@ -17,7 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mtcv_core.ergodicity import consistent_windows, statistical_inefficiency
+from mtcv_core.ergodicity import (
+    consistent_windows,
+    statistical_inefficiency,
+    superseded_windows,
+)
 
 
 @dataclass(frozen=True)
@@ -193,8 +197,7 @@ def refine_line_centers(centers: np.ndarray, k: np.ndarray, samples: list[np.nda
             add(centers[i], 4.0 * k[i])
     # the estimator drops a window that has a stiffer one at its centre
     # (mtcv_mbar's drop_superseded): overlap is what the others give
-    superseded = np.array([np.any((np.abs(centers - centers[i]) < 1e-9 * max(1.0, abs(centers[i])))
-                                  & (k > k[i])) for i in range(len(centers))], bool)
+    superseded = superseded_windows(centers[:, None], k[:, None], kT)
     idx = np.flatnonzero(ok & ~superseded)
     if len(idx) >= 2:
         idx = idx[np.argsort([np.mean(samples[i]) for i in idx])]
