@@ -17,6 +17,7 @@ from typing import Any, Literal
 from mtcv_core.config import ConfigError, doc, from_mapping, load_toml, positive
 from mtcv_core.errors import DiskFullError
 from mtcv_core.io import DatasetError
+from mtcv_core.resources import PeakMemory
 from mtcv_core.runlock import RunLock
 from mtcv_core.stages.context import RunContext
 
@@ -151,7 +152,8 @@ def _run_stages(ctx: RunContext, summary: dict[str, Any], config: RunConfig,
             if stage not in summary["stages_done"]:
                 t0 = time.perf_counter()
                 try:
-                    RUNNERS[stage](ctx)
+                    with PeakMemory() as peak:
+                        RUNNERS[stage](ctx)
                 except ConfigError as exc:
                     raise ConfigError(f"{where}: {exc}") from None
                 except DiskFullError as exc:
@@ -159,6 +161,7 @@ def _run_stages(ctx: RunContext, summary: dict[str, Any], config: RunConfig,
                                         "--resume (finished stages and parts are kept)"
                                         ) from exc.__cause__
                 summary["timings_s"][stage] = round(time.perf_counter() - t0, 3)
+                summary.setdefault("peak_rss_GB", {})[stage] = round(peak.bytes / 1e9, 3)
                 summary["stages_done"].append(stage)
                 record_outputs(summary, out_dir, stage)
                 ctx.save_summary()

@@ -209,8 +209,10 @@ def test_all_stages_smoke(full_run):
                                       "report"]
     assert "ensemble" not in summary  # one CV: no ensemble
     for key in ("test_accuracy", "test_energy_mae_eV", "n_train", "n_test", "transitions",
-                "timings_s"):
+                "timings_s", "peak_rss_GB"):
         assert key in summary, key
+    assert set(summary["peak_rss_GB"]) == set(summary["stages_done"])
+    assert all(0.05 < v < 24 for v in summary["peak_rss_GB"].values())
     row = summary["transitions"][0]
     assert (row["from"], row["to"]) == ("A", "B")
     assert row["reference_barrier_eV"] == pytest.approx(0.939, abs=0.01)
@@ -292,7 +294,8 @@ def test_strict_fails_on_a_failed_verdict_after_writing_everything(full_run, tmp
 
 def _without_timings(summary: dict) -> dict:
     # the outputs' checksums differ: every netCDF file records when it was created
-    return {k: v for k, v in summary.items() if k not in ("timings_s", "outputs")}
+    return {k: v for k, v in summary.items() if k not in ("timings_s", "outputs",
+                                                          "peak_rss_GB")}
 
 
 def test_killed_during_umbrella_resumes_to_the_same_summary(full_run, tmp_path):

@@ -1,0 +1,64 @@
+"""Peak memory of a stage: the resident memory of this process and all its
+children (Dask workers included), sampled in a background thread."""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+
+
+def tree_rss(pid: int | None = None) -> int:
+    """Bytes resident in process ``pid`` (default: this one) and all its
+    descendants now."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+class PeakMemory:
+    """``with PeakMemory() as peak: ...`` then ``peak.bytes``: the largest
+    :func:`tree_rss` of process ``pid`` (default: this one) and its
+    descendants seen every ``interval`` seconds while the block ran (a
+    lower bound on the true peak; allocations shorter than ``interval`` can
+    be missed)."""
+
+    def __init__(self, interval: float = 0.1, *, pid: int | None = None) -> None:
+        self.interval = interval
+        self.pid = pid
+        self.bytes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _watch(self) -> None:
+        while True:
+            self.bytes = max(self.bytes, tree_rss(self.pid))
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self.bytes = tree_rss(self.pid)
+        self._thread = threading.Thread(target=self._watch, name="mtcv-peak-memory",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.bytes = max(self.bytes, tree_rss(self.pid))
+
+
+__all__ = ["tree_rss", "PeakMemory"]
