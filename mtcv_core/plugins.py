@@ -245,6 +245,12 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str],
                         "the first registration is kept"))
                     continue
                 registry.components[kind][comp.name] = comp
+    providing = {c.plugin for by_name in registry.components.values() for c in by_name.values()}
+    failed = {b.plugin for b in registry.broken}
+    for plugin in sorted(set(versions) - providing - failed):
+        registry.broken.append(BrokenPlugin(
+            plugin, "register", "registers no component: none of its hooks (mtcv_register_*) "
+            "called register(); check its entry point and hook names"))
     return registry
 
 

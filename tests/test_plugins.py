@@ -64,6 +64,13 @@ def third_party(tmp_path):
         def mtcv_register_samplers(register):
             raise ValueError("cannot register today")
     """)
+    make_distribution(tmp_path, "mtcv_empty", "mtcv_empty_plugin", """
+        from mtcv_core import hookimpl
+
+        @hookimpl
+        def mtcv_register_samplers(register):
+            pass  # forgot to register
+    """)
     return tmp_path
 
 
@@ -91,6 +98,8 @@ def test_third_party_discovered_and_broken_reported(third_party):
     assert "broken on purpose" in broken["mtcv_broken"]["error"]
     assert broken["mtcv_raises"]["stage"] == "mtcv_register_samplers"
     assert "cannot register today" in broken["mtcv_raises"]["error"]
+    assert broken["mtcv_empty"]["stage"] == "register"
+    assert "registers no component" in broken["mtcv_empty"]["error"]
     table = run_cli("plugins", path=third_party)
     assert table.returncode == 0
     assert "toy_system" in table.stdout and "mtcv_toy" in table.stdout
