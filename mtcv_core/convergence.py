@@ -206,7 +206,9 @@ def verdict(*, fes: xr.Dataset, drift: xr.Dataset | None,
         bad = drift["window"].values[drift["drifting"].values].tolist()
         checks["no_drift"] = {"drifting_windows": [int(w) for w in bad],
                               "alpha": drift.attrs.get("alpha"), "ok": not bad}
-    if halves is not None:
+    if halves is not None and "error" in halves:  # the estimator refused a half
+        checks["halves_agree"] = {"error": halves["error"], "ok": False}
+    elif halves is not None:
         oks = [v["ok"] for v in halves.values() if v.get("ok") is not None]
         checks["halves_agree"] = {**halves, "ok": all(oks) if oks else None}
     solver = fes.attrs.get("solver_converged")

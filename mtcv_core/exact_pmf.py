@@ -27,7 +27,7 @@ import numpy as np
 import xarray as xr
 
 from mtcv_core.fes_paths import basin_barriers
-from mtcv_core.schema import SCHEMA_ATTR
+from mtcv_core.schema import SCHEMA_ATTR, with_index_coords
 from mtcv_core.units import KB_EV_PER_K
 
 EXACT_FES_SCHEMA = "mtcv.fes_exact/1"
@@ -153,7 +153,7 @@ def exact_pmf(system: Any, cv: Callable[[np.ndarray], np.ndarray], temperature_K
         key = "bin_edges" if d == 1 else f"bin_edges_{'xy'[j]}"
         dim = "bin_edge" if d == 1 else f"bin_edge_{'xy'[j]}"
         out[key] = ((dim,), e)
-    return out
+    return with_index_coords(out)
 
 
 def transition_values(ds: xr.Dataset, a: str, b: str) -> dict[str, float | None]:

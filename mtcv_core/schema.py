@@ -106,6 +106,23 @@ def provenance(config: Mapping[str, Any] | None = None, seed: int | None = None,
     return attrs
 
 
+def with_index_coords(ds: xr.Dataset,
+                      labels: Mapping[str, Sequence[Any]] | None = None) -> xr.Dataset:
+    """``ds`` with a coordinate on every dimension that has none: the values
+    in ``labels`` (dim -> values, e.g. the CV names on ``cv``) or the index
+    0, 1, ... (``long_name`` "index"), so that every dimension of every file
+    mtcv writes is labelled."""
+    add = {}
+    for dim, size in ds.sizes.items():
+        if dim in ds.coords:
+            continue
+        if labels is not None and dim in labels and len(labels[dim]) == size:
+            add[dim] = (dim, list(labels[dim]))
+        else:
+            add[dim] = (dim, np.arange(size, dtype=np.int64), {"long_name": f"{dim} index"})
+    return ds.assign_coords(add) if add else ds
+
+
 def frame_bytes(n_atoms: int) -> int:
     """Bytes of one frame of ``n_atoms`` in the frame schema (coordinates
     and forces in float64, the per-frame scalars)."""

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from mtcv_core.schema import SCHEMA_ATTR, SchemaError
+from mtcv_core.schema import SCHEMA_ATTR, SchemaError, with_index_coords
 
 UMBRELLA_SCHEMA = "mtcv.umbrella/1"
 FES_SCHEMA = "mtcv.fes/1"
@@ -196,6 +196,7 @@ def make_umbrella_dataset(
     if walkers is not None:
         ds.attrs["walkers"] = int(walkers)
     ds.attrs.update(dict(attrs or {}))
+    ds = with_index_coords(ds, {"cv": names})
     return validate_umbrella(ds, where="make_umbrella_dataset")
 
 

@@ -178,3 +178,13 @@ def test_a_stiffer_window_near_a_soft_ones_centre_supersedes_it():
     wrapped = np.array([[3.14], [-3.14]])
     assert superseded_windows(wrapped, np.array([[8.7], [34.9]]), kt,
                               periods=np.array([2 * np.pi]))[0]
+
+
+def test_a_half_the_estimator_refuses_fails_the_halves_check():
+    from mtcv_core.convergence import failed_checks, verdict
+
+    fes = xr.Dataset(attrs={"min_neighbour_overlap": 0.1, "solver_converged": 1})
+    v = verdict(fes=fes, drift=None, halves={"error": "the estimator failed on the second "
+                                                      "halves: too soft", "ok": False})
+    assert v["converged"] is False and failed_checks(v) == ["halves_agree"]
+    assert "second halves" in v["checks"]["halves_agree"]["error"]

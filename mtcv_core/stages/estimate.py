@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from mtcv_core.config import doc, from_mapping
+from mtcv_core.errors import MtcvError
 from mtcv_core.interfaces import Estimator
 from mtcv_core.io import read_dataset, write_dataset
 from mtcv_core.plugins import blame, build_component
@@ -172,16 +173,24 @@ def convergence_along_xi(ctx: RunContext, estimator: Estimator, name: str,
         return {}
     drift = window_drift(samples)
     halves = []
+    failure = None
     for part, label in zip(split_halves(samples), ("first", "second"), strict=True):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            est = _estimate(ctx, estimator, name, part, basin_of,
-                            f"estimating along xi on the {label} halves")
+            try:
+                est = _estimate(ctx, estimator, name, part, basin_of,
+                                f"estimating along xi on the {label} halves")
+            except MtcvError as exc:  # a half the estimator refuses has not converged
+                failure = f"the estimator failed on the {label} halves: {exc}"
+                halves.append({})
+                continue
         halves.append({(r["from"], r["to"]): r for r in transitions_table(est)})
     out = {}
     for r in transitions_table(fes):
         pair = (r["from"], r["to"])
         agree = halves_agree(r, halves[0].get(pair, {}), halves[1].get(pair, {}))
+        if failure is not None:
+            agree = {"error": failure, "ok": False}
         out[pair] = verdict(fes=fes, drift=drift, halves=agree)
     bad = drift["window"].values[drift["drifting"].values].tolist()
     ctx.summary["drifting_windows"] = [int(w) for w in bad]

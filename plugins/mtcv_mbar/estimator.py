@@ -155,10 +155,12 @@ class MBAREstimator(Estimator):
             ``kT_eV``, ``min_neighbour_overlap``, ``overlap_bottleneck``, ...
         """
         from mtcv_core.quiet import quiet_loggers
+        from mtcv_core.schema import with_index_coords
 
         with quiet_loggers("pymbar"):
-            return self._estimate(samples, temperature_K=temperature_K, basins=basins,
-                                  basin_of=basin_of, basin_names=basin_names)
+            out = self._estimate(samples, temperature_K=temperature_K, basins=basins,
+                                 basin_of=basin_of, basin_names=basin_names)
+        return with_index_coords(out, {"cv": str(out.attrs.get("cv_names", "")).split()})
 
     def _estimate(self, samples: xr.Dataset, *, temperature_K: float | None,
                   basins: Mapping[str, Any] | None, basin_of: BasinOf | None,
