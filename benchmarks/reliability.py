@@ -76,7 +76,16 @@ options = { n_bins = 10, n_bootstraps = 0 }
 """
 
 TEST_FILES = ["tests/test_reliability_input.py", "tests/test_reliability_md.py",
-              "tests/test_reliability_plugins.py"]
+              "tests/test_reliability_plugins.py", "tests/test_runlock.py",
+              "tests/test_footprint.py", "tests/test_sanity.py",
+              "tests/test_pipeline.py::test_a_full_disk_in_any_stage_is_one_clear_error_and_resumes",
+              "tests/test_pipeline.py::test_a_signal_stops_the_run_cleanly_and_it_resumes",
+              "tests/test_pipeline.py::test_resume_detects_a_changed_output_and_reruns_from_its_stage",
+              "tests/test_pipeline.py::test_resume_after_a_corrupted_fes_reruns_to_the_same_summary",
+              "tests/test_pipeline.py::test_a_cv_that_separates_nothing_is_said_out_loud"]
+#: counts of the second round (issue #24) reported on the page and the last line
+ROUND_TWO = ("concurrent_refused", "disk_full_clean", "sigterm_clean", "sigint_clean",
+             "orphan_processes", "absurd_refused", "corruptions_detected", "corruptions_tried")
 
 
 # ------------------------------------------------------------------ runs
@@ -403,6 +412,28 @@ def write_page(tests: dict[str, Any] | None, campaign: dict[str, Any], args: Any
         "uninterrupted run; temporary files a kill leaves are removed on resume | "
         "this page (below); `tests/test_pipeline.py` (umbrella kill), "
         "`tests/test_reliability_pipeline.py` (`-m slow`) |",
+        "| One run per directory: a second `mtcv run` into a running directory (with or "
+        "without `--resume`) exits 2 at once naming the holder (pid, host, start time); "
+        "the first finishes with a valid summary; a dead holder's lock is taken over with "
+        "a warning | `tests/test_runlock.py` |",
+        "| A full disk (ENOSPC injected at the first write of each stage) ends the run with "
+        "one error naming the stage, the file and the free space; no temporary file, no "
+        "final file changed; `--resume` completes with the uninterrupted summary | "
+        "`tests/test_pipeline.py` (`full_disk`) |",
+        "| SIGTERM / SIGINT stop the run within seconds (exit 143 / 130), shut down the Dask "
+        "cluster (no process of the run's session left), leave no temporary file, print "
+        "how to resume; the resumed run has the uninterrupted data | "
+        "`tests/test_pipeline.py` (`signal`) |",
+        "| Absurd sizes (1e9 basin trajectories, 1e12 umbrella steps) are refused at "
+        "validation with the estimate and the machine's limit; nothing is written | "
+        "`tests/test_footprint.py` |",
+        "| Each stage's output truncated, altered or deleted is found on `--resume` (size + "
+        "SHA-256 in `summary.json`), and the stage and the later ones run again | "
+        "`tests/test_pipeline.py` (`changed_output`, `corrupted_fes`) |",
+        "| A CV that separates nothing (accuracy not clearly better than chance), windows "
+        "without overlap, an MBAR that did not converge: a warning line, "
+        "`summary.json[\"warnings\"]`, a report banner; `--strict` fails | "
+        "`tests/test_sanity.py`, `tests/test_pipeline.py` (`separates_nothing`) |",
         "",
         "## Counts",
         "",
@@ -420,6 +451,8 @@ def write_page(tests: dict[str, Any] | None, campaign: dict[str, Any], args: Any
         lines.append(f"| MD blow-ups injected | {counts.get('md_blow_ups_injected', 0)} |")
         lines.append(f"| failing plugins injected | "
                      f"{counts.get('plugin_failures_injected', 0)} |")
+        for key in ROUND_TWO:
+            lines.append(f"| {key.replace('_', ' ')} | {counts.get(key, 0)} |")
         lines.append(f"| reliability tests | {tests['summary']} ({tests['seconds']:.0f} s) |")
     lines += [
         f"| faults injected (SIGKILL to the process group) | {c.get('faults_injected', 0)} "
@@ -456,8 +489,9 @@ def write_page(tests: dict[str, Any] | None, campaign: dict[str, Any], args: Any
         "",
         "## Not guaranteed",
         "",
-        "- Bit flips inside a file's data (as opposed to a file cut short) are not "
-        "detected: the files carry no checksums.",
+        "- Bit flips in a file after it was written are detected on `--resume` (the "
+        "stage's recorded SHA-256) but not by a run that reads the file in the same "
+        "session.",
         "- Power loss: writes are fsynced before the rename, the directory entry is not.",
         "- On the ASE path the walkers of a task draw from one stream one after the "
         "other, so a blow-up changes the samples of the walkers after it (they are "
@@ -497,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
                "outputs_differing": c.get("outputs_differing", 0),
                "data_lost": c.get("partial_files", 0) + c.get("outputs_differing", 0)}
     if tests is not None:
+        for key in ROUND_TWO:
+            figures[key] = tests["counts"].get(key, 0)
         figures["inputs_tried"] = sum(v for k, v in tests["counts"].items()
                                       if k.split("_")[0] in ("configs", "datasets",
                                                              "trajectory", "model"))

@@ -38,12 +38,14 @@ def _run(tmp_path, *extra, trajectories=4, steps=1000):
     ({"trajectories": 10**9}, "sample.sources.basin_md (train split): would hold about"),
     ({"steps": 10**12}, "umbrella.sampler_options: would hold about"),
 ])
-def test_absurd_configs_are_refused_at_validation_and_nothing_is_written(tmp_path, kw, where):
+def test_absurd_configs_are_refused_at_validation_and_nothing_is_written(tmp_path, kw, where,
+                                                                        reliability_counts):
     res = _run(tmp_path, "--until", "sample", **kw)
     assert res.returncode == 2
     line = res.stderr.strip().splitlines()[-1]
     assert where in line and "this machine has" in line and "--allow-large" in line
     assert not (tmp_path / "out").exists()
+    reliability_counts["absurd_refused"] += 1
 
 
 def test_allow_large_skips_the_refusal(tmp_path):

@@ -436,7 +436,7 @@ def test_cv_ensemble_member_runs_resumes_and_is_combined(full_run, tmp_path):
     ("data.nc", "truncate"), ("model.pt", "alter"), ("cv.ts", "delete"),
     ("umbrella.nc", "truncate"), ("fes.nc", "alter"), ("report.md", "alter")])
 def test_resume_detects_a_changed_output_and_reruns_from_its_stage(full_run, tmp_path, name,
-                                                                   how):
+                                                                   how, reliability_counts):
     """Every stage's output recorded by size and SHA-256: one truncated,
     altered or deleted is found on --resume, its stage and the later ones
     are dropped from stages_done (with a warning naming the file)."""
@@ -459,27 +459,33 @@ def test_resume_detects_a_changed_output_and_reruns_from_its_stage(full_run, tmp
     else:
         path.unlink()
     stage = next(s for s, files in STAGE_OUTPUTS.items() if name in files)
+    reliability_counts["corruptions_tried"] += 1
     with pytest.warns(RuntimeWarning, match=rf"{name}.*running {stage}"):
         assert verify_stages(summary, out, STAGES) == stage
     assert summary["stages_done"] == list(STAGES[: STAGES.index(stage)])
+    reliability_counts["corruptions_detected"] += 1
 
 
-def test_resume_after_a_corrupted_fes_reruns_to_the_same_summary(full_run, tmp_path):
+def test_resume_after_a_corrupted_fes_reruns_to_the_same_summary(full_run, tmp_path,
+                                                                  reliability_counts):
     import shutil
 
     out = tmp_path / "o"
     shutil.copytree(full_run / "o", out)
     (out / "fes.nc").write_bytes(b"not a netCDF file")
+    reliability_counts["corruptions_tried"] += 1
     res = mtcv("run", str(full_run / "full.toml"), "--out", str(out), "--resume", "--quiet")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "fes.nc" in res.stderr and "running estimate, ensemble, report again" in res.stderr
+    reliability_counts["corruptions_detected"] += 1
     resumed = json.loads((out / "summary.json").read_text())
     uninterrupted = json.loads((full_run / "o" / "summary.json").read_text())
     assert _without_timings(resumed) == _without_timings(uninterrupted)
 
 
 @pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])
-def test_a_signal_stops_the_run_cleanly_and_it_resumes(tiny_run, tmp_path, sig, code):
+def test_a_signal_stops_the_run_cleanly_and_it_resumes(tiny_run, tmp_path, sig, code,
+                                                       reliability_counts):
     """SIGTERM / SIGINT to `mtcv run` during the sample stage: it exits with
     143 / 130 within seconds, says how to resume, leaves no process of its
     session (Dask workers included) and no temporary file; --resume then
@@ -514,12 +520,14 @@ def test_a_signal_stops_the_run_cleanly_and_it_resumes(tiny_run, tmp_path, sig, 
     time.sleep(1.0)
     left = [p for p in psutil.process_iter(["pid", "status"]) if _pgid(p.pid) == proc.pid
             and p.info["status"] != psutil.STATUS_ZOMBIE]  # dead, not yet reaped by init
+    reliability_counts["orphan_processes"] += len(left)
     assert not left, f"processes left behind: {left}"
     assert not list(out.rglob("*.tmp"))
     res = mtcv(*cmd[3:], "--resume")
     assert res.returncode == 0, res.stderr[-2000:]
     a, b = read_frames(out / "data.nc"), read_frames(tiny_run / "out" / "data.nc")
     np.testing.assert_array_equal(a.coordinates.values, b.coordinates.values)
+    reliability_counts[f"{sig.lower()}_clean"] += 1
 
 
 def _pgid(pid):
@@ -553,7 +561,8 @@ def test_resume_accepts_a_run_recorded_before_a_config_key_existed(tiny_run, tmp
 
 @pytest.mark.parametrize("stage", ["sample", "train", "umbrella", "estimate", "report"])
 def test_a_full_disk_in_any_stage_is_one_clear_error_and_resumes(full_run, tmp_path,
-                                                                  monkeypatch, stage):
+                                                                  monkeypatch, stage,
+                                                                  reliability_counts):
     """ENOSPC injected at the first file a stage writes: one error naming the
     stage, the file and the free space; no temporary file and no final file
     changed; --resume with room completes with the uninterrupted summary."""
@@ -594,3 +603,4 @@ def test_a_full_disk_in_any_stage_is_one_clear_error_and_resumes(full_run, tmp_p
     resumed = json.loads((out / "summary.json").read_text())
     uninterrupted = json.loads((full_run / "o" / "summary.json").read_text())
     assert _without_timings(resumed) == _without_timings(uninterrupted)
+    reliability_counts["disk_full_clean"] += 1

@@ -64,7 +64,7 @@ def test_a_held_directory_is_refused_naming_the_holder(tmp_path):
         RunLock(tmp_path).acquire().release()
 
 
-def test_second_mtcv_run_into_a_running_directory_is_refused(tmp_path):
+def test_second_mtcv_run_into_a_running_directory_is_refused(tmp_path, reliability_counts):
     """Two `mtcv run` into one --out at once: the second exits 2 at once with
     one line naming the directory and the holder (with or without --resume);
     the first finishes with a valid summary; afterwards --resume works."""
@@ -87,6 +87,7 @@ def test_second_mtcv_run_into_a_running_directory_is_refused(tmp_path):
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and str(out) in lines[0] and f"pid {first.pid}" in lines[0]
         assert time.monotonic() - t0 < 60
+        reliability_counts["concurrent_refused"] += 1
     assert first.wait(timeout=300) == 0, first.stderr.read()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stages_done"] == ["sample"] and summary["n_train"] > 0
