@@ -138,7 +138,7 @@ def resampled(cfg_path: Path, cv_dir: Path, run: Path, seed: int, *,
     done = run / f"transitions{tag}.json"
     if done.exists():
         return json.loads(done.read_text())
-    if tag and (run / "umbrella.nc").exists():
+    if (run / "umbrella.nc").exists():  # windows from an earlier call: estimate again
         ctx = _context(cfg_path, run, seed=seed, train_seed=train_seed,
                        estimate_options=estimate_options)
         run_estimate(ctx)

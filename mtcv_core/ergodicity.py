@@ -81,7 +81,8 @@ SUPERSEDE_WIDTHS = 0.25
 
 def superseded_windows(centers: np.ndarray, springs: np.ndarray, kT: float, *,
                        periods: np.ndarray | None = None,
-                       widths: float = SUPERSEDE_WIDTHS) -> np.ndarray:
+                       widths: float = SUPERSEDE_WIDTHS,
+                       unstable: np.ndarray | None = None) -> np.ndarray:
     """(n_windows,) bool: windows that have a stiffer window (every spring
     at least as stiff, one stiffer) whose centre lies within ``widths``
     thermal widths ``sqrt(kT / k_stiff)`` of theirs in every CV dimension.
@@ -90,7 +91,10 @@ def superseded_windows(centers: np.ndarray, springs: np.ndarray, kT: float, *,
     of its starts); the estimator then leaves the soft one out.
 
     centers, springs: (n_windows, d) CV units, eV / unit^2; kT in eV;
-    periods: (d,) periods of periodic dimensions (0: not periodic)."""
+    periods: (d,) periods of periodic dimensions (0: not periodic);
+    unstable: (n_windows,) bool, the windows that may be superseded by a
+    stiffer window near (not exactly at) their centre (default all;
+    :func:`unstable_windows`)."""
     c = np.asarray(centers, float).reshape(len(centers), -1)
     k = np.asarray(springs, float).reshape(len(springs), -1)
     diff = np.abs(c[:, None, :] - c[None, :, :])  # [i, j, d]
@@ -101,4 +105,32 @@ def superseded_windows(centers: np.ndarray, springs: np.ndarray, kT: float, *,
     near = np.all(diff <= widths * np.sqrt(kT / k[None, :, :]) + 1e-12, axis=2)
     stiffer = np.all(k[None, :, :] >= k[:, None, :], axis=2) & np.any(
         k[None, :, :] > k[:, None, :], axis=2)
-    return np.any(near & stiffer, axis=1)
+    out = np.any(near & stiffer, axis=1)
+    if unstable is None:
+        return out
+    # at exactly its centre: the sampler put the stiffer window there because it
+    # found this one unstable; merely near it: only if this one looks unstable
+    same = np.all(diff <= 1e-9 * np.maximum(1.0, np.abs(c))[:, None, :], axis=2)
+    return np.any(same & stiffer, axis=1) | (out & np.asarray(unstable, bool))
+
+
+#: a window this many times slower than the median window is unstable
+SLOW_FACTOR = 3.0
+
+
+def unstable_windows(samples: list[np.ndarray], springs: np.ndarray, walkers: int, kT: float,
+                     *, max_width_ratio: float = 1.5, slow_factor: float = SLOW_FACTOR
+                     ) -> np.ndarray:
+    """(n_windows,) bool: windows that look unstable -- their samples spread
+    more than ``max_width_ratio`` thermal widths sqrt(kT/k) (the free energy
+    curves down nearly as fast as the spring curves up), or their series are
+    more than ``slow_factor`` times as correlated as the median window's (a
+    soft window on a barrier top hops between two modes). samples: (n_i,) or
+    (n_i, d) series, walker-major; springs: (n_windows, d)."""
+    k = np.asarray(springs, float).reshape(len(springs), -1)
+    g = np.array([statistical_inefficiency(s, walkers) if len(s) >= 3 else 1.0
+                  for s in samples])
+    wide = np.array([bool(len(s)) and np.any(
+        np.std(np.asarray(s, float).reshape(len(s), -1), axis=0)
+        > max_width_ratio * np.sqrt(kT / k[i])) for i, s in enumerate(samples)])
+    return wide | (g > slow_factor * float(np.median(g)))

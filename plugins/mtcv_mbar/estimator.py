@@ -96,8 +96,10 @@ class MBAREstimator(Estimator):
     max_walker_spread: float = nonneg(4.0, "drop windows whose walkers' mean CV values "
                                            "differ by more than this many within-walker "
                                            "standard deviations (0 = keep every window)")
-    drop_superseded: bool = doc(True, "drop a window when a stiffer window sits at its "
-                                      "centre (within a quarter of its thermal width): "
+    drop_superseded: bool = doc(True, "drop an unstable window (samples wider than 1.5 "
+                                      "thermal widths, or 3x as correlated as the median "
+                                      "window) when a stiffer window sits at its centre "
+                                      "(within a quarter of that one's thermal width): "
                                       "the sampler put it "
                                       "there because the softer one was unstable (a "
                                       "soft window on a barrier top is bimodal, and its "
@@ -309,13 +311,17 @@ class MBAREstimator(Estimator):
         their centre (within a quarter of its thermal width:
         :func:`mtcv_core.ergodicity.superseded_windows`), and the ids of
         those dropped."""
-        from mtcv_core.ergodicity import superseded_windows
+        from mtcv_core.ergodicity import superseded_windows, unstable_windows
 
         if not self.drop_superseded:
             return ds, []
         kt = KB_EV_PER_K * float(ds.attrs["temperature_K"])
+        walkers = int(ds.attrs.get("walkers", 1))
+        n = ds["n_samples"].values.astype(int)
+        samples = [ds["cv_values"].values[w, : n[w]] for w in range(ds.sizes["window"])]
+        unstable = unstable_windows(samples, ds["spring_constant"].values, walkers, kt)
         keep = ~superseded_windows(ds["center"].values, ds["spring_constant"].values, kt,
-                                   periods=cv_periods(ds))
+                                   periods=cv_periods(ds), unstable=unstable)
         if keep.all():
             return ds, []
         ids = ds["window"].values if "window" in ds.coords else np.arange(len(keep))

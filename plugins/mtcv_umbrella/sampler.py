@@ -88,8 +88,8 @@ class UmbrellaSampler(MDOptions, Sampler):
         "min": 2, "doc": "windows along a 1D CV (before refinement)"})
     width_factor: float = positive(0.5, "window width sqrt(kT/k) in units of the spacing "
                                         "(0.5: neighbours two thermal widths apart)")
-    refine_overlap: float = nonneg(0.03, "add a window between 1D neighbours whose overlap is "
-                                         "below this (0.03: the convergence verdict's limit)")
+    refine_overlap: float = nonneg(0.02, "add a window between 1D neighbours whose overlap is "
+                                         "below this")
     max_refinements: int = nonneg(4, "passes that add windows where the previous pass fell "
                                      "short")
     grid_points: int = positive(14, "grid nodes per dimension for a 2D CV (spacing: the data's "

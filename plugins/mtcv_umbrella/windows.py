@@ -20,7 +20,6 @@ import numpy as np
 from mtcv_core.ergodicity import (
     consistent_windows,
     statistical_inefficiency,
-    superseded_windows,
 )
 
 
@@ -143,8 +142,7 @@ def refine_line_centers(centers: np.ndarray, k: np.ndarray, samples: list[np.nda
        gets a four times stiffer window at its centre (outside gaps);
     3. a window goes midway between neighbours (in the order of their mean
        CV) whose MBAR overlap is below ``overlap_threshold``, as stiff as the
-       stiffer of the two; windows with a stiffer window at their centre do
-       not count (the estimator leaves them out).
+       stiffer of the two.
 
     Springs never exceed ``k_max`` (the integrator's stability limit); a
     place that already has a window at ``k_max`` gets nothing more.
@@ -195,10 +193,7 @@ def refine_line_centers(centers: np.ndarray, k: np.ndarray, samples: list[np.nda
             continue  # a stiffer window at this centre is there already
         if k[i] >= k[same].max():
             add(centers[i], 4.0 * k[i])
-    # the estimator drops a window that has a stiffer one at its centre
-    # (mtcv_mbar's drop_superseded): overlap is what the others give
-    superseded = superseded_windows(centers[:, None], k[:, None], kT)
-    idx = np.flatnonzero(ok & ~superseded)
+    idx = np.flatnonzero(ok)
     if len(idx) >= 2:
         idx = idx[np.argsort([np.mean(samples[i]) for i in idx])]
         ov = neighbour_overlap([samples[i] for i in idx], np.arange(len(idx), dtype=float),
