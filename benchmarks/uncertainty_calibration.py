@@ -391,7 +391,8 @@ estimate each (eV).
 
 {chr(10).join(f"- {text}: **{'met' if ok else 'not met'}**" for text, ok in checks)}
 
-Wall time of this call (s; runs reused from an earlier call count 0): {", ".join(
+Wall time of this call (s; a run reused from an earlier call counts 0, windows it
+left re-estimated count their estimate): {", ".join(
     f"{k} {v}" for k, v in wall.items())}.
 
 ![z](figures/uncertainty_z{tag}.png)
