@@ -18,7 +18,9 @@ Usage: python benchmarks/free_energy.py [--out DIR] [--baselines a,b,...]
   --baselines: any of classifier, energy, pairwise, autoencoder ("" = none).
 Last line: JSON with ``mb_barrier_eV``, ``mb_barrier_err_eV`` and
 ``mb_delta_F_err_eV`` (errors = ours minus quadrature), the statistical
-uncertainties, the true-CV values and the baselines' barriers.
+uncertainties, the true-CV values and the baselines' barriers, the multitask
+run's ``estimate_fraction`` (estimate stage / all stages) and ``peak_rss_GB``
+(largest per-stage peak memory, this process and its Dask workers).
 """
 
 from __future__ import annotations
@@ -141,6 +143,11 @@ def main() -> None:
     ok_b = err_b is not None and abs(err_b) <= 0.05 and mt["true_cv_barrier_eV"] is not None \
         and abs(mt["barrier_eV"] - mt["true_cv_barrier_eV"]) <= 0.05
     ok_df = err_df is not None and abs(err_df) <= 0.05
+    stage_s = summary.get("timings_s", {})
+    peaks = summary.get("peak_rss_GB", {})
+    run_s = sum(stage_s.values())
+    estimate_fraction = stage_s.get("estimate", 0.0) / run_s if run_s else None
+    peak_rss = max(peaks.values()) if peaks else None
     write_section("free_energy", f"""## Free energies on 5D Muller-Brown (Table I)
 
 `python benchmarks/free_energy.py` on {machine()}: `examples/muller_brown_5d.toml`
@@ -157,7 +164,10 @@ analytical (MBAR). "paper" is barrier / F_B - F_A of Sun et al. (the paper's F_B
 Along xi minus quadrature: barrier {fmt(err_b)} eV, F_B - F_A {fmt(err_df)} eV.
 Acceptance (barrier within 0.05 eV of both references): {"met" if ok_b else "not met"};
 (F_B - F_A within 0.05 eV): {"met" if ok_df else "not met"}.
-Wall time: {", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items())}.
+Wall time: {", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items())}. Multitask run by
+stage (s; a stage reused from an earlier call keeps its first time): {", ".join(
+    f"{k} {v:.0f}" for k, v in stage_s.items())}; estimate share {fmt(estimate_fraction)};
+peak memory per stage (GB): {", ".join(f"{k} {v:.2f}" for k, v in peaks.items()) or "-"}.
 """)
     emit({"mb_barrier_eV": mt["barrier_eV"], "mb_barrier_unc_eV": mt["barrier_err_eV"],
           "mb_barrier_err_eV": None if err_b is None else round(err_b, 4),
@@ -169,7 +179,9 @@ Wall time: {", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items())}.
           "baselines": {k: {"barrier_eV": r["barrier_eV"], "delta_F_eV": r["delta_F_eV"],
                             "test_accuracy": r["test_accuracy"]}
                         for k, r in baselines.items()},
-          "wall_s": {k: round(v, 1) for k, v in wall.items()}})
+          "wall_s": {k: round(v, 1) for k, v in wall.items()},
+          "estimate_fraction": None if estimate_fraction is None else round(estimate_fraction, 3),
+          "peak_rss_GB": peak_rss, "stage_seconds": stage_s})
 
 
 if __name__ == "__main__":
