@@ -340,7 +340,12 @@ def run_tests() -> tuple[dict[str, int], str, float]:
         lines = [ln for ln in res.stdout.strip().splitlines() if ln.strip()]
         summary = lines[-1].strip("= ") if lines else "no output"
         if res.returncode:
-            raise RuntimeError(f"the reliability tests failed:\n{res.stdout[-4000:]}")
+            log_path = ROOT / "runs" / "reliability_tests.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_text(res.stdout + res.stderr)
+            failures = res.stdout.split("= FAILURES =")[-1][:6000]
+            raise RuntimeError(f"the reliability tests failed (full output: {log_path}):\n"
+                               f"{failures}")
         counts = json.loads(counts_path.read_text()) if counts_path.exists() else {}
     return counts, summary, seconds
 
