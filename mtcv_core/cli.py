@@ -167,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning  # one line between the progress bars
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # a process started in the background by a script inherits SIGINT ignored,
+    # and Python then never raises KeyboardInterrupt: `kill -INT` would be lost
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(args.func(args) or 0)
     except MtcvError as exc:  # config, dataset, model file, plugin, blow-up: one clear line
@@ -193,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -502,11 +502,12 @@ def test_a_signal_stops_the_run_cleanly_and_it_resumes(tiny_run, tmp_path, sig, 
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + 120
-    while not any(p.name().startswith("python") for p in psutil.Process(proc.pid).children()):
-        assert proc.poll() is None and time.monotonic() < deadline  # until Dask workers run
-        time.sleep(0.05)
-    time.sleep(1.0)
+    part = out / "sample" / "basin_md_train.nc"  # mid-stage: the TPS parts are still to come
+    while not part.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
     assert proc.poll() is None, "finished before the signal"
+    assert psutil.Process(proc.pid).children(), "no Dask worker running"
     t0 = time.monotonic()
     os.kill(proc.pid, getattr(signal, sig))
     try:
