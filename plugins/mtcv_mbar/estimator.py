@@ -307,21 +307,25 @@ class MBAREstimator(Estimator):
         return edges, shape, cell, counts, [0.5 * (e[1:] + e[:-1]) for e in edges]
 
     def _drop_superseded(self, ds: xr.Dataset) -> tuple[xr.Dataset, list[int]]:
-        """The dataset without the windows that have a stiffer window at
-        their centre (within a quarter of its thermal width:
-        :func:`mtcv_core.ergodicity.superseded_windows`), and the ids of
-        those dropped."""
+        """The dataset without the windows a stiffer window supersedes
+        (:func:`mtcv_core.ergodicity.superseded_windows`: one exactly at
+        their centre, or one near it when they look unstable,
+        :func:`~mtcv_core.ergodicity.unstable_windows`), and the ids of those
+        dropped."""
         from mtcv_core.ergodicity import superseded_windows, unstable_windows
 
         if not self.drop_superseded:
             return ds, []
         kt = KB_EV_PER_K * float(ds.attrs["temperature_K"])
+        centers, springs = ds["center"].values, ds["spring_constant"].values
+        periods = cv_periods(ds)
+        if not superseded_windows(centers, springs, kt, periods=periods).any():
+            return ds, []  # no stiffer window near any centre: no window statistics needed
         walkers = int(ds.attrs.get("walkers", 1))
         n = ds["n_samples"].values.astype(int)
         samples = [ds["cv_values"].values[w, : n[w]] for w in range(ds.sizes["window"])]
-        unstable = unstable_windows(samples, ds["spring_constant"].values, walkers, kt)
-        keep = ~superseded_windows(ds["center"].values, ds["spring_constant"].values, kt,
-                                   periods=cv_periods(ds), unstable=unstable)
+        unstable = unstable_windows(samples, springs, walkers, kt)
+        keep = ~superseded_windows(centers, springs, kt, periods=periods, unstable=unstable)
         if keep.all():
             return ds, []
         ids = ds["window"].values if "window" in ds.coords else np.arange(len(keep))
