@@ -141,13 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(BaseException):
-    """SIGTERM (a scheduler's wall-time limit, ``kill``): unwinds the run like
-    Ctrl-C does, so that the Dask cluster is shut down and the lock released."""
-
-
 def _on_sigterm(signum: int, frame: object) -> None:
+    from mtcv_core.errors import Terminated
+
     raise Terminated()
+
+
+def _in_stage(exc: BaseException) -> str:
+    stage = getattr(exc, "stage", None)
+    return f" in stage {stage}" if stage else ""
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
@@ -162,7 +164,7 @@ def _resume_hint(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
-    from mtcv_core.errors import MtcvError
+    from mtcv_core.errors import MtcvError, Terminated
 
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning  # one line between the progress bars
@@ -182,13 +184,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hint = " (set MTCV_TRACEBACK=1 for the traceback)"
         print(f"mtcv: error: {exc}{hint}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"mtcv: interrupted (SIGINT): finished stages and windows are kept"
-              f"{_resume_hint(args)}", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"mtcv: interrupted (SIGINT){_in_stage(exc)}: finished stages and windows are "
+              f"kept{_resume_hint(args)}", file=sys.stderr)
         return 130
-    except Terminated:
-        print(f"mtcv: terminated (SIGTERM): finished stages and windows are kept"
-              f"{_resume_hint(args)}", file=sys.stderr)
+    except Terminated as exc:
+        print(f"mtcv: terminated (SIGTERM){_in_stage(exc)}: finished stages and windows are "
+              f"kept{_resume_hint(args)}", file=sys.stderr)
         return 143
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         # point stdout at devnull so the interpreter's final flush does not raise again

@@ -35,4 +35,13 @@ class ConvergenceError(MtcvError):
     every output was written first."""
 
 
-__all__ = ["MtcvError", "SimulationError", "DiskFullError", "ConvergenceError"]
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's wall-time limit, ``kill``), raised by the
+    command line's handler: unwinds the run like Ctrl-C does, so that the
+    Dask cluster is shut down and the lock released. Like
+    ``KeyboardInterrupt`` it is not an ``Exception``; the pipeline sets its
+    ``stage`` attribute (and a ``KeyboardInterrupt``'s) to the stage it
+    stopped."""
+
+
+__all__ = ["MtcvError", "SimulationError", "DiskFullError", "ConvergenceError", "Terminated"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mtcv_core.config import ConfigError, doc, from_mapping, load_toml, positive
-from mtcv_core.errors import DiskFullError
+from mtcv_core.errors import DiskFullError, Terminated
 from mtcv_core.io import DatasetError
 from mtcv_core.resources import PeakMemory
 from mtcv_core.runlock import RunLock
@@ -134,9 +134,12 @@ def _same_config(stored: dict[str, Any], current_json: str) -> bool:
 
 
 def _run_stages(ctx: RunContext, summary: dict[str, Any], config: RunConfig,
-                config_json: str, out_dir: Path, until: str | None, where: str) -> None:
+                config_json: str, out_dir: Path, until: str | None, where: str,
+                lock: RunLock | None = None) -> None:
     """The stages not done yet, in order, up to ``until``; ``summary.json``
-    saved after each."""
+    saved after each, the stage running noted in the ``lock``'s record. An
+    interruption (``KeyboardInterrupt``, :class:`~mtcv_core.errors.Terminated`)
+    leaves with its ``stage`` attribute set."""
     from mtcv_core.integrity import record_outputs, verify_stages
     from mtcv_core.stages import STAGES as RUNNERS
 
@@ -151,9 +154,14 @@ def _run_stages(ctx: RunContext, summary: dict[str, Any], config: RunConfig,
         for stage in STAGES:
             if stage not in summary["stages_done"]:
                 t0 = time.perf_counter()
+                if lock is not None:
+                    lock.note_stage(stage)
                 try:
                     with PeakMemory() as peak:
                         RUNNERS[stage](ctx)
+                except (KeyboardInterrupt, Terminated) as exc:
+                    exc.stage = stage  # type: ignore[attr-defined]
+                    raise
                 except ConfigError as exc:
                     raise ConfigError(f"{where}: {exc}") from None
                 except DiskFullError as exc:
@@ -224,7 +232,7 @@ def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | Non
         raise ConfigError(f"--out: {out_dir}: cannot create the output directory "
                           f"({type(exc).__name__}: {exc})") from None
     # one run per directory, for the whole run (released on any exit)
-    with RunLock(out_dir):
+    with RunLock(out_dir) as lock:
         if resume and summary_path.exists():
             summary.update(read_summary(summary_path))
             if summary.get("config") and not _same_config(summary["config"], config_json):
@@ -233,7 +241,7 @@ def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | Non
         elif summary_path.exists() and not resume:
             raise ConfigError(f"{out_dir} already holds a run (summary.json); pass --resume "
                               "to continue it or choose another --out directory")
-        _run_stages(ctx, summary, config, config_json, out_dir, until, where)
+        _run_stages(ctx, summary, config, config_json, out_dir, until, where, lock)
     if strict:
         from mtcv_core.convergence import failed_checks
         from mtcv_core.errors import ConvergenceError

@@ -5,9 +5,10 @@ life, so that a resubmitted job or a second terminal cannot write the same
 files at the same time. The lock is a POSIX record lock (``fcntl.lockf``),
 which the kernel releases when the holding process dies, however it dies
 (and which network file systems with lock support honour across hosts); the
-file also records the holder's pid, host and start time, so that a refused
-run can say who holds the directory, and a lock left by a dead process is
-taken over with a message.
+file also records the holder's pid, host and start time and the stage it is
+running (``stage``, ``stage_started``), so that a refused run can say who
+holds the directory and what it is doing, and a lock left by a dead process
+is taken over with a message. Read it with :func:`read_lock`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def _holder_text(info: dict[str, Any]) -> str:
     started = info.get("started")
     when = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
             if isinstance(started, (int, float)) else "an unknown time")
-    return f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {when}"
+    stage = f", in stage {info['stage']}" if isinstance(info.get("stage"), str) else ""
+    return f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {when}{stage}"
 
 
 def _read(fd: int) -> dict[str, Any]:
@@ -52,6 +54,17 @@ def _read(fd: int) -> dict[str, Any]:
     try:
         info = json.loads(os.read(fd, 4096).decode() or "{}")
     except (ValueError, UnicodeDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def read_lock(out_dir: str | Path) -> dict[str, Any]:
+    """The record of ``OUT/.mtcv.lock`` (``pid``, ``host``, ``started``,
+    ``stage``, ``stage_started`` in s since the epoch, ``released``); ``{}``
+    when there is none or it cannot be read. Reading takes no lock."""
+    try:
+        info = json.loads((Path(out_dir) / LOCK_NAME).read_text() or "{}")
+    except (OSError, ValueError, UnicodeDecodeError):
         return {}
     return info if isinstance(info, dict) else {}
 
@@ -108,6 +121,19 @@ class RunLock:
         self._fd = fd
         return self
 
+    def note_stage(self, stage: str) -> None:
+        """Record that the holder now runs ``stage`` (best effort: a full disk
+        loses the note, never the lock)."""
+        if self._fd is None:
+            return
+        try:
+            info = _read(self._fd)
+            info.update(stage=stage, stage_started=time.time())
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, json.dumps(info).encode(), 0)
+        except OSError:
+            pass
+
     def release(self) -> None:
         """Mark the record released and let the lock go (idempotent)."""
         fd, self._fd = self._fd, None
@@ -130,4 +156,4 @@ class RunLock:
         self.release()
 
 
-__all__ = ["LOCK_NAME", "RunLock", "RunLockedError"]
+__all__ = ["LOCK_NAME", "RunLock", "RunLockedError", "read_lock"]

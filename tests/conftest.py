@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 def reliability_counts():
     """A Counter the reliability tests add to (inputs tried, faults injected,
     data lost); written as JSON to ``$MTCV_RELIABILITY_COUNTS`` at the end of
-    the session (merged with what is there), for ``benchmarks/reliability.py``."""
+    the session (merged with what is there), for ``benchmarks/reliability_faults.py``."""
     counts: collections.Counter = collections.Counter()
     yield counts
     path = os.environ.get("MTCV_RELIABILITY_COUNTS")

@@ -483,7 +483,8 @@ def test_resume_after_a_corrupted_fes_reruns_to_the_same_summary(full_run, tmp_p
     assert _without_timings(resumed) == _without_timings(uninterrupted)
 
 
-@pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 143),
+                                       pytest.param("SIGINT", 130, marks=pytest.mark.slow)])
 def test_a_signal_stops_the_run_cleanly_and_it_resumes(tiny_run, tmp_path, sig, code,
                                                        reliability_counts):
     """SIGTERM / SIGINT to `mtcv run` during the sample stage: it exits with

@@ -9,7 +9,7 @@ an existing run directory byte for byte as it was (and create no new one).
 Loading a model file never unpickles code.
 
 Every input tried is counted in the ``reliability_counts`` fixture
-(``tests/conftest.py``), which ``benchmarks/reliability.py`` reports.
+(``tests/conftest.py``), which ``benchmarks/reliability_faults.py`` reports.
 """
 
 from __future__ import annotations

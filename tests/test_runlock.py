@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mtcv_core.runlock import LOCK_NAME, RunLock, RunLockedError
+from mtcv_core.runlock import LOCK_NAME, RunLock, RunLockedError, read_lock
 
 TINY = """
 name = "lock"
@@ -75,8 +75,7 @@ def test_second_mtcv_run_into_a_running_directory_is_refused(tmp_path, reliabili
            "--until", "sample", "--quiet"]
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    lock = out / LOCK_NAME
-    while not (lock.exists() and f'"pid": {first.pid}' in lock.read_text()):
+    while read_lock(out).get("pid") != first.pid or read_lock(out).get("stage") != "sample":
         assert first.poll() is None, first.stderr.read()
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -86,6 +85,7 @@ def test_second_mtcv_run_into_a_running_directory_is_refused(tmp_path, reliabili
         assert second.returncode == 2, second.stderr
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and str(out) in lines[0] and f"pid {first.pid}" in lines[0]
+        assert "in stage sample" in lines[0]
         assert time.monotonic() - t0 < 60
         reliability_counts["concurrent_refused"] += 1
     assert first.wait(timeout=300) == 0, first.stderr.read()

@@ -1,13 +1,17 @@
-"""Reliability of ``mtcv run`` (issue #9): writes ``docs/reliability.md``.
+"""Reliability of ``mtcv run`` (issues #9 and #24): writes ``docs/reliability.md``.
 
 Two parts, both counted on the page:
 
-1. Bad input and failures, by the test suite: runs ``pytest`` on
-   ``tests/test_reliability_input.py`` (hypothesis-fuzzed configs, frame
-   datasets, trajectory files, model files), ``tests/test_reliability_md.py``
-   (injected blow-ups) and ``tests/test_reliability_plugins.py`` (failing
-   third-party plugins) and collects how many inputs each tried
-   (``MTCV_RELIABILITY_COUNTS``).
+1. Bad input and failures, by the test suite (slow tests included): runs
+   ``pytest`` on ``tests/test_reliability_input.py`` (hypothesis-fuzzed
+   configs, frame datasets, trajectory files, model files),
+   ``tests/test_reliability_md.py`` (injected blow-ups),
+   ``tests/test_reliability_plugins.py`` (failing third-party plugins) and the
+   second round: concurrent runs (``tests/test_runlock.py``), a full disk in
+   every stage, SIGTERM / SIGINT in every stage (:func:`signal_campaign`),
+   outputs altered behind a run's back, absurd sizes
+   (``tests/test_footprint.py``) and the sanity gates; collects how many
+   inputs and faults each tried (``MTCV_RELIABILITY_COUNTS``).
 2. Fault injection: an uninterrupted run of a tiny config, then the same
    config run again with ``SIGKILL`` sent to its whole process group (the CLI
    and its Dask workers) at seeded random moments in each stage, ``--resume``
@@ -18,8 +22,11 @@ Two parts, both counted on the page:
    the end ``summary.json`` (timings aside), ``data.nc``, ``umbrella.nc`` and
    ``fes.nc`` must equal the uninterrupted run's.
 
-Usage: python benchmarks/reliability.py [--kills-per-stage N] [--seed S] [--no-tests]
-Last line: JSON with the counts (faults injected, inputs tried, data lost).
+Usage: python benchmarks/reliability_faults.py [--kills-per-stage N] [--seed S] [--no-tests]
+Last line: JSON with the counts: ``faults_injected``, ``inputs_tried``,
+``data_lost``, ``concurrent_refused``, ``disk_full_clean``, ``sigterm_clean``,
+``sigint_clean``, ``orphan_processes``, ``absurd_refused``,
+``corruptions_detected``, ``corruptions_tried``.
 ``tests/test_reliability_pipeline.py`` runs part 2 at a smaller setting
 (``-m slow``).
 """
@@ -82,7 +89,9 @@ TEST_FILES = ["tests/test_reliability_input.py", "tests/test_reliability_md.py",
               "tests/test_pipeline.py::test_a_signal_stops_the_run_cleanly_and_it_resumes",
               "tests/test_pipeline.py::test_resume_detects_a_changed_output_and_reruns_from_its_stage",
               "tests/test_pipeline.py::test_resume_after_a_corrupted_fes_reruns_to_the_same_summary",
-              "tests/test_pipeline.py::test_a_cv_that_separates_nothing_is_said_out_loud"]
+              "tests/test_pipeline.py::test_a_cv_that_separates_nothing_is_said_out_loud",
+              "tests/test_reliability_pipeline.py::"
+              "test_a_signal_in_every_stage_stops_cleanly_and_resumes"]
 #: counts of the second round (issue #24) reported on the page and the last line
 ROUND_TWO = ("concurrent_refused", "disk_full_clean", "sigterm_clean", "sigint_clean",
              "orphan_processes", "absurd_refused", "corruptions_detected", "corruptions_tried")
@@ -326,6 +335,108 @@ def fault_campaign(workdir: Path, *, kills_per_stage: int = 2, seed: int = 0,
             "stage_timings_s": timings}
 
 
+#: the run the signals are sent into: CONFIG with a CV ensemble of two, so
+#: that the ensemble stage has work to interrupt
+SIGNAL_CONFIG = CONFIG + "[ensemble]\nmembers = 2\n"
+EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}
+
+
+def signal_campaign(workdir: Path, sig: str, *, seed: int = 0, config_text: str = SIGNAL_CONFIG,
+                    stages: tuple[str, ...] = STAGES, to_group: bool | None = None,
+                    log: Any = print) -> dict[str, Any]:
+    """Send ``sig`` (``"SIGTERM"`` or ``"SIGINT"``) to ``mtcv run`` once in
+    each of ``stages``, at a seeded moment within the first 80 % of the stage's
+    duration in an uninterrupted run, counted from the moment the run notes
+    the stage in its lock record (:func:`mtcv_core.runlock.read_lock`);
+    resume after each. Checked per signal: the exit status (143 / 130) within
+    30 s, one line naming the signal and the stage with the resume command,
+    no process of the run's session left, no temporary file, every file
+    whole; at the end the resumed run's summary (timings aside) and arrays
+    equal the uninterrupted run's. ``to_group`` (default: for SIGINT) sends
+    the signal to the run's whole process group, Dask workers included, as
+    Ctrl-C in a terminal does; otherwise to the ``mtcv`` process alone, as a
+    batch scheduler or ``kill`` does.
+
+    Returns ``clean`` (signals with every check passed), ``per_stage``
+    records, ``problems`` and ``outputs_differing``."""
+    from mtcv_core.runlock import read_lock
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "config.toml"
+    config.write_text(config_text)
+    reference, _ = uninterrupted(config, workdir / "reference")
+    timings = reference["timings_s"]
+    rng = random.Random(seed)
+    out = workdir / sig.lower()
+    problems: list[str] = []
+    records: list[dict[str, Any]] = []
+    started = False
+    for target in stages:
+        for attempt in range(4):  # a stage can end before its signal: try again
+            if target in stages_done(out):
+                break
+            proc = launch(config, out, resume=started)
+            started = True
+            mark = len(log_tail(out, 10**7))
+            while proc.poll() is None and not (read_lock(out).get("pid") == proc.pid
+                                               and read_lock(out).get("stage") == target):
+                time.sleep(0.005)  # until this run notes the stage (an old record may)
+            time.sleep(rng.uniform(0.0, 0.8 * timings.get(target, 0.1)) / (1 + attempt))
+            if proc.poll() is not None:
+                if proc.returncode:
+                    problems.append(f"{sig}: run failed before the signal: {log_tail(out)}")
+                    return {"clean": 0, "per_stage": records, "problems": problems,
+                            "outputs_differing": 0}
+                break  # finished: nothing left to interrupt
+            t0 = time.monotonic()
+            if to_group if to_group is not None else sig == "SIGINT":
+                os.killpg(proc.pid, getattr(signal, sig))
+            else:
+                os.kill(proc.pid, getattr(signal, sig))
+            try:
+                code = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                code = None
+            seconds = time.monotonic() - t0
+            deadline = time.monotonic() + 10
+            while group_members(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            left = kill_group(proc, timeout=5) if group_members(proc.pid) else 0
+            lines = [ln for ln in log_tail(out, 10**7)[mark:].splitlines() if f"({sig})" in ln]
+            stage = (lines[0].split(" in stage ", 1)[1].split(":", 1)[0]
+                     if lines and " in stage " in lines[0] else None)
+            if stage is None and lines:
+                continue  # landed after the last stage (closing the cluster): not aimed
+            temporaries = [str(p.relative_to(out)) for p in out.rglob(".*.tmp")]
+            n, bad = check_whole(out)
+            checks = {"exit_code": code == EXIT_CODES[sig], "within_30_s": code is not None,
+                      "one_line_with_resume": len(lines) == 1 and "--resume" in lines[0],
+                      "no_process_left": left == 0, "no_temporary_file": not temporaries,
+                      "files_whole": not bad}
+            rec = {"signal": sig, "target": target, "stage": stage, "exit_code": code,
+                   "seconds": round(seconds, 2), "processes_left": left,
+                   "temporaries": temporaries, "files_checked": n,
+                   "clean": all(checks.values())}
+            records.append(rec)
+            failed = [k for k, ok in checks.items() if not ok]
+            if failed:
+                problems.append(f"{sig} in {stage or target}: failed {failed}; {bad}"
+                                f"{log_tail(out, 1500) if not lines else ''}")
+            log(f"{sig} aimed at {target}: stopped in {stage} after {seconds:.2f} s, exit "
+                f"{code}" + (f"; FAILED {failed}" if failed else ", clean"))
+            break
+    proc = launch(config, out, resume=started)
+    proc.wait()
+    diffs = (compare_outputs(workdir / "reference", out) if proc.returncode == 0
+             else [f"the final --resume failed: {log_tail(out)}"])
+    problems += [f"{sig}: {d}" for d in diffs]
+    log(f"{sig}: resumed to the end; outputs "
+        + ("equal the uninterrupted run's" if not diffs else f"DIFFER: {diffs}"))
+    clean = sum(r["clean"] for r in records) if not diffs else 0
+    return {"clean": clean, "per_stage": records, "problems": problems,
+            "outputs_differing": len(diffs)}
+
+
 # --------------------------------------------------------------- tests
 def run_tests() -> tuple[dict[str, int], str, float]:
     """The reliability tests with their counts; returns (counts, pytest's
@@ -335,7 +446,8 @@ def run_tests() -> tuple[dict[str, int], str, float]:
         env = dict(os.environ, MTCV_RELIABILITY_COUNTS=str(counts_path))
         t0 = time.perf_counter()
         res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                              *TEST_FILES], cwd=ROOT, env=env, capture_output=True, text=True)
+                              "-m", "slow or not slow", *TEST_FILES], cwd=ROOT, env=env,
+                             capture_output=True, text=True)
         seconds = time.perf_counter() - t0
         lines = [ln for ln in res.stdout.strip().splitlines() if ln.strip()]
         summary = lines[-1].strip("= ") if lines else "no output"
@@ -364,7 +476,7 @@ def write_page(tests: dict[str, Any] | None, campaign: dict[str, Any], args: Any
     lines = [
         "# Reliability",
         "",
-        "Written by `python benchmarks/reliability.py"
+        "Written by `python benchmarks/reliability_faults.py"
         f" --kills-per-stage {args.kills_per_stage} --seed {args.seed}` "
         f"on {machine()}; nothing here is typed by hand.",
         "",
@@ -425,10 +537,14 @@ def write_page(tests: dict[str, Any] | None, campaign: dict[str, Any], args: Any
         "one error naming the stage, the file and the free space; no temporary file, no "
         "final file changed; `--resume` completes with the uninterrupted summary | "
         "`tests/test_pipeline.py` (`full_disk`) |",
-        "| SIGTERM / SIGINT stop the run within seconds (exit 143 / 130), shut down the Dask "
-        "cluster (no process of the run's session left), leave no temporary file, print "
-        "how to resume; the resumed run has the uninterrupted data | "
-        "`tests/test_pipeline.py` (`signal`) |",
+        "| SIGTERM (to the mtcv process, as a batch scheduler sends it) and SIGINT (to the "
+        "whole process group, as Ctrl-C does), once in each stage: the run stops within "
+        "seconds (exit 143 / 130) with one line naming the signal, the stage and the resume "
+        "command, shuts down the Dask cluster (no process of the run's session left), "
+        "leaves no temporary file and no partial file; the run resumed to the end has the "
+        "uninterrupted run's summary (timings aside) and arrays | "
+        "`tests/test_reliability_pipeline.py` (`signal_in_every_stage`, `-m slow`, "
+        "`signal_campaign` here), `tests/test_pipeline.py` (`signal`) |",
         "| Absurd sizes (1e9 basin trajectories, 1e12 umbrella steps) are refused at "
         "validation with the estimate and the machine's limit; nothing is written | "
         "`tests/test_footprint.py` |",
