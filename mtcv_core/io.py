@@ -15,12 +15,20 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from mtcv_core.errors import DiskFullError, MtcvError
-from mtcv_core.schema import FRAMES_SCHEMA, SCHEMA_ATTR, SchemaError, validate_frames
+from mtcv_core.schema import (
+    FRAME_AXIS_LABELS,
+    FRAMES_SCHEMA,
+    SCHEMA_ATTR,
+    SchemaError,
+    validate_frames,
+    with_index_coords,
+)
 from mtcv_core.schema_umbrella import FES_SCHEMA, UMBRELLA_SCHEMA, validate_fes, validate_umbrella
 
 PathLike = str | os.PathLike[str]
@@ -107,10 +115,18 @@ def write_dataset(ds: xr.Dataset, path: PathLike) -> Path:
 
     Frame datasets are written as classic 64-bit-offset netCDF (the AMBER
     trajectory format that ASE, MDTraj and VMD read); everything else as
-    netCDF4.
+    netCDF4. Every dimension of the file has a coordinate
+    (:func:`mtcv_core.schema.with_index_coords`): one ``ds`` has, else the
+    frame schema's axis names, the ``cv_names`` attribute on ``cv``, or the
+    index.
     """
     path = Path(path)
-    fmt = "NETCDF3_64BIT" if ds.attrs.get(SCHEMA_ATTR) == FRAMES_SCHEMA else "NETCDF4"
+    frames = ds.attrs.get(SCHEMA_ATTR) == FRAMES_SCHEMA
+    labels: dict[str, Any] = dict(FRAME_AXIS_LABELS) if frames else {}
+    if "cv" in ds.dims and isinstance(ds.attrs.get("cv_names"), str):
+        labels["cv"] = ds.attrs["cv_names"].split()
+    ds = with_index_coords(ds, labels)
+    fmt = "NETCDF3_64BIT" if frames else "NETCDF4"
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", format=fmt)
     return path

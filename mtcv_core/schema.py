@@ -247,7 +247,14 @@ def make_frames(
     ds.attrs.update({"Conventions": "AMBER", "ConventionVersion": "1.0",
                      SCHEMA_ATTR: FRAMES_SCHEMA, "basins": " ".join(basins)})
     ds.attrs.update(dict(attrs or {}))
-    return ds
+    return with_index_coords(ds, FRAME_AXIS_LABELS)
+
+
+#: labels of the frame schema's axis dimensions (the AMBER convention's
+#: ``spatial``, ``cell_spatial`` and ``cell_angular`` variables); ``frame``
+#: and ``atom`` are labelled by their index
+FRAME_AXIS_LABELS = {"spatial": ["x", "y", "z"], "cell_spatial": ["a", "b", "c"],
+                     "cell_angular": ["alpha", "beta", "gamma"]}
 
 
 def basin_names(frames: xr.Dataset) -> list[str]:
@@ -311,6 +318,9 @@ def concat_frames(parts: Sequence[xr.Dataset]) -> xr.Dataset:
                     compat="override", combine_attrs="override")
     for name in ("Z", "masses"):
         out[name] = parts[0][name]
+    if "frame" in out.coords:  # each part counted its frames from 0
+        out = out.assign_coords(frame=("frame", np.arange(out.sizes["frame"], dtype=np.int64),
+                                       out["frame"].attrs))
     return out
 
 

@@ -196,6 +196,31 @@ def full_run(tmp_path_factory):
     return root
 
 
+def test_every_dimension_of_every_file_has_a_coordinate(full_run):
+    """Issue #24: data.nc and the sample parts (frame, atom and the AMBER axis
+    names), umbrella windows (the CV names), fes, training: no unlabelled
+    dimension anywhere; ASE still reads data.nc as an AMBER trajectory."""
+    import xarray as xr
+    from ase.io import read
+
+    out = full_run / "o"
+    files = sorted(out.rglob("*.nc"))
+    assert len(files) > 10 and any("umbrella_windows" in str(f) for f in files)
+    for path in files:
+        with xr.open_dataset(path) as ds:
+            missing = [d for d in ds.dims if d not in ds.coords]
+            assert not missing, f"{path.relative_to(out)}: dims {missing} have no coordinate"
+    with xr.open_dataset(out / "data.nc") as data:
+        assert list(data["spatial"].values) == ["x", "y", "z"]
+        assert list(data["cell_angular"].values) == ["alpha", "beta", "gamma"]
+        np.testing.assert_array_equal(data["frame"].values, np.arange(data.sizes["frame"]))
+        atoms = read(out / "data.nc", index=-1, format="netcdftrajectory")
+        np.testing.assert_allclose(atoms.positions, data["coordinates"].values[-1])
+    window = next(f for f in files if f.name.startswith("window_") and "xi" in str(f))
+    with xr.open_dataset(window) as win:
+        assert list(win["cv"].values) == win.attrs["cv_names"].split()
+
+
 def test_all_stages_smoke(full_run):
     """Every stage runs and leaves the files of the CLI contract."""
     out = full_run / "o"
