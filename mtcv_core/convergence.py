@@ -180,14 +180,19 @@ def halves_agree(full: Mapping[str, Any], first: Mapping[str, Any],
 
 
 def verdict(*, fes: xr.Dataset, drift: xr.Dataset | None,
-            halves: Mapping[str, Any] | None) -> dict[str, Any]:
+            halves: Mapping[str, Any] | None,
+            samples: xr.Dataset | None = None) -> dict[str, Any]:
     """The convergence verdict of one transition: each check's value and
     whether it passed (None: not available), and ``converged`` (every
     available check passed).
 
     fes: the estimator's ``mtcv.fes/1`` output (attributes
     ``min_neighbour_overlap``, ``windows_dropped``, ``solver_converged`` when
-    it sets them); drift: :func:`window_drift`; halves: :func:`halves_agree`.
+    it sets them); drift: :func:`window_drift`; halves: :func:`halves_agree`;
+    samples: the sampler's dataset (attributes ``windows_disagreeing`` and
+    ``windows_reseeded`` when it sets them, :meth:`Sampler.run`): windows
+    whose walkers still disagree beyond their own statistics fail
+    ``walkers_equilibrated``.
     """
     checks: dict[str, Any] = {}
     overlap = fes.attrs.get("min_neighbour_overlap")
@@ -202,6 +207,13 @@ def verdict(*, fes: xr.Dataset, drift: xr.Dataset | None,
         # superseded windows were replaced by a stiffer one on purpose: not a failure
         checks["walkers_agree"] = {"windows_dropped": ids, "windows_superseded": replaced,
                                    "ok": not ids}
+    if samples is not None and "windows_disagreeing" in samples.attrs:
+        left = json.loads(samples.attrs["windows_disagreeing"])
+        rerun = json.loads(samples.attrs.get("windows_reseeded", "[]"))
+        checks["walkers_equilibrated"] = {
+            "windows_disagreeing": [int(d["window"]) for d in left],
+            "ratios": [d.get("ratio") for d in left],
+            "windows_reseeded": [int(d["window"]) for d in rerun], "ok": not left}
     if drift is not None:
         bad = drift["window"].values[drift["drifting"].values].tolist()
         checks["no_drift"] = {"drifting_windows": [int(w) for w in bad],

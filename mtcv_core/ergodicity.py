@@ -66,6 +66,46 @@ def _statistical_inefficiency(series: np.ndarray, walkers: int) -> float:
     return g
 
 
+def walker_excess(series: np.ndarray, walkers: int) -> tuple[float, float]:
+    """How much more the walkers' mean CV values of one window disagree than
+    their own statistics allow: ``(ratio, p)``. Walker j's mean has the
+    variance ``v_j = s_j^2 g_j / n_j`` if the walkers sample one ensemble
+    (``s_j`` its standard deviation, ``g_j`` its statistical inefficiency
+    around its own mean, ``n_j`` its samples); ``chi2 = sum_j (m_j - m)^2 /
+    v_j`` around the precision-weighted mean ``m`` then follows chi-squared
+    with ``walkers - 1`` degrees of freedom. ``ratio = sqrt(chi2 / (walkers -
+    1))`` is the spread of the walker means in units of what their own
+    series predict (about 1 for a window that samples its ensemble; a mode
+    slower than the run, e.g. an orthogonal barrier, leaves each walker near
+    its start and ``ratio`` well above 1); ``p`` the chi-squared tail
+    probability. The largest ratio (smallest p) over CV dimensions; ``(nan,
+    nan)`` with fewer than two walkers of at least 3 samples.
+    series: (n,) or (n, d), walker-major, equal parts."""
+    from scipy.stats import chi2 as chi2_dist
+
+    from mtcv_core.quiet import quiet_loggers
+
+    series = np.asarray(series, float).reshape(len(series), -1)
+    parts = [p for p in np.array_split(series, max(1, walkers)) if len(p) >= 3]
+    if walkers < 2 or len(parts) < 2:
+        return float("nan"), float("nan")
+    ratio, p_min = 0.0, 1.0
+    with quiet_loggers("pymbar"):
+        for d in range(series.shape[1]):
+            means = np.array([p[:, d].mean() for p in parts])
+            var = np.array([p[:, d].var(ddof=1) * _statistical_inefficiency(p[:, d], 1)
+                            / len(p) for p in parts])
+            if np.all(var <= 0):
+                continue
+            var = np.maximum(var, max(1e-300, 1e-12 * float(var.max())))
+            m = np.sum(means / var) / np.sum(1.0 / var)
+            chi2 = float(np.sum((means - m) ** 2 / var))
+            dof = len(parts) - 1
+            ratio = max(ratio, float(np.sqrt(chi2 / dof)))
+            p_min = min(p_min, float(chi2_dist.sf(chi2, dof)))
+    return ratio, p_min
+
+
 def consistent_windows(samples: list[np.ndarray], walkers: int, tolerance: float = 4.0
                        ) -> np.ndarray:
     """(n_windows,) bool: windows whose walkers agree (:func:`walker_spread`

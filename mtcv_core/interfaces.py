@@ -407,7 +407,11 @@ class Sampler(ABC):
         ``client``); store: a directory of the sampler's own for partial
         results, so that an interrupted run resumes (None: keep nothing).
         Optional attributes of the result that the pipeline reports:
-        ``windows_added`` (int) and ``blow_ups`` (JSON list)."""
+        ``windows_added`` (int), ``blow_ups`` (JSON list),
+        ``windows_reseeded`` (JSON list of objects with at least ``window``:
+        windows run again because their walkers disagreed) and
+        ``windows_disagreeing`` (JSON list of objects with at least
+        ``window``: still disagreeing when the sampler gave up)."""
 
 
 #: ``basin_of``: CV values (n, d) -> basin index (n,) int, -1 for none

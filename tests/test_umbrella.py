@@ -144,6 +144,87 @@ def test_walker_spread_flags_windows_whose_walkers_disagree():
                          + rng.normal(0, 0.05, 400), 1) > 10
 
 
+def _ar1_walkers(rng, walkers, n, phi=0.9, offsets=None):
+    """(walkers * n,) walker-major AR(1) series (g ~ 19) with per-walker
+    offsets (a mode slower than the run)."""
+    x = np.zeros((walkers, n))
+    noise = rng.normal(size=(walkers, n))
+    for t in range(1, n):
+        x[:, t] = phi * x[:, t - 1] + noise[:, t]
+    if offsets is not None:
+        x += np.asarray(offsets)[:, None]
+    return x.ravel()
+
+
+def test_walker_excess_is_calibrated_and_sees_a_planted_slow_mode():
+    """Walkers of one ensemble: p roughly uniform (few below 1e-3, ratio near
+    1); walkers each stuck at their own offset of a slow orthogonal mode
+    (offsets of 0.3 sd of the series, invisible to a per-walker spread
+    test): flagged."""
+    from mtcv_core.ergodicity import walker_excess
+
+    rng = np.random.default_rng(3)
+    null = [walker_excess(_ar1_walkers(rng, 16, 1000), 16) for _ in range(200)]
+    ratios, ps = np.array(null).T
+    assert 0.8 < np.median(ratios) < 1.2
+    assert np.mean(ps < 0.05) < 0.15 and np.mean(ps < 1e-3) <= 0.03
+    stuck = _ar1_walkers(rng, 16, 1000, offsets=rng.normal(0, 0.3 * 2.3, 16))
+    ratio, p = walker_excess(stuck, 16)
+    assert ratio > 2.0 and p < 1e-6
+    assert np.isnan(walker_excess(stuck, 1)[0])  # one walker: no between-walker test
+
+
+def test_windows_whose_walkers_disagree_are_reseeded_and_reported():
+    """The sampler's re-seeding pass: a window whose walkers disagree is run
+    again (new id, new starts, reseed_factor times the steps) and takes the
+    old one's place; one that still disagrees after the last pass is listed
+    in windows_disagreeing; agreeing windows are untouched."""
+    from mtcv_core.schema_umbrella import make_umbrella_dataset
+    from mtcv_umbrella.windows import WindowPlan
+
+    rng = np.random.default_rng(4)
+    walkers, n = 8, 400
+    good = [_ar1_walkers(rng, walkers, n) + c for c in (0.0, 1.0)]
+    bad = _ar1_walkers(rng, walkers, n, offsets=rng.normal(0, 3.0, walkers)) + 2.0
+
+    def dataset(series, centers, ids):
+        return make_umbrella_dataset(np.array(centers)[:, None], 1.0,
+                                     [s[:, None] for s in series], temperature_K=300.0,
+                                     cv_names=("xi",), walkers=walkers, window_ids=ids)
+
+    result = dataset(good + [bad], [0.0, 1.0, 2.0], [0, 1, 2])
+    calls = []
+    first_rerun_agrees = True
+
+    def run(plan: WindowPlan, first_id: int, sampler: UmbrellaSampler):
+        calls.append((first_id, sampler.n_steps, plan.centers[:, 0].tolist()))
+        m = sampler.n_steps // 10  # samples per walker, stride 10
+        fixed = first_rerun_agrees and len(calls) == 1
+        series = [(_ar1_walkers(rng, walkers, m) if fixed else _ar1_walkers(
+            rng, walkers, m, offsets=rng.normal(0, 3.0, walkers))) + c
+            for c in plan.centers[:, 0]]
+        return dataset(series, plan.centers[:, 0], range(first_id, first_id + len(series)))
+
+    sampler = UmbrellaSampler(n_steps=4000, reseed_passes=2, reseed_factor=2)
+    out = sampler.reseed(result, run, first_id=3, kT=0.0258)
+    assert calls == [(3, 8000, [2.0])]
+    assert sorted(out["window"].values.tolist()) == [0, 1, 3]
+    assert int(out["n_samples"].sel(window=3)) == walkers * 800
+    assert json.loads(out.attrs["windows_reseeded"])[0]["window"] == 2
+    assert json.loads(out.attrs["windows_disagreeing"]) == []
+    xr.testing.assert_identical(out.sel(window=[0, 1])["n_samples"],
+                                result.sel(window=[0, 1])["n_samples"])
+    # a mode that no re-run equilibrates: every pass tried, then reported
+    calls.clear()
+    first_rerun_agrees = False
+    out = sampler.reseed(result, run, first_id=3, kT=0.0258)
+    assert [c[:2] for c in calls] == [(3, 8000), (4, 16000)]
+    left = json.loads(out.attrs["windows_disagreeing"])
+    assert [d["window"] for d in left] == [4] and left[0]["p"] < 1e-3
+    assert UmbrellaSampler(reseed_passes=0).reseed(result, run, first_id=3, kT=0.0258).attrs[
+        "windows_disagreeing"] != "[]"  # off: nothing run, the failure still reported
+
+
 def test_refinement_stiffens_where_the_first_pass_fell_short():
     """Gap -> four times stiffer windows inside it; a window whose walkers
     disagree -> a stiffer one at its centre; the spring cap is honoured."""

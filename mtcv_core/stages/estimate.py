@@ -191,7 +191,7 @@ def convergence_along_xi(ctx: RunContext, estimator: Estimator, name: str,
         agree = halves_agree(r, halves[0].get(pair, {}), halves[1].get(pair, {}))
         if failure is not None:
             agree = {"error": failure, "ok": False}
-        out[pair] = verdict(fes=fes, drift=drift, halves=agree)
+        out[pair] = verdict(fes=fes, drift=drift, halves=agree, samples=samples)
     bad = drift["window"].values[drift["drifting"].values].tolist()
     ctx.summary["drifting_windows"] = [int(w) for w in bad]
     return out

@@ -127,6 +127,7 @@ def run_umbrella(ctx: RunContext) -> None:
             progress=ctx.progress)
     note_blow_ups(ctx, "umbrella", blow_ups(result))
     ctx.summary["umbrella_windows_added"] = int(result.attrs.get("windows_added", 0))
+    note_reseeding(ctx, "umbrella", result)
     write_dataset(result, ctx.out / "umbrella.nc")
     ctx.summary["umbrella_windows"] = int(result.sizes["window"])
     if not cfg.reference:
@@ -152,6 +153,31 @@ def run_umbrella(ctx: RunContext) -> None:
     write_dataset(ref, ctx.out / "umbrella_reference.nc")
     ctx.summary["umbrella_reference_windows"] = int(ref.sizes["window"])
     ctx.summary["umbrella_reference_windows_added"] = int(ref.attrs.get("windows_added", 0))
+    note_reseeding(ctx, "umbrella_reference", ref)
+
+
+def note_reseeding(ctx: RunContext, key: str, result: Any) -> None:
+    """``summary[key + "_windows_reseeded"]`` and ``..._windows_disagreeing``
+    from the sampler's optional attributes (:meth:`Sampler.run`); a warning
+    naming the windows that still disagree."""
+    import json
+    import warnings
+
+    for what in ("windows_reseeded", "windows_disagreeing"):
+        raw = result.attrs.get(what)
+        if raw is None:
+            continue
+        try:
+            items = json.loads(raw)
+        except (TypeError, ValueError):
+            continue
+        ctx.summary[f"{key}_{what}"] = items
+        if what == "windows_disagreeing" and items:
+            ids = ", ".join(str(i.get("window")) for i in items)
+            warnings.warn(f"{key}: the walkers of window(s) {ids} still disagree beyond their "
+                          "statistics after re-seeding (a mode slower than the run); their "
+                          "samples are kept, the error bars may be too small there",
+                          RuntimeWarning, stacklevel=2)
 
 
 __all__ = ["UmbrellaStageConfig", "umbrella_config", "build_sampler", "reference_cv",

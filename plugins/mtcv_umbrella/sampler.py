@@ -105,6 +105,19 @@ class UmbrellaSampler(MDOptions, Sampler):
            "hundreds of ps, windows run tens). 0: off; needs a system declaring periodic "
            "spectators (System.spectator_periods)")
 
+    reseed_passes: int = nonneg(
+        1, "passes that run again the windows whose walkers disagree beyond their own "
+           "statistics (mtcv_core.ergodicity.walker_excess, p < reseed_p: a mode slower than "
+           "the run keeps each walker near its start), each time with new starts and random "
+           "streams and reseed_factor times the steps; the new run replaces the window. "
+           "Windows still disagreeing after the last pass are listed in the result "
+           "(windows_disagreeing). 0: off")
+    reseed_factor: int = field(default=2, metadata={
+        "min": 1, "doc": "steps of a re-seeded window, in units of the previous run's"})
+    reseed_p: float = field(default=1e-3, metadata={
+        "gt": 0, "lt": 1, "doc": "walker-agreement test level that sends a window to be "
+                                 "re-seeded"})
+
     def check(self, system: System) -> None:
         """``spectator_moves`` needs periodic spectators to move."""
         from mtcv_core.config import ConfigError
@@ -159,14 +172,17 @@ class UmbrellaSampler(MDOptions, Sampler):
             raise ValueError(f"umbrella: windows along a {cv.dim}-dimensional CV are not "
                              "supported (1 or 2 dimensions)")
 
-        def run(plan: planning.WindowPlan) -> xr.Dataset:
-            starts = planning.walker_starts(values, plan.centers, self.walkers_per_window, seed)
-            return self.run_windows(system, cv.module, centers=plan.centers,
-                                    spring_constants=plan.spring_constants,
-                                    start_positions=frames.positions[starts], md=settings,
-                                    seed=seed, client=client, store=store, cv_names=cv.names,
-                                    cv_units=cv.units, cv_periods=cv.periods,
-                                    progress=progress)
+        def run(plan: planning.WindowPlan, first_id: int = 0,
+                sampler: UmbrellaSampler = self) -> xr.Dataset:
+            starts = planning.walker_starts(values, plan.centers, self.walkers_per_window, seed,
+                                            first_id=first_id)
+            return sampler.run_windows(system, cv.module, centers=plan.centers,
+                                       spring_constants=plan.spring_constants,
+                                       start_positions=frames.positions[starts], md=settings,
+                                       seed=seed, client=client, store=store,
+                                       first_id=first_id, cv_names=cv.names,
+                                       cv_units=cv.units, cv_periods=cv.periods,
+                                       progress=progress)
 
         result = run(plan)
         added = 0
@@ -181,7 +197,77 @@ class UmbrellaSampler(MDOptions, Sampler):
             added += len(new.centers) - len(plan.centers)
             plan = new
             result = run(plan)
+        result = self.reseed(result, run, first_id=len(plan.centers), kT=kT,
+                             periods=cv.periods)
         result.attrs["windows_added"] = int(added)
+        return result
+
+    # ---------------------------------------------------------- re-seeding
+    def reseed(self, result: xr.Dataset, run: Any, *, first_id: int, kT: float,
+               periods: Any = None) -> xr.Dataset:
+        """``result`` with every window whose walkers disagree beyond their own
+        statistics (:func:`mtcv_core.ergodicity.walker_excess` below
+        ``reseed_p``) run again, up to ``reseed_passes`` times: new walker
+        starts and random streams (new window ids from ``first_id``),
+        ``reseed_factor`` times the previous run's steps; the new run takes
+        the old one's place. Windows that a stiffer window at their centre
+        stands in for (the refiner's answer to an unstable window, left out
+        by the estimator) are not re-seeded. ``run(plan, first_id, sampler)``
+        runs a plan. Attributes added: ``windows_reseeded`` (JSON list of
+        ``{"window", "replaced_by", "pass", "ratio", "p"}``) and
+        ``windows_disagreeing`` (JSON list of ``{"window", "ratio", "p"}``
+        still failing after the last pass)."""
+        import dataclasses
+
+        from mtcv_core.ergodicity import superseded_windows, walker_excess
+
+        walkers = int(result.attrs.get("walkers", self.walkers_per_window))
+        records: list[dict[str, Any]] = []
+        sampler: UmbrellaSampler = self
+        failing: list[dict[str, Any]] = []
+        for n_pass in range(self.reseed_passes + 1):
+            ids = result["window"].values
+            k = result["spring_constant"].values
+            stood_in = superseded_windows(result["center"].values, k, kT, periods=periods,
+                                          unstable=np.zeros(len(ids), bool))
+            failing = []
+            for w in range(len(ids)):
+                if stood_in[w]:
+                    continue
+                n = int(result["n_samples"].values[w])
+                ratio, p = walker_excess(result["cv_values"].values[w, :n], walkers)
+                if p == p and p < self.reseed_p:
+                    failing.append({"window": int(ids[w]), "index": w, "ratio": round(ratio, 3),
+                                    "p": float(f"{p:.3g}")})
+            if not failing or n_pass == self.reseed_passes:
+                break
+            sampler = dataclasses.replace(sampler, n_steps=sampler.n_steps * self.reseed_factor)
+            index = np.array([f["index"] for f in failing])
+            plan = planning.WindowPlan(result["center"].values[index],
+                                       result["spring_constant"].values[index])
+            new = run(plan, first_id, sampler)
+            new_ids = [int(i) for i in new["window"].values]
+            kept_old = np.setdiff1d(np.arange(len(ids)), index)
+            replaced = {int(first_id + j): f for j, f in enumerate(failing)}
+            for new_id in new_ids:
+                f = replaced[new_id]
+                records.append({"window": f["window"], "replaced_by": new_id,
+                                "pass": n_pass + 1, "ratio": f["ratio"], "p": f["p"]})
+            attrs = dict(result.attrs)
+            attrs["blow_ups"] = json.dumps(json.loads(attrs.get("blow_ups", "[]"))
+                                           + json.loads(new.attrs.get("blow_ups", "[]")))
+            if "spectator_acceptance" in attrs:
+                attrs["spectator_acceptance"] = json.dumps({
+                    **json.loads(attrs["spectator_acceptance"]),
+                    **json.loads(new.attrs.get("spectator_acceptance", "{}"))})
+            result = xr.concat([result.isel(window=kept_old), new], dim="window",
+                               join="outer", data_vars="minimal", coords="minimal",
+                               compat="override", combine_attrs="override")
+            result.attrs.update(attrs)
+            first_id += len(failing)
+        result.attrs["windows_reseeded"] = json.dumps(records)
+        result.attrs["windows_disagreeing"] = json.dumps(
+            [{k: f[k] for k in ("window", "ratio", "p")} for f in failing])
         return result
 
     # ---------------------------------------------------------- refinement

@@ -54,13 +54,13 @@ def spring_constant(spacing: float, kT: float, width_factor: float = 1.0) -> flo
 
 
 def walker_starts(values: np.ndarray, centers: np.ndarray, walkers: int, seed: int,
-                  pool: int = 4) -> np.ndarray:
+                  pool: int = 4, first_id: int = 0) -> np.ndarray:
     """(n_windows, walkers) frame indices: for window ``w``, ``walkers`` of
     the ``pool * walkers`` frames whose CV values (n, d) are nearest its
     centre (Euclidean in CV units), drawn without replacement with the
-    window's own random stream (``seed``, window index), so that a window's
-    starts do not depend on the other windows and its walkers begin spread
-    over the configurations the data hold there."""
+    window's own random stream (``seed``, window id ``first_id + w``), so
+    that a window's starts do not depend on the other windows and its walkers
+    begin spread over the configurations the data hold there."""
     from scipy.spatial import cKDTree
 
     from mtcv_core.execution import task_rng
@@ -71,7 +71,7 @@ def walker_starts(values: np.ndarray, centers: np.ndarray, walkers: int, seed: i
     near = np.asarray(near).reshape(len(centers), n_near)
     out = np.empty((len(centers), walkers), dtype=int)
     for w in range(len(centers)):
-        rng = task_rng(seed, "umbrella-starts", w)
+        rng = task_rng(seed, "umbrella-starts", first_id + w)
         out[w] = near[w, rng.choice(n_near, size=walkers, replace=n_near < walkers)]
     return out
 
