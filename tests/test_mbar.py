@@ -310,6 +310,67 @@ def test_newton_solver_matches_pymbar():
                                atol=1e-6)
 
 
+def test_chunked_mbar_matches_pymbar(monkeypatch):
+    """The bounded-memory path of large problems (ChunkedMBAR, the coarse
+    start, chunked passes) against pymbar, with chunks of a few samples:
+    overlap, free-energy differences and their asymptotic errors, perturbed
+    (basin) free energies and errors, to 1e-10."""
+    import pymbar
+
+    import mtcv_mbar.solver as solver
+
+    rng = np.random.default_rng(5)
+    centers = np.linspace(-1, 1, 12)
+    s = np.concatenate([rng.normal(c, 0.15, 150) for c in centers])
+    u_kn = 0.5 * 40 * (s[None, :] - centers[:, None]) ** 2 + 1.5 * s[None, :] ** 2
+    n_k = np.full(12, 150)
+    monkeypatch.setattr(solver, "CHUNK_ELEMENTS", 1000)  # 83 samples per chunk
+    f = solve_mbar(u_kn, n_k, solver.coarse_start(u_kn, n_k, per_state=10))
+    ref = pymbar.MBAR(u_kn, n_k)
+    np.testing.assert_allclose(f, ref.f_k, atol=1e-8)
+    ours = solver.ChunkedMBAR(u_kn, n_k, f)
+    np.testing.assert_allclose(ours.compute_overlap()["matrix"],
+                               ref.compute_overlap()["matrix"], atol=1e-10)
+    u_ln = np.zeros((3, len(s)))  # unbiased, and restricted to s <= 0 and to s > 0
+    u_ln[1, s > 0] = np.inf
+    u_ln[2, s <= 0] = np.inf
+    for a, b in ((ours.compute_free_energy_differences(),
+                  ref.compute_free_energy_differences()),
+                 (ours.compute_perturbed_free_energies(u_ln),
+                  ref.compute_perturbed_free_energies(u_ln))):
+        np.testing.assert_allclose(a["Delta_f"], b["Delta_f"], atol=1e-8)
+        np.testing.assert_allclose(a["dDelta_f"], b["dDelta_f"], atol=1e-10)
+    assert np.all(np.isfinite(ours.compute_perturbed_free_energies(u_ln)["dDelta_f"]))
+
+
+def test_large_problems_take_the_bounded_memory_path_with_the_same_result(monkeypatch):
+    """The estimator on a 2D case with the large-problem path switched on
+    (every problem counted large) gives pymbar's path's PMF, basin free
+    energies, their errors and the overlap."""
+    import mtcv_mbar.estimator as estimator
+
+    rng = np.random.default_rng(8)
+    cx = np.linspace(-1.6, 1.6, 9)
+    kx = 40 * KT
+    x = np.stack([sample_biased(double_well, c, kx, 400, rng) for c in cx])
+    y = rng.normal(0.0, 0.2, x.shape)
+    ds = make_umbrella_dataset(np.stack([cx, np.zeros_like(cx)], axis=1),
+                               np.stack([np.full_like(cx, kx), np.full_like(cx, 2 * KT)], axis=1),
+                               np.stack([x, y], axis=-1), temperature_K=T, cv_names=["x", "y"])
+
+    def run():
+        return MBAREstimator(n_bins=12, n_bootstraps=4, seed=1).estimate(
+            ds, basin_of=lambda v: np.where(v[:, 0] < 0, 0, 1), basin_names=["A", "B"])
+
+    plain = run()
+    monkeypatch.setattr(estimator, "COARSE_START_WINDOWS", 2)
+    large = run()
+    for var in ("pmf", "pmf_err", "overlap", "delta_F", "delta_F_err", "barrier", "barrier_err",
+                "basin_free_energy", "basin_free_energy_err"):
+        np.testing.assert_allclose(large[var].values, plain[var].values, atol=1e-7,
+                                   err_msg=var)
+
+
 def test_minimax_paths():
     f = np.array([0.0, 3.0, 1.0, 5.0, 2.0, 0.5])
     level, path = minimax_path(f, 0, 5)

@@ -65,7 +65,10 @@ from mtcv_core.schema import SCHEMA_ATTR
 from mtcv_core.schema_umbrella import FES_SCHEMA, cv_periods, validate_umbrella
 from mtcv_core.units import KB_EV_PER_K
 from mtcv_mbar.solver import (
+    ChunkedMBAR,
+    coarse_start,
     histogram_free_energy,
+    log_sum_over_samples,
     mbar_hessian,
     solve_mbar,
     solve_unbiased_log_weights,
@@ -198,14 +201,24 @@ class MBAREstimator(Estimator):
         # search when there are hundreds of windows; from a self-consistent
         # start one adaptive iteration is enough (its own relative criterion
         # on f_k can keep it iterating, a full Hessian each time, for minutes)
-        f_init = solve_mbar(u_kn, n_k)
+        # many windows: a start from a few samples of each (u_kn's columns are
+        # grouped by window), where Newton from zero would crawl
+        start = coarse_start(u_kn, n_k) if len(n_k) >= COARSE_START_WINDOWS else None
+        f_init = solve_mbar(u_kn, n_k, start)
         settled = _self_consistency(u_kn, unbiased_log_weights(u_kn, n_k, f_init),
                                     f_init) < SOLVER_TOLERANCE_KT
         iterations = 1 if settled else 10000
-        mbar = pymbar.MBAR(u_kn, n_k, initial_f_k=f_init, maximum_iterations=iterations,
-                           solver_protocol=({"method": "adaptive",
-                                             "options": {"min_sc_iter": 0,
-                                                         "maxiter": iterations}},))
+        mbar: Any
+        if settled and len(n_k) >= COARSE_START_WINDOWS:
+            # pymbar would hold several N x K arrays (GBs for a 2D reference
+            # of hundreds of windows) to redo what is solved: the same
+            # quantities, chunked (tested against pymbar)
+            mbar = ChunkedMBAR(u_kn, n_k, f_init)
+        else:
+            mbar = pymbar.MBAR(u_kn, n_k, initial_f_k=f_init, maximum_iterations=iterations,
+                               solver_protocol=({"method": "adaptive",
+                                                 "options": {"min_sc_iter": 0,
+                                                             "maxiter": iterations}},))
         f_k = np.asarray(mbar.f_k, float)
         overlap = np.asarray(mbar.compute_overlap()["matrix"], float)
         dfk = mbar.compute_free_energy_differences()
@@ -475,6 +488,10 @@ class MBAREstimator(Estimator):
 
 
 #: largest |f_k| change (kT) one more self-consistent MBAR iteration may make
+#: from this many windows on, MBAR starts from its solution on a few samples
+#: per window (:func:`mtcv_mbar.solver.coarse_start`)
+COARSE_START_WINDOWS = 100
+
 #: for the solution to count as converged (``solver_converged``)
 SOLVER_TOLERANCE_KT = 1e-6
 
@@ -483,9 +500,7 @@ def _self_consistency(u_kn: np.ndarray, log_w: np.ndarray, f_k: np.ndarray) -> f
     """max_k |f_k' - f_k| (kT, both relative to window 0) where f_k' =
     -ln sum_n w_n exp(-u_kn) is one self-consistent MBAR iteration from the
     solution's unbiased weights w_n: 0 at the exact solution."""
-    from scipy.special import logsumexp
-
-    f_next = -logsumexp(-u_kn + log_w[None, :], axis=1)
+    f_next = -log_sum_over_samples(u_kn, log_w)
     return float(np.max(np.abs((f_next - f_next[0]) - (f_k - f_k[0]))))
 
 
@@ -529,12 +544,18 @@ def _block_ids(idx: np.ndarray, n: int, walkers: int, min_blocks: int) -> np.nda
 
 def _reduced_bias(s_n: np.ndarray, centers: np.ndarray, springs: np.ndarray,
                   periods: np.ndarray) -> np.ndarray:
-    """(K, N) bias energies (eV) of all samples (N, d) in all windows."""
-    diff = s_n[None, :, :] - centers[:, None, :]
-    for d, p in enumerate(periods):
+    """(K, N) bias energies (eV) of all samples (N, d) in all windows (one
+    K x N temporary besides the result, whatever d)."""
+    out = np.zeros((len(centers), len(s_n)))
+    for d in range(s_n.shape[1]):
+        diff = s_n[None, :, d] - centers[:, d, None]
+        p = periods[d] if d < len(periods) else 0.0
         if p > 0:
-            diff[..., d] -= p * np.round(diff[..., d] / p)
-    return 0.5 * np.einsum("kd,knd->kn", springs, diff * diff)
+            diff -= p * np.round(diff / p)
+        np.multiply(diff, diff, out=diff)
+        diff *= 0.5 * springs[:, d, None]
+        out += diff
+    return out
 
 
 def _edges(values: np.ndarray, n_bins: int) -> np.ndarray:

@@ -16,28 +16,78 @@ from __future__ import annotations
 
 import numpy as np
 
+#: elements of ``u_kn`` processed at once: the K x chunk temporaries of every
+#: pass over the samples stay near 64 MB, whatever N is
+CHUNK_ELEMENTS = 8_000_000
 
-def _objective(u_kn: np.ndarray, log_n_k: np.ndarray, n_k: np.ndarray,
-               f_k: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """MBAR's convex objective, ``(obj, W, log_den)``: ``log_den[n] = log
-    sum_k N_k exp(f_k - u_kn)`` and ``W[k, n] = N_k exp(f_k - u_kn) /
-    exp(log_den[n])`` (columns sum to 1)."""
-    a = (f_k + log_n_k)[:, None] - u_kn
-    peak = a.max(axis=0)
-    np.subtract(a, peak, out=a)
-    np.exp(a, out=a)
-    total = a.sum(axis=0)
-    log_den = peak + np.log(total)
-    np.divide(a, total, out=a)
-    return float(log_den.sum() - n_k @ f_k), a, log_den
+
+def _column_chunks(u_kn: np.ndarray) -> list[slice]:
+    k, n = u_kn.shape
+    size = max(1, CHUNK_ELEMENTS // max(k, 1))
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def _evaluate(u_kn: np.ndarray, log_n_k: np.ndarray, n_k: np.ndarray, f_k: np.ndarray,
+              hessian: bool = False) -> tuple[float, np.ndarray, np.ndarray, np.ndarray | None]:
+    """MBAR's convex objective and its derivatives in one chunked pass over
+    the samples: ``(obj, log_den, expected, wwt)`` with ``log_den[n] = log
+    sum_k N_k exp(f_k - u_kn)``, ``W[k, n] = N_k exp(f_k - u_kn - log_den[n])``
+    (columns sum to 1), ``expected = sum_n W[:, n]`` (K,) and, with
+    ``hessian``, ``wwt = W W^T`` (K, K) (else None)."""
+    shift = (f_k + log_n_k)[:, None]
+    log_den = np.empty(u_kn.shape[1])
+    expected = np.zeros(len(f_k))
+    wwt = np.zeros((len(f_k), len(f_k))) if hessian else None
+    for sl in _column_chunks(u_kn):
+        a = shift - u_kn[:, sl]
+        peak = a.max(axis=0)
+        np.subtract(a, peak, out=a)
+        np.exp(a, out=a)
+        total = a.sum(axis=0)
+        log_den[sl] = peak + np.log(total)
+        np.divide(a, total, out=a)
+        expected += a.sum(axis=1)
+        if wwt is not None:
+            wwt += a @ a.T
+    return float(log_den.sum() - n_k @ f_k), log_den, expected, wwt
+
+
+def log_sum_over_samples(u_kn: np.ndarray, log_w: np.ndarray) -> np.ndarray:
+    """(K,) ``log sum_n exp(log_w[n] - u_kn[k, n])``, chunked over the samples
+    (no K x N temporary)."""
+    out = np.full(u_kn.shape[0], -np.inf)
+    for sl in _column_chunks(u_kn):
+        a = log_w[None, sl] - u_kn[:, sl]
+        peak = a.max(axis=1)
+        finite = np.isfinite(peak)
+        part = np.full(len(peak), -np.inf)
+        part[finite] = peak[finite] + np.log(
+            np.exp(a[finite] - peak[finite, None]).sum(axis=1))
+        out = np.logaddexp(out, part)
+    return out
 
 
 def mbar_hessian(u_kn: np.ndarray, N_k: np.ndarray, f_k: np.ndarray) -> np.ndarray:
     """(K, K) Hessian of MBAR's objective at ``f_k``:
     ``diag(sum_n W_kn) - W W^T``."""
     n_k = np.asarray(N_k, float)
-    _, w, _ = _objective(np.asarray(u_kn, float), np.log(n_k), n_k, np.asarray(f_k, float))
-    return np.diag(w.sum(axis=1)) - w @ w.T
+    _, _, expected, wwt = _evaluate(np.asarray(u_kn, float), np.log(n_k), n_k,
+                                    np.asarray(f_k, float), hessian=True)
+    assert wwt is not None
+    return np.diag(expected) - wwt
+
+
+def coarse_start(u_kn: np.ndarray, N_k: np.ndarray, *, per_state: int = 20) -> np.ndarray:
+    """Starting free energies for a large problem: MBAR solved on at most
+    ``per_state`` evenly spaced samples of each state. The columns of
+    ``u_kn`` must be grouped by state in the order of ``N_k`` (state 0's
+    samples first). Returns (K,) f_k with f_k[0] = 0."""
+    n_k = np.asarray(N_k, int)
+    starts = np.concatenate([[0], np.cumsum(n_k)[:-1]])
+    take = [s + np.unique(np.linspace(0, n - 1, min(n, per_state)).astype(int))
+            for s, n in zip(starts, n_k, strict=True)]
+    idx = np.concatenate(take)
+    return solve_mbar(u_kn[:, idx], np.array([len(t) for t in take]), tol=1e-6)
 
 
 def solve_mbar(u_kn: np.ndarray, N_k: np.ndarray, f_init: np.ndarray | None = None, *,
@@ -82,15 +132,16 @@ def _solve(u_kn: np.ndarray, N_k: np.ndarray, f_init: np.ndarray | None, tol: fl
     log_n_k = np.log(n_k)
     f = np.zeros(len(n_k)) if f_init is None else np.array(f_init, float)
     f -= f[0]
-    obj, w, log_den = _objective(u_kn, log_n_k, n_k, f)
     fixed = hessian
+    obj, log_den, expected, wwt = _evaluate(u_kn, log_n_k, n_k, f, hessian=fixed is None)
     for _ in range(max_iter):
-        expected = w.sum(axis=1)
         grad = expected - n_k
         if np.max(np.abs(grad / n_k)) < tol:
             break
         use_fixed = fixed is not None
-        hess = fixed if use_fixed else np.diag(expected) - w @ w.T
+        if not use_fixed and wwt is None:
+            wwt = _evaluate(u_kn, log_n_k, n_k, f, hessian=True)[3]
+        hess = fixed if use_fixed else np.diag(expected) - wwt
         try:
             step = np.linalg.solve(hess[1:, 1:], -grad[1:])
         except np.linalg.LinAlgError:
@@ -100,7 +151,7 @@ def _solve(u_kn: np.ndarray, N_k: np.ndarray, f_init: np.ndarray | None, tol: fl
         while t >= 1e-6:
             trial = f.copy()
             trial[1:] += t * step
-            obj_t, w_t, den_t = _objective(u_kn, log_n_k, n_k, trial)
+            obj_t, den_t, exp_t, _ = _evaluate(u_kn, log_n_k, n_k, trial)
             if obj_t <= obj + 1e-12 * max(1.0, abs(obj)):
                 accepted = True
                 break
@@ -118,11 +169,11 @@ def _solve(u_kn: np.ndarray, N_k: np.ndarray, f_init: np.ndarray | None, tol: fl
             trial = f
             for _ in range(SELF_CONSISTENT_STEPS):
                 trial = _self_consistent_step(u_kn, log_den, trial)
-                obj_t, w_t, den_t = _objective(u_kn, log_n_k, n_k, trial)
+                obj_t, den_t, exp_t, _ = _evaluate(u_kn, log_n_k, n_k, trial)
                 log_den = den_t
             if not obj_t < obj - 1e-12 * max(1.0, abs(obj)):
                 break  # no further decrease at machine precision
-        f, obj, w, log_den = trial, obj_t, w_t, den_t
+        f, obj, log_den, expected, wwt = trial, obj_t, den_t, exp_t, None
     return f, log_den
 
 
@@ -133,10 +184,85 @@ SELF_CONSISTENT_STEPS = 10
 def _self_consistent_step(u_kn: np.ndarray, log_den: np.ndarray, f_k: np.ndarray) -> np.ndarray:
     """One self-consistent MBAR update ``f_k' = -log sum_n exp(-u_kn -
     log_den_n)`` (``log_den`` at ``f_k``), shifted so that ``f'_0 = 0``."""
-    from scipy.special import logsumexp
-
-    f_new = -logsumexp(-u_kn - log_den[None, :], axis=1)
+    f_new = -log_sum_over_samples(u_kn, -log_den)
     return f_new - f_new[0]
+
+
+def _gram(u_kn: np.ndarray, log_n_k: np.ndarray, f_k: np.ndarray, log_den: np.ndarray,
+          u_ln: np.ndarray | None = None, f_l: np.ndarray | None = None) -> np.ndarray:
+    """W^T W (chunked) of pymbar's normalised weights ``W[n, k] = exp(f_k -
+    u_kn - log_den[n])`` of the K sampled states and, with ``u_ln`` (L, N)
+    and their free energies ``f_l``, of L more states: (K + L, K + L)."""
+    f_all = f_k if u_ln is None else np.concatenate([f_k, f_l])
+    out = np.zeros((len(f_all), len(f_all)))
+    for sl in _column_chunks(u_kn):
+        u = u_kn[:, sl] if u_ln is None else np.vstack([u_kn[:, sl], u_ln[:, sl]])
+        with np.errstate(over="ignore"):
+            w = np.exp(f_all[:, None] - u - log_den[None, sl])
+        out += w @ w.T
+    return out
+
+
+def _theta(gram: np.ndarray, n_k: np.ndarray) -> np.ndarray:
+    """pymbar's asymptotic covariance ``Theta`` of the free energies
+    (``svd-ew``, Shirts & Chodera 2008, appendix D) from ``W^T W`` and the
+    sample counts (0 for states that were not sampled)."""
+    s2, v = np.linalg.eigh(gram)
+    s2[s2 < 0.0] = 0.0
+    sigma = np.diag(np.sqrt(s2))
+    inner = np.identity(len(n_k)) - sigma @ v.T @ np.diag(n_k) @ v @ sigma
+    return v @ sigma @ np.linalg.pinv(inner, rcond=1e-10) @ sigma @ v.T
+
+
+def _error_of_differences(theta: np.ndarray) -> np.ndarray:
+    d = np.diag(theta)
+    return np.sqrt(np.maximum(d[:, None] + d[None, :] - 2.0 * theta, 0.0))
+
+
+class ChunkedMBAR:
+    """The parts of :class:`pymbar.MBAR` the estimator uses, for a solution
+    ``f_k`` found already (:func:`solve_mbar`), in memory bounded by
+    ``u_kn`` itself: every pass over the samples is chunked
+    (:data:`CHUNK_ELEMENTS`), where pymbar holds several N x K arrays and
+    iterates again. Uncertainties are pymbar's asymptotic ones (``svd-ew``
+    from ``W^T W``, identical in exact arithmetic; tested against pymbar).
+
+    u_kn: (K, N) reduced potentials; N_k: (K,) samples per state; f_k: (K,)
+    the MBAR solution."""
+
+    def __init__(self, u_kn: np.ndarray, N_k: np.ndarray, f_k: np.ndarray) -> None:
+        self.u_kn = np.asarray(u_kn, float)
+        self.N_k = np.asarray(N_k, float)
+        self.f_k = np.asarray(f_k, float) - float(f_k[0])
+        self._log_n_k = np.log(self.N_k)
+        self._log_den = _evaluate(self.u_kn, self._log_n_k, self.N_k, self.f_k)[1]
+        self._gram: np.ndarray | None = None
+
+    def _gram_k(self) -> np.ndarray:
+        if self._gram is None:
+            self._gram = _gram(self.u_kn, self._log_n_k, self.f_k, self._log_den)
+        return self._gram
+
+    def compute_overlap(self) -> dict[str, np.ndarray]:
+        """``{"matrix": O}``, ``O[i, j] = N_j sum_n W_ni W_nj`` (pymbar's)."""
+        return {"matrix": self.N_k[None, :] * self._gram_k()}
+
+    def compute_free_energy_differences(self) -> dict[str, np.ndarray]:
+        """``Delta_f[i, j] = f_j - f_i`` and ``dDelta_f`` (kT)."""
+        theta = _theta(self._gram_k(), self.N_k)
+        return {"Delta_f": self.f_k[None, :] - self.f_k[:, None],
+                "dDelta_f": _error_of_differences(theta)}
+
+    def compute_perturbed_free_energies(self, u_ln: np.ndarray) -> dict[str, np.ndarray]:
+        """Free energies of L unsampled states (reduced potentials u_ln (L,
+        N), ``inf`` where a sample has no weight): ``Delta_f`` and
+        ``dDelta_f`` (L, L), kT."""
+        u_ln = np.asarray(u_ln, float)
+        f_l = -log_sum_over_samples(u_ln, -self._log_den)
+        gram = _gram(self.u_kn, self._log_n_k, self.f_k, self._log_den, u_ln, f_l)
+        n_all = np.concatenate([self.N_k, np.zeros(len(f_l))])
+        theta = _theta(gram, n_all)[len(self.f_k):, len(self.f_k):]
+        return {"Delta_f": f_l[None, :] - f_l[:, None], "dDelta_f": _error_of_differences(theta)}
 
 
 def unbiased_log_weights(u_kn: np.ndarray, N_k: np.ndarray, f_k: np.ndarray) -> np.ndarray:
@@ -144,8 +270,7 @@ def unbiased_log_weights(u_kn: np.ndarray, N_k: np.ndarray, f_k: np.ndarray) -> 
     (reduced potential 0): ``log w_n = -log sum_k N_k exp(f_k - u_kn)``,
     shifted so that ``sum_n w_n = 1``."""
     n_k = np.asarray(N_k, float)
-    _, _, log_den = _objective(np.asarray(u_kn, float), np.log(n_k), n_k,
-                               np.asarray(f_k, float))
+    log_den = _evaluate(np.asarray(u_kn, float), np.log(n_k), n_k, np.asarray(f_k, float))[1]
     return _normalised(-log_den)
 
 
@@ -189,5 +314,5 @@ def histogram_free_energy(cell: np.ndarray, log_w: np.ndarray, n_cells: int) -> 
     return f
 
 
-__all__ = ["solve_mbar", "mbar_hessian", "unbiased_log_weights", "solve_unbiased_log_weights",
-           "histogram_free_energy"]
+__all__ = ["ChunkedMBAR", "solve_mbar", "mbar_hessian", "coarse_start", "unbiased_log_weights",
+           "solve_unbiased_log_weights", "log_sum_over_samples", "histogram_free_energy"]
