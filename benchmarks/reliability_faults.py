@@ -335,6 +335,16 @@ def fault_campaign(workdir: Path, *, kills_per_stage: int = 2, seed: int = 0,
             "stage_timings_s": timings}
 
 
+def stack_dump(pid: int) -> str:
+    """The Python stacks of process ``pid`` by ``py-spy dump`` (if installed)."""
+    import shutil
+
+    if shutil.which("py-spy") is None:
+        return "(py-spy not installed: pip install py-spy for the stacks)"
+    res = subprocess.run(["py-spy", "dump", "--pid", str(pid)], capture_output=True, text=True)
+    return (res.stdout or res.stderr)[-6000:]
+
+
 #: the run the signals are sent into: CONFIG with a CV ensemble of two, so
 #: that the ensemble stage has work to interrupt
 SIGNAL_CONFIG = CONFIG + "[ensemble]\nmembers = 2\n"
@@ -397,6 +407,8 @@ def signal_campaign(workdir: Path, sig: str, *, seed: int = 0, config_text: str 
                 code = proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 code = None
+                problems.append(f"{sig} in {target}: no exit after 30 s; where it hung:\n"
+                                + stack_dump(proc.pid))
             seconds = time.monotonic() - t0
             deadline = time.monotonic() + 10
             while group_members(proc.pid) and time.monotonic() < deadline:

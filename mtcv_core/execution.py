@@ -48,7 +48,12 @@ def task_rng(seed: int, *keys: str | int) -> np.random.Generator:
 
 def dask_client(scheduler: str | None = None, workers: int = 2) -> Any:
     """A ``dask.distributed.Client``: to ``scheduler`` if given, otherwise to
-    a new local cluster of ``workers`` single-threaded processes."""
+    a new local cluster of ``workers`` single-threaded processes. It is not
+    made dask's default scheduler: mtcv submits its tasks to it explicitly
+    (:func:`map_tasks`), and as the default it would make every xarray
+    netCDF write in this process take a lock through the scheduler -- a
+    round trip per file, and a write that waits forever once the cluster is
+    going down (Ctrl-C reaches the workers too)."""
     from dask.distributed import Client, LocalCluster
 
     from mtcv_core.config import ConfigError
@@ -56,13 +61,13 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Any:
     if scheduler:
         check_scheduler_address(scheduler, "scheduler")
         try:
-            return Client(scheduler, timeout="20s")
+            return Client(scheduler, timeout="20s", set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
             raise ConfigError(f"scheduler: cannot connect to the Dask scheduler at "
                               f"{scheduler!r} ({type(exc).__name__}: {exc})") from exc
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                            dashboard_address=None, silence_logs=40)
-    return Client(cluster)
+    return Client(cluster, set_as_default=False)
 
 
 def map_tasks(fn: Callable[..., Any], args: Sequence[Any], *, client: Any = None,
@@ -78,7 +83,7 @@ def map_tasks(fn: Callable[..., Any], args: Sequence[Any], *, client: Any = None
     index = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
     with tqdm(total=len(futures), desc=desc, disable=not progress, leave=False) as bar:
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):
             results[index[fut.key]] = fut.result()
             bar.update()
     return results

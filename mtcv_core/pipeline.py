@@ -175,8 +175,11 @@ def _run_stages(ctx: RunContext, summary: dict[str, Any], config: RunConfig,
                 ctx.save_summary()
             if stage == until:
                 break
+    except (KeyboardInterrupt, Terminated):
+        ctx.close_client(quick=True)
+        raise
     finally:
-        ctx.close_client()
+        ctx.close_client()  # nothing left to close after an interruption
     ctx.save_summary()
 
 

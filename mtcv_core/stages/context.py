@@ -52,14 +52,29 @@ class RunContext:
             self._client = self.client_factory()
         return self._client
 
-    def close_client(self) -> None:
-        """Close the client and its local cluster, if one was started."""
+    def close_client(self, *, quick: bool = False) -> None:
+        """Close the client and its local cluster, if one was started. With
+        ``quick`` (the run is being interrupted: Ctrl-C reaches the Dask
+        workers too, and a cluster whose workers are dying can take minutes
+        to close) wait at most a few seconds, then end whatever child process
+        is left."""
         client, self._client = self._client, None
-        if client is not None:
-            cluster = getattr(client, "cluster", None)
+        if client is None:
+            return
+        cluster = getattr(client, "cluster", None)
+        if not quick:
             client.close()
             if cluster is not None:
                 cluster.close()
+            return
+        try:
+            client.close(timeout=QUICK_CLOSE_S)
+            if cluster is not None:
+                cluster.close(timeout=QUICK_CLOSE_S)
+        except Exception:  # noqa: BLE001 - interrupted already: the children go below
+            pass
+        finally:
+            end_child_processes()
 
     def md(self, temperature_K: float | None = None) -> MDSettings:
         """The run's MD settings (``[sample]`` engine, time step, friction) at
@@ -74,4 +89,31 @@ class RunContext:
         write_json(self.out / "summary.json", self.summary)
 
 
-__all__ = ["RunContext", "write_json"]
+#: seconds an interrupted run waits for its Dask client and cluster to close
+QUICK_CLOSE_S = 3.0
+
+
+def end_child_processes(grace_s: float = 2.0) -> int:
+    """Terminate (then kill, after ``grace_s``) every live descendant of this
+    process; returns how many there were."""
+    import psutil
+
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return 0
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    return len(children)
+
+
+__all__ = ["RunContext", "write_json", "end_child_processes"]
