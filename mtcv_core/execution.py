@@ -65,8 +65,10 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Any:
         except (OSError, TimeoutError, ValueError) as exc:
             raise ConfigError(f"scheduler: cannot connect to the Dask scheduler at "
                               f"{scheduler!r} ({type(exc).__name__}: {exc})") from exc
+    # the scheduler's HTTP server always starts: on a free port (":0"), not on
+    # 8787, which a second run on the machine would find taken (a warning)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=40)
+                           dashboard_address=":0", silence_logs=40)
     return Client(cluster, set_as_default=False)
 
 
