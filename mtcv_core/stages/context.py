@@ -67,14 +67,17 @@ class RunContext:
             if cluster is not None:
                 cluster.close()
             return
+        # the workers first: a graceful close waits for their running tasks
+        end_child_processes()
         try:
             client.close(timeout=QUICK_CLOSE_S)
-            if cluster is not None:
-                cluster.close(timeout=QUICK_CLOSE_S)
-        except Exception:  # noqa: BLE001 - interrupted already: the children go below
+        except Exception:  # noqa: BLE001 - interrupted already; nothing is left to close
             pass
-        finally:
-            end_child_processes()
+        if cluster is not None:
+            # its scheduler lives in this process and ends with it; closing it
+            # (here or in distributed's exit hook) would wait for the workers
+            # ended above to answer
+            cluster.shutdown_on_close = False
 
     def md(self, temperature_K: float | None = None) -> MDSettings:
         """The run's MD settings (``[sample]`` engine, time step, friction) at
@@ -90,16 +93,23 @@ class RunContext:
 
 
 #: seconds an interrupted run waits for its Dask client and cluster to close
-QUICK_CLOSE_S = 3.0
+QUICK_CLOSE_S = 2.0
 
 
-def end_child_processes(grace_s: float = 2.0) -> int:
+def end_child_processes(grace_s: float = 1.0) -> int:
     """Terminate (then kill, after ``grace_s``) every live descendant of this
-    process; returns how many there were."""
+    process but multiprocessing's resource tracker (it cleans up after the
+    others when this process exits); returns how many there were."""
     import psutil
 
+    def tracker(proc: psutil.Process) -> bool:
+        try:
+            return any("resource_tracker" in part for part in proc.cmdline())
+        except psutil.Error:
+            return False
+
     try:
-        children = psutil.Process().children(recursive=True)
+        children = [c for c in psutil.Process().children(recursive=True) if not tracker(c)]
     except psutil.Error:
         return 0
     for child in children:
