@@ -595,6 +595,30 @@ def test_a_full_disk_in_any_stage_is_one_clear_error_and_resumes(full_run, tmp_p
     """ENOSPC injected at the first file a stage writes: one error naming the
     stage, the file and the free space; no temporary file and no final file
     changed; --resume with room completes with the uninterrupted summary."""
+    _full_disk_case(full_run / "o", full_run / "full.toml", tmp_path, monkeypatch, stage)
+    reliability_counts["disk_full_clean"] += 1
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ensemble")
+    (root / "ensemble.toml").write_text(FULL + "\n[ensemble]\nmembers = 2\n")
+    res = mtcv("run", str(root / "ensemble.toml"), "--out", str(root / "o"), "--quiet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return root
+
+
+@pytest.mark.slow
+def test_a_full_disk_in_the_ensemble_stage_is_one_clear_error_and_resumes(
+        ensemble_run, tmp_path, monkeypatch, reliability_counts):
+    """The same in the ensemble stage of a run with a CV ensemble of two (the
+    members' outputs are its writes)."""
+    _full_disk_case(ensemble_run / "o", ensemble_run / "ensemble.toml", tmp_path, monkeypatch,
+                    "ensemble")
+    reliability_counts["disk_full_clean"] += 1
+
+
+def _full_disk_case(run_out, config, tmp_path, monkeypatch, stage):
     import errno
     import hashlib
     import os
@@ -604,10 +628,12 @@ def test_a_full_disk_in_any_stage_is_one_clear_error_and_resumes(full_run, tmp_p
     from mtcv_core.pipeline import STAGES, run_pipeline
 
     out = tmp_path / "o"
-    shutil.copytree(full_run / "o", out)
+    shutil.copytree(run_out, out)
     summary = json.loads((out / "summary.json").read_text())
     summary["stages_done"] = list(STAGES[: STAGES.index(stage)])
     (out / "summary.json").write_text(json.dumps(summary))
+    if stage == "ensemble":  # the members' outputs are to be written again
+        shutil.rmtree(out / "ensemble")
 
     def digests():
         return {p.relative_to(out): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -623,13 +649,12 @@ def test_a_full_disk_in_any_stage_is_one_clear_error_and_resumes(full_run, tmp_p
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(DiskFullError, match=rf"stage {stage}: .*no space left on the device; "
                                             r".* free there\).*--resume"):
-        run_pipeline(full_run / "full.toml", out=out, resume=True, progress=False)
+        run_pipeline(config, out=out, resume=True, progress=False)
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert not list(out.rglob("*.tmp"))
     after = digests()
     assert {k: v for k, v in after.items() if k in before} == before
-    run_pipeline(full_run / "full.toml", out=out, resume=True, progress=False)
+    run_pipeline(config, out=out, resume=True, progress=False)
     resumed = json.loads((out / "summary.json").read_text())
-    uninterrupted = json.loads((full_run / "o" / "summary.json").read_text())
+    uninterrupted = json.loads((run_out / "summary.json").read_text())
     assert _without_timings(resumed) == _without_timings(uninterrupted)
-    reliability_counts["disk_full_clean"] += 1
