@@ -353,24 +353,56 @@ SIGNAL_CONFIG = CONFIG + "[ensemble]\nmembers = 2\n"
 EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}
 
 
+#: what each stage leaves besides its main outputs (integrity.STAGE_OUTPUTS)
+STAGE_DIRS = {"sample": ("sample",), "umbrella": ("umbrella_windows",),
+              "ensemble": ("ensemble",), "report": ("figures",)}
+
+
+def truncated_copy(reference: Path, out: Path, stage: str) -> None:
+    """A copy of the finished run ``reference`` at ``out`` as it was before
+    ``stage`` began: that stage's and the later stages' outputs removed and
+    ``stages_done`` cut, so that ``--resume`` starts at ``stage``."""
+    import shutil
+
+    from mtcv_core.integrity import STAGE_OUTPUTS
+
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(reference, out)
+    later = STAGES[STAGES.index(stage):]
+    for name in later:
+        for rel in STAGE_OUTPUTS.get(name, ()):
+            (out / rel).unlink(missing_ok=True)
+        for rel in STAGE_DIRS.get(name, ()):
+            shutil.rmtree(out / rel, ignore_errors=True)
+    summary = json.loads((out / "summary.json").read_text())
+    summary["stages_done"] = [s for s in summary["stages_done"] if s not in later]
+    for key in ("timings_s", "peak_rss_GB", "outputs"):
+        for name in later:
+            summary.get(key, {}).pop(name, None)
+    (out / "summary.json").write_text(json.dumps(summary))
+
+
 def signal_campaign(workdir: Path, sig: str, *, seed: int = 0, config_text: str = SIGNAL_CONFIG,
                     stages: tuple[str, ...] = STAGES, to_group: bool | None = None,
                     log: Any = print) -> dict[str, Any]:
-    """Send ``sig`` (``"SIGTERM"`` or ``"SIGINT"``) to ``mtcv run`` once in
-    each of ``stages``, at a seeded moment within the first 80 % of the stage's
-    duration in an uninterrupted run, counted from the moment the run notes
-    the stage in its lock record (:func:`mtcv_core.runlock.read_lock`);
-    resume after each. Checked per signal: the exit status (143 / 130) within
-    30 s, one line naming the signal and the stage with the resume command,
-    no process of the run's session left, no temporary file, every file
-    whole; at the end the resumed run's summary (timings aside) and arrays
-    equal the uninterrupted run's. ``to_group`` (default: for SIGINT) sends
-    the signal to the run's whole process group, Dask workers included, as
-    Ctrl-C in a terminal does; otherwise to the ``mtcv`` process alone, as a
-    batch scheduler or ``kill`` does.
+    """Send ``sig`` (``"SIGTERM"`` or ``"SIGINT"``) to ``mtcv run`` in each
+    of ``stages``: for each, a copy of an uninterrupted run cut back to just
+    before the stage (:func:`truncated_copy`) is resumed, and the signal
+    comes at a seeded moment within the first 80 % of the stage's duration in
+    the uninterrupted run, counted from the moment the run notes the stage in
+    its lock record (:func:`mtcv_core.runlock.read_lock`); a stage that ends
+    before its signal is tried again from a fresh copy, sooner. Checked per
+    signal: the exit status (143 / 130) within 30 s, one line naming the
+    signal and the stage with the resume command, no process of the run's
+    session left, no temporary file, every file whole; then the run is
+    resumed to the end and its summary (timings aside) and arrays must equal
+    the uninterrupted run's. ``to_group`` (default: for SIGINT) sends the
+    signal to the run's whole process group, Dask workers included, as Ctrl-C
+    in a terminal does; otherwise to the ``mtcv`` process alone, as a batch
+    scheduler or ``kill`` does.
 
-    Returns ``clean`` (signals with every check passed), ``per_stage``
-    records, ``problems`` and ``outputs_differing``."""
+    Returns ``clean`` (signals with every check passed and the resumed run
+    equal), ``per_stage`` records, ``problems`` and ``outputs_differing``."""
     from mtcv_core.runlock import read_lock
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -379,29 +411,28 @@ def signal_campaign(workdir: Path, sig: str, *, seed: int = 0, config_text: str 
     reference, _ = uninterrupted(config, workdir / "reference")
     timings = reference["timings_s"]
     rng = random.Random(seed)
-    out = workdir / sig.lower()
+    group = to_group if to_group is not None else sig == "SIGINT"
     problems: list[str] = []
     records: list[dict[str, Any]] = []
-    started = False
+    differing = 0
     for target in stages:
-        for attempt in range(4):  # a stage can end before its signal: try again
-            if target in stages_done(out):
-                break
-            proc = launch(config, out, resume=started)
-            started = True
+        out = workdir / f"{sig.lower()}_{target}"
+        rec: dict[str, Any] | None = None
+        for attempt in range(5):  # the stage may end before its signal: sooner each time
+            truncated_copy(workdir / "reference", out, target)
+            proc = launch(config, out, resume=True)
             mark = len(log_tail(out, 10**7))
             while proc.poll() is None and not (read_lock(out).get("pid") == proc.pid
                                                and read_lock(out).get("stage") == target):
-                time.sleep(0.005)  # until this run notes the stage (an old record may)
-            time.sleep(rng.uniform(0.0, 0.8 * timings.get(target, 0.1)) / (1 + attempt))
+                time.sleep(0.005)  # until this run notes the stage
+            time.sleep(rng.uniform(0.0, 0.8 * timings.get(target, 0.1)) / (1 + 2 * attempt))
             if proc.poll() is not None:
                 if proc.returncode:
-                    problems.append(f"{sig}: run failed before the signal: {log_tail(out)}")
-                    return {"clean": 0, "per_stage": records, "problems": problems,
-                            "outputs_differing": 0}
-                break  # finished: nothing left to interrupt
+                    problems.append(f"{sig} {target}: run failed before the signal: "
+                                    f"{log_tail(out)}")
+                continue
             t0 = time.monotonic()
-            if to_group if to_group is not None else sig == "SIGINT":
+            if group:
                 os.killpg(proc.pid, getattr(signal, sig))
             else:
                 os.kill(proc.pid, getattr(signal, sig))
@@ -419,36 +450,40 @@ def signal_campaign(workdir: Path, sig: str, *, seed: int = 0, config_text: str 
             lines = [ln for ln in log_tail(out, 10**7)[mark:].splitlines() if f"({sig})" in ln]
             stage = (lines[0].split(" in stage ", 1)[1].split(":", 1)[0]
                      if lines and " in stage " in lines[0] else None)
-            if stage is None and lines:
-                continue  # landed after the last stage (closing the cluster): not aimed
+            if code == 0 or (code is not None and stage != target):
+                continue  # the stage ended before the signal came
             temporaries = [str(p.relative_to(out)) for p in out.rglob(".*.tmp")]
             n, bad = check_whole(out)
             checks = {"exit_code": code == EXIT_CODES[sig], "within_30_s": code is not None,
                       "one_line_with_resume": len(lines) == 1 and "--resume" in lines[0],
                       "no_process_left": left == 0, "no_temporary_file": not temporaries,
                       "files_whole": not bad}
-            rec = {"signal": sig, "target": target, "stage": stage, "exit_code": code,
-                   "seconds": round(seconds, 2), "processes_left": left,
+            rec = {"signal": sig, "target": target, "stage": stage, "attempt": attempt,
+                   "exit_code": code, "seconds": round(seconds, 2), "processes_left": left,
                    "temporaries": temporaries, "files_checked": n,
                    "clean": all(checks.values())}
-            records.append(rec)
             failed = [k for k, ok in checks.items() if not ok]
             if failed:
-                problems.append(f"{sig} in {stage or target}: failed {failed}; {bad}"
+                problems.append(f"{sig} in {target}: failed {failed}; {bad}"
                                 f"{log_tail(out, 1500) if not lines else ''}")
-            log(f"{sig} aimed at {target}: stopped in {stage} after {seconds:.2f} s, exit "
-                f"{code}" + (f"; FAILED {failed}" if failed else ", clean"))
             break
-    proc = launch(config, out, resume=started)
-    proc.wait()
-    diffs = (compare_outputs(workdir / "reference", out) if proc.returncode == 0
-             else [f"the final --resume failed: {log_tail(out)}"])
-    problems += [f"{sig}: {d}" for d in diffs]
-    log(f"{sig}: resumed to the end; outputs "
-        + ("equal the uninterrupted run's" if not diffs else f"DIFFER: {diffs}"))
-    clean = sum(r["clean"] for r in records) if not diffs else 0
-    return {"clean": clean, "per_stage": records, "problems": problems,
-            "outputs_differing": len(diffs)}
+        if rec is None:
+            problems.append(f"{sig}: no signal landed in stage {target} in 5 attempts")
+            continue
+        proc = launch(config, out, resume=True)
+        proc.wait()
+        diffs = (compare_outputs(workdir / "reference", out) if proc.returncode == 0
+                 else [f"the final --resume failed: {log_tail(out)}"])
+        rec["resumed_equal"] = not diffs
+        rec["clean"] = rec["clean"] and not diffs
+        differing += len(diffs)
+        problems += [f"{sig} in {target}, resumed: {d}" for d in diffs]
+        records.append(rec)
+        log(f"{sig} in {target} (attempt {rec['attempt']}): exit {rec['exit_code']} after "
+            f"{rec['seconds']:.2f} s; resumed to the end: "
+            + ("equal to the uninterrupted run" if not diffs else f"DIFFERS {diffs}"))
+    return {"clean": sum(r["clean"] for r in records), "per_stage": records,
+            "problems": problems, "outputs_differing": differing}
 
 
 # --------------------------------------------------------------- tests

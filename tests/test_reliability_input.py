@@ -161,6 +161,10 @@ def wrong_type(tp: typing.Any) -> st.SearchStrategy:
         return st.one_of(INT, FLOAT, st.booleans(), LIST, TABLE)
     if origin is typing.Literal:
         return st.one_of(TEXT.filter(lambda s: s not in args), INT, FLOAT, LIST)
+    if origin in (typing.Union, type(int | None)) and type(None) in args and len(args) == 2:
+        inner = next(a for a in args if a is not type(None))
+        if typing.get_origin(inner) is typing.Literal or inner is int:  # TOML has no None
+            return wrong_type(inner)
     if origin is list or (origin in (typing.Union, type(int | None))
                           and any(typing.get_origin(a) is list for a in args)):
         return st.one_of(TEXT, INT, TABLE, st.lists(INT, min_size=1, max_size=2)
