@@ -465,13 +465,24 @@ def test_resume_detects_a_changed_output_and_reruns_from_its_stage(full_run, tmp
     """Every stage's output recorded by size and SHA-256: one truncated,
     altered or deleted is found on --resume, its stage and the later ones
     are dropped from stages_done (with a warning naming the file)."""
+    _changed_output_case(full_run / "o", tmp_path, name, how, reliability_counts)
+
+
+@pytest.mark.slow
+def test_resume_detects_a_changed_ensemble_output(ensemble_run, tmp_path, reliability_counts):
+    """The same for the ensemble stage's record of its members."""
+    _changed_output_case(ensemble_run / "o", tmp_path, "ensemble/members.json", "alter",
+                         reliability_counts)
+
+
+def _changed_output_case(run_out, tmp_path, name, how, reliability_counts):
     import shutil
 
     from mtcv_core.integrity import STAGE_OUTPUTS, verify_stages
     from mtcv_core.pipeline import STAGES
 
     out = tmp_path / "o"
-    shutil.copytree(full_run / "o", out)
+    shutil.copytree(run_out, out)
     summary = json.loads((out / "summary.json").read_text())
     assert verify_stages(summary, out, STAGES) is None  # untouched: every stage trusted
     path = out / name
