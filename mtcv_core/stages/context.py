@@ -56,8 +56,8 @@ class RunContext:
         """Close the client and its local cluster, if one was started. With
         ``quick`` (the run is being interrupted: Ctrl-C reaches the Dask
         workers too, and a cluster whose workers are dying can take minutes
-        to close) wait at most a few seconds, then end whatever child process
-        is left."""
+        to close) end the cluster's worker processes first and wait at most a
+        few seconds."""
         client, self._client = self._client, None
         if client is None:
             return
@@ -68,15 +68,17 @@ class RunContext:
                 cluster.close()
             return
         # the workers first: a graceful close waits for their running tasks
-        end_child_processes()
-        try:
-            client.close(timeout=QUICK_CLOSE_S)
-        except Exception:  # noqa: BLE001 - interrupted already; nothing is left to close
-            pass
+        end_processes(cluster_worker_pids(cluster))
+        for closing in (client, cluster):
+            if closing is None:
+                continue
+            try:
+                closing.close(timeout=QUICK_CLOSE_S)
+            except Exception:  # noqa: BLE001 - interrupted already; the workers are gone
+                pass
         if cluster is not None:
-            # its scheduler lives in this process and ends with it; closing it
-            # (here or in distributed's exit hook) would wait for the workers
-            # ended above to answer
+            # distributed's exit hook would close it again, waiting 10 s for
+            # the workers ended above to answer
             cluster.shutdown_on_close = False
 
     def md(self, temperature_K: float | None = None) -> MDSettings:
@@ -96,34 +98,44 @@ class RunContext:
 QUICK_CLOSE_S = 2.0
 
 
-def end_child_processes(grace_s: float = 1.0) -> int:
-    """Terminate (then kill, after ``grace_s``) every live descendant of this
-    process but multiprocessing's resource tracker (it cleans up after the
-    others when this process exits); returns how many there were."""
+def cluster_worker_pids(cluster: Any) -> list[int]:
+    """The process ids of a local Dask cluster's worker processes (a
+    ``Nanny`` runs in this process and starts one each); [] for none or a
+    remote cluster."""
+    pids = []
+    for nanny in dict(getattr(cluster, "workers", None) or {}).values():
+        pid = getattr(getattr(nanny, "process", None), "pid", None)
+        if isinstance(pid, int):
+            pids.append(pid)
+    return pids
+
+
+def end_processes(pids: list[int], grace_s: float = 1.0) -> int:
+    """Terminate (then kill, after ``grace_s``) the processes ``pids`` and
+    their descendants -- only those: a run started from a user's Python
+    session must not touch the session's other children. Returns how many
+    there were."""
     import psutil
 
-    def tracker(proc: psutil.Process) -> bool:
+    procs: list[psutil.Process] = []
+    for pid in pids:
         try:
-            return any("resource_tracker" in part for part in proc.cmdline())
+            root = psutil.Process(pid)
+            procs += [root, *root.children(recursive=True)]
         except psutil.Error:
-            return False
-
-    try:
-        children = [c for c in psutil.Process().children(recursive=True) if not tracker(c)]
-    except psutil.Error:
-        return 0
-    for child in children:
+            continue
+    for proc in procs:
         try:
-            child.terminate()
+            proc.terminate()
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(children, timeout=grace_s)
-    for child in alive:
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
         try:
-            child.kill()
+            proc.kill()
         except psutil.Error:
             pass
-    return len(children)
+    return len(procs)
 
 
-__all__ = ["RunContext", "write_json", "end_child_processes"]
+__all__ = ["RunContext", "write_json", "cluster_worker_pids", "end_processes"]
