@@ -116,9 +116,9 @@ def write_dataset(ds: xr.Dataset, path: PathLike) -> Path:
     Frame datasets are written as classic 64-bit-offset netCDF (the AMBER
     trajectory format that ASE, MDTraj and VMD read); everything else as
     netCDF4. Every dimension of the file has a coordinate
-    (:func:`mtcv_core.schema.with_index_coords`): one ``ds`` has, else the
-    frame schema's axis names, the ``cv_names`` attribute on ``cv``, or the
-    index.
+    (:func:`mtcv_core.schema.with_index_coords`): the one ``ds`` gives it,
+    else the frame schema's axis names, the ``cv_names`` attribute on
+    ``cv``, or the index.
     """
     path = Path(path)
     frames = ds.attrs.get(SCHEMA_ATTR) == FRAMES_SCHEMA
