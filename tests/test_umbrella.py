@@ -205,7 +205,8 @@ def test_windows_whose_walkers_disagree_are_reseeded_and_reported():
             for c in plan.centers[:, 0]]
         return dataset(series, plan.centers[:, 0], range(first_id, first_id + len(series)))
 
-    sampler = UmbrellaSampler(n_steps=4000, reseed_passes=2, reseed_factor=2)
+    sampler = UmbrellaSampler(n_steps=4000, reseed_passes=2, reseed_factor=2,
+                              reseed_max_fraction=0.5)  # one window in three fails
     out = sampler.reseed(result, run, first_id=3, kT=0.0258)
     assert calls == [(3, 8000, [2.0])]
     assert sorted(out["window"].values.tolist()) == [0, 1, 3]
@@ -223,6 +224,11 @@ def test_windows_whose_walkers_disagree_are_reseeded_and_reported():
     assert [d["window"] for d in left] == [4] and left[0]["p"] < 1e-3
     assert UmbrellaSampler(reseed_passes=0).reseed(result, run, first_id=3, kT=0.0258).attrs[
         "windows_disagreeing"] != "[]"  # off: nothing run, the failure still reported
+    # one window in three disagrees: above a max fraction of 0.3 nothing is run again
+    calls.clear()
+    out = UmbrellaSampler(reseed_max_fraction=0.3).reseed(result, run, first_id=3, kT=0.0258)
+    assert calls == [] and [d["window"] for d in json.loads(out.attrs["windows_disagreeing"])
+                            ] == [2]
 
 
 def test_refinement_stiffens_where_the_first_pass_fell_short():
