@@ -187,8 +187,8 @@ def verdict(*, fes: xr.Dataset, drift: xr.Dataset | None,
     available check passed).
 
     fes: the estimator's ``mtcv.fes/1`` output (attributes
-    ``min_neighbour_overlap``, ``windows_dropped``, ``solver_converged`` when
-    it sets them); drift: :func:`window_drift`; halves: :func:`halves_agree`;
+    ``min_neighbour_overlap``, ``windows_isolated``, ``windows_dropped``,
+    ``solver_converged`` when it sets them); drift: :func:`window_drift`; halves: :func:`halves_agree`;
     samples: the sampler's dataset (attributes ``windows_disagreeing`` and
     ``windows_reseeded`` when it sets them, :meth:`Sampler.run`): windows
     whose walkers still disagree beyond their own statistics fail
@@ -199,6 +199,10 @@ def verdict(*, fes: xr.Dataset, drift: xr.Dataset | None,
     if overlap is not None and np.isfinite(float(overlap)):
         checks["overlap"] = {"min_neighbour": round(float(overlap), 4), "limit": MIN_OVERLAP,
                              "ok": bool(float(overlap) >= MIN_OVERLAP)}
+        isolated = fes.attrs.get("windows_isolated")
+        if isolated is not None:  # left out by the estimator, tied to no other window
+            checks["overlap"]["windows_isolated"] = (
+                json.loads(isolated) if isinstance(isolated, str) else list(isolated))
     dropped = fes.attrs.get("windows_dropped")
     if dropped is not None:
         ids = json.loads(dropped) if isinstance(dropped, str) else list(dropped)

@@ -8,6 +8,8 @@ basin free energies and barriers.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -503,11 +505,64 @@ def test_walker_blocks_see_a_slow_mode_that_single_samples_miss():
     basins = {"A": (-2.5, 0.0), "B": (0.0, 2.5)}
     blocks = MBAREstimator(n_bins=30, n_bootstraps=40, bootstrap_blocks=8).estimate(
         ds, basins=basins)
-    single = MBAREstimator(n_bins=30, n_bootstraps=40, bootstrap_blocks=0).estimate(
-        ds, basins=basins)
+    single = MBAREstimator(n_bins=30, n_bootstraps=40, bootstrap_blocks=0,
+                           walker_excess_p=0.0).estimate(ds, basins=basins)
     pair = dict(basin_from="A", basin_to="B")
     for name in ("delta_F_err", "barrier_err"):
         assert float(blocks[name].sel(pair)) > 1.5 * float(single[name].sel(pair)), name
+
+
+def test_walkers_that_disagree_inflate_the_error_of_single_samples():
+    """The same stuck walkers, single samples resampled, but each window
+    whose walkers disagree drawn as many times fewer as the scatter of its
+    walkers' means says (the default): the errors come up to what
+    resampling whole walkers says; walkers that agree are left alone."""
+    rng = np.random.default_rng(5)
+    ds = _walker_windows(rng, walkers=8, n=200, offset=0.05)
+    basins = {"A": (-2.5, 0.0), "B": (0.0, 2.5)}
+    pair = dict(basin_from="A", basin_to="B")
+    blocks = MBAREstimator(n_bins=30, n_bootstraps=40, bootstrap_blocks=8,
+                           walker_excess_p=0.0).estimate(ds, basins=basins)
+    single = MBAREstimator(n_bins=30, n_bootstraps=40, walker_excess_p=0.0).estimate(
+        ds, basins=basins)
+    inflated = MBAREstimator(n_bins=30, n_bootstraps=40).estimate(ds, basins=basins)
+    assert float(inflated["walker_inflation"].min()) >= 1.0
+    assert float(np.median(inflated["walker_inflation"])) > 1.1
+    for name in ("delta_F_err", "barrier_err"):
+        assert float(inflated[name].sel(pair)) > 1.2 * float(single[name].sel(pair)), name
+        ratio = float(inflated[name].sel(pair)) / float(blocks[name].sel(pair))
+        assert 0.6 < ratio < 1.6, (name, ratio)
+    # the estimate itself is the same: every sample still enters it
+    for name in ("delta_F", "barrier"):
+        assert float(inflated[name].sel(pair)) == float(single[name].sel(pair))
+    agree = _walker_windows(np.random.default_rng(6), walkers=8, n=200, offset=0.0)
+    plain = MBAREstimator(n_bins=30, n_bootstraps=0).estimate(agree, basins=basins)
+    assert float(np.mean(plain["walker_inflation"] > 1.0)) < 0.2
+
+
+def test_a_window_tied_to_no_other_is_dropped_and_named():
+    """A stiff window far from the others (no overlap: its free energy is not
+    determined) is dropped, named in ``windows_isolated``, and the result is
+    that of the other windows; a window that overlaps is kept."""
+    rng = np.random.default_rng(3)
+    ds = _walker_windows(rng, walkers=2, n=300)
+    basins = {"A": (-2.5, 0.0), "B": (0.0, 2.5)}
+    pair = dict(basin_from="A", basin_to="B")
+    k = float(ds["spring_constant"].values[0, 0])
+    far = sample_biased(double_well, 2.4, 400 * k, 600, rng)
+    cv = [ds["cv_values"].values[w, :, 0] for w in range(ds.sizes["window"])] + [far]
+    centers = np.append(ds["center"].values[:, 0], 2.4)
+    springs = np.append(ds["spring_constant"].values[:, 0], 400 * k)
+    with_far = make_umbrella_dataset(centers, springs, cv, temperature_K=T, cv_names="s",
+                                     walkers=2)
+    est = MBAREstimator(n_bins=30, n_bootstraps=0)
+    with pytest.warns(RuntimeWarning, match="overlap the other windows"):
+        dropped = est.estimate(with_far, basins=basins)
+    assert json.loads(dropped.attrs["windows_isolated"]) == [17]
+    plain = est.estimate(ds, basins=basins)
+    assert json.loads(plain.attrs["windows_isolated"]) == []
+    assert float(dropped["delta_F"].sel(pair)) == pytest.approx(
+        float(plain["delta_F"].sel(pair)), abs=1e-9)
 
 
 def test_newton_solver_converges_where_newton_alone_stalls():

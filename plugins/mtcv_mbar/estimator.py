@@ -10,6 +10,14 @@ Method
    ``statistical_inefficiency_multiple`` when the dataset says how many
    walkers each window holds), and, with ``decorrelate=True``, the series is
    subsampled with :func:`pymbar.timeseries.subsample_correlated_data`.
+   A window whose walkers' mean CV values disagree beyond what their own
+   series allow (:func:`mtcv_core.ergodicity.walker_excess`, ``p <
+   walker_excess_p``: a mode slower than the run, orthogonal to the CV,
+   keeps each walker near its start) has an *inflation*: the variance of
+   the mean of its kept samples from the scatter of its walkers' means,
+   against what resampling them one by one says (at least 1): its samples
+   are worth that many times fewer. Every sample still enters the
+   estimate; the bootstrap (5.) draws that many times fewer from it.
 2. **MBAR.** Windows that have a stiffer window at the same centre (the
    sampler's refinement replaced them: ``drop_superseded``) and windows
    whose walkers disagree (:mod:`mtcv_core.ergodicity`) are left out; of
@@ -39,7 +47,11 @@ Method
    In 1D this is the maximum of the PMF between the two minima. Empty bins
    are impassable. Uncertainty: standard deviation over ``n_bootstraps``
    replicates (samples resampled with replacement within each window, MBAR
-   re-solved, PMF and barrier recomputed).
+   re-solved, PMF and barrier recomputed); a window with inflation ``r``
+   contributes ``n_k / r`` draws to each replicate (an m-out-of-n
+   bootstrap: its variance comes out ``r`` times larger), and when any
+   window is inflated the basin free-energy errors are the bootstrap's
+   too (MBAR's analytical ones would take every sample as independent).
 
 Units: energies in eV (``kT`` times the dimensionless MBAR values), CV in
 the dataset's ``cv_units``.
@@ -58,7 +70,7 @@ import numpy as np
 import xarray as xr
 
 from mtcv_core.config import doc, nonneg, positive
-from mtcv_core.ergodicity import statistical_inefficiency, walker_spread
+from mtcv_core.ergodicity import statistical_inefficiency, walker_excess, walker_spread
 from mtcv_core.fes_paths import basin_barriers
 from mtcv_core.interfaces import Estimator
 from mtcv_core.schema import SCHEMA_ATTR
@@ -107,6 +119,13 @@ class MBAREstimator(Estimator):
                                       "there because the softer one was unstable (a "
                                       "soft window on a barrier top is bimodal, and its "
                                       "two modes keep the populations of its starts)")
+    walker_excess_p: float = field(default=0.01, metadata={
+        "min": 0.0, "max": 1.0,
+        "doc": "a window whose walkers' mean CV values disagree beyond their own "
+               "statistics (mtcv_core.ergodicity.walker_excess p below this) counts "
+               "fewer samples in the bootstrap errors, as many fewer as the variance of "
+               "its walker means is larger than its g says, so the errors see the "
+               "spread of its walkers (0 = off)"})
     diagonal_moves: bool = doc(False, "minimax paths on a 2D PMF may step diagonally "
                                       "(8-neighbourhood) instead of 4-neighbourhood")
     bootstrap_blocks: int = field(default=0, metadata={
@@ -187,40 +206,31 @@ class MBAREstimator(Estimator):
         walkers = int(ds.attrs.get("walkers", 1))
         ds, superseded = self._drop_superseded(ds)
         ds, dropped = self._drop_inconsistent(ds, walkers)
-        centers = ds["center"].values.astype(float)
-        springs = ds["spring_constant"].values.astype(float)
         periods = cv_periods(ds)
-
-        # 1. decorrelation
-        g_k, n_k, s_n, blocks = self._uncorrelated_samples(ds, walkers)
-
-        # 2. MBAR
-        u_kn = _reduced_bias(s_n, centers, springs, periods) / kt
-        # damped Newton (numpy) from zero, then pymbar's adaptive solver from
-        # there: pymbar alone spends most of its time in a dense hybr root
-        # search when there are hundreds of windows; from a self-consistent
-        # start one adaptive iteration is enough (its own relative criterion
-        # on f_k can keep it iterating, a full Hessian each time, for minutes)
-        # many windows: a start from a few samples of each (u_kn's columns are
-        # grouped by window), where Newton from zero would crawl
-        start = coarse_start(u_kn, n_k) if len(n_k) >= COARSE_START_WINDOWS else None
-        f_init = solve_mbar(u_kn, n_k, start)
-        settled = _self_consistency(u_kn, unbiased_log_weights(u_kn, n_k, f_init),
-                                    f_init) < SOLVER_TOLERANCE_KT
-        iterations = 1 if settled else 10000
-        mbar: Any
-        if settled and len(n_k) >= COARSE_START_WINDOWS:
-            # pymbar would hold several N x K arrays (GBs for a 2D reference
-            # of hundreds of windows) to redo what is solved: the same
-            # quantities, chunked (tested against pymbar)
-            mbar = ChunkedMBAR(u_kn, n_k, f_init)
-        else:
-            mbar = pymbar.MBAR(u_kn, n_k, initial_f_k=f_init, maximum_iterations=iterations,
-                               solver_protocol=({"method": "adaptive",
-                                                 "options": {"min_sc_iter": 0,
-                                                             "maxiter": iterations}},))
+        isolated: list[int] = []
+        while True:
+            centers = ds["center"].values.astype(float)
+            springs = ds["spring_constant"].values.astype(float)
+            # 1. decorrelation
+            g_k, n_k, s_n, blocks, inflation = self._uncorrelated_samples(ds, walkers)
+            # 2. MBAR
+            u_kn = _reduced_bias(s_n, centers, springs, periods) / kt
+            mbar = _solve(u_kn, n_k)
+            overlap = np.asarray(mbar.compute_overlap()["matrix"], float)
+            # a window (or a few) MBAR cannot tie to the rest has no defined
+            # free energy: its samples would weigh arbitrarily (a stiff window
+            # the refiner put where a soft one was unstable, which that one's
+            # grid neighbours bridge without it)
+            drop = _isolated_windows(overlap)
+            if not drop.any():
+                break
+            ids = ds["window"].values if "window" in ds.coords else np.arange(len(drop))
+            isolated += [int(i) for i in ids[drop]]
+            warnings.warn(f"mbar: dropped windows {[int(i) for i in ids[drop]]}: they overlap "
+                          f"the other windows by less than {ISOLATED_OVERLAP:g} (their free "
+                          "energy is not determined)", RuntimeWarning, stacklevel=3)
+            ds = ds.isel(window=np.flatnonzero(~drop))
         f_k = np.asarray(mbar.f_k, float)
-        overlap = np.asarray(mbar.compute_overlap()["matrix"], float)
         dfk = mbar.compute_free_energy_differences()
         log_w = unbiased_log_weights(u_kn, n_k, f_k)
         residual = _self_consistency(u_kn, log_w, f_k)
@@ -254,10 +264,12 @@ class MBAREstimator(Estimator):
         if self.n_bootstraps >= 2 and (n_b or n_cv == 2):
             boot_pmf, boot_bar, boot_delta = self._bootstrap(
                 u_kn, n_k, f_k, cell, counts.size, shape, labels_grid if n_b else None, n_b,
-                periodic, blocks=blocks, labels_n=labels_n if n_b else None)
+                periodic, blocks=blocks, labels_n=labels_n if n_b else None,
+                inflation=inflation)
             if n_b:
                 barrier_err = _nanstd(boot_bar, barrier)
-                if self.bootstrap_blocks > 0:  # blocks see what MBAR's covariance cannot
+                # blocks and inflated windows see what MBAR's covariance cannot
+                if self.bootstrap_blocks > 0 or np.any(inflation > 1.0):
                     delta_err = _nanstd(boot_delta, delta)
             if n_cv == 2:
                 ref = np.unravel_index(int(np.nanargmin(pmf_kt)), shape)
@@ -265,9 +277,10 @@ class MBAREstimator(Estimator):
                 pmf_err_kt = _nanstd(rel, pmf_kt)
 
         out = self._assemble(ds, kt, temp, edges, centers_1d, pmf_kt, pmf_err_kt, counts,
-                             overlap, g_k, n_k, f_k, dfk, centers, names)
+                             overlap, g_k, n_k, f_k, dfk, centers, names, inflation)
         out.attrs["windows_dropped"] = json.dumps(dropped)
         out.attrs["windows_superseded"] = json.dumps(superseded)
+        out.attrs["windows_isolated"] = json.dumps(isolated)
         out.attrs["solver_residual_kT"] = residual
         out.attrs["solver_converged"] = int(residual < SOLVER_TOLERANCE_KT)
         if n_b:
@@ -281,20 +294,24 @@ class MBAREstimator(Estimator):
 
     # ------------------------------------------------------------------
     def _uncorrelated_samples(self, ds: xr.Dataset, walkers: int
-                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray],
+                                         np.ndarray]:
         """Per window the statistical inefficiency g_k and its uncorrelated
         samples (thinned to ``max_samples_per_window``): returns g_k
-        (n_windows,), n_k (n_windows,), the samples concatenated (N, d) and
-        per window the resampling block of each kept sample
-        (:func:`_block_ids`)."""
+        (n_windows,), n_k (n_windows,), the samples concatenated (N, d), per
+        window the resampling block of each kept sample (:func:`_block_ids`)
+        and its walker inflation (n_windows,; 1 where the walkers agree)."""
         cv = ds["cv_values"].values
         n_samples = ds["n_samples"].values.astype(int)
         g_k = np.ones(ds.sizes["window"])
+        inflation = np.ones(ds.sizes["window"])
         kept: list[np.ndarray] = []
         blocks: list[np.ndarray] = []
         for k in range(ds.sizes["window"]):
             series = cv[k, : n_samples[k]]
             g_k[k], idx = _decorrelate(series, walkers, self.decorrelate)
+            if self.walker_excess_p > 0 and walkers >= 2:
+                inflation[k] = _walker_inflation(series, idx, walkers, self.walker_excess_p)
             if 0 < self.max_samples_per_window < len(idx):
                 idx = idx[np.linspace(0, len(idx) - 1, self.max_samples_per_window).astype(int)]
             kept.append(series[idx])
@@ -303,7 +320,7 @@ class MBAREstimator(Estimator):
         if np.any(n_k < 10):
             warnings.warn(f"mbar: windows {np.flatnonzero(n_k < 10).tolist()} keep fewer than "
                           "10 uncorrelated samples", RuntimeWarning, stacklevel=4)
-        return g_k, n_k, np.concatenate(kept, axis=0), blocks
+        return g_k, n_k, np.concatenate(kept, axis=0), blocks, inflation
 
     def _bins(self, s_n: np.ndarray) -> tuple[list[np.ndarray], tuple[int, ...], np.ndarray,
                                               np.ndarray, list[np.ndarray]]:
@@ -370,24 +387,27 @@ class MBAREstimator(Estimator):
     def _bootstrap(self, u_kn: np.ndarray, n_k: np.ndarray, f_k: np.ndarray, cell: np.ndarray,
                    n_cells: int, shape: tuple[int, ...], labels_grid: np.ndarray | None,
                    n_b: int, periodic: tuple[bool, ...], *, blocks: list[np.ndarray],
-                   labels_n: np.ndarray | None = None
+                   labels_n: np.ndarray | None = None, inflation: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Replicates of the PMF (kT, (B, *shape)), barriers and basin
         free-energy differences (kT, (B, n_b, n_b)). Each replicate draws,
         window by window, as many blocks as the window has (``blocks``: the
-        block of each kept sample, :func:`_block_ids`), with replacement, and
-        solves MBAR anew on them."""
+        block of each kept sample, :func:`_block_ids`), with replacement --
+        ``1 / inflation`` as many where the window is inflated -- and solves
+        MBAR anew on them."""
         rng = np.random.default_rng(self.seed)
         starts = np.concatenate([[0], np.cumsum(n_k)[:-1]])
         members = [[s + np.flatnonzero(b == u) for u in np.unique(b)]
                    for s, b in zip(starts, blocks, strict=True)]
         hessian = mbar_hessian(u_kn, n_k, f_k)  # reused: replicates lie close to f_k
+        inflation = np.ones(len(n_k)) if inflation is None else inflation
+        draws = [max(2, math.ceil(len(g) / r)) for g, r in zip(members, inflation, strict=True)]
         pmfs = np.full((self.n_bootstraps, *shape), np.nan)
         bars = np.full((self.n_bootstraps, n_b, n_b), np.nan)
         deltas = np.full((self.n_bootstraps, n_b, n_b), np.nan)
         for b in range(self.n_bootstraps):
-            parts = [[groups[i] for i in rng.integers(0, len(groups), len(groups))]
-                     for groups in members]
+            parts = [[groups[i] for i in rng.integers(0, len(groups), n)]
+                     for groups, n in zip(members, draws, strict=True)]
             n_b_k = np.array([sum(len(p) for p in ps) for ps in parts], dtype=np.int64)
             idx = np.concatenate([np.concatenate(ps) for ps in parts])
             _, log_w = solve_unbiased_log_weights(u_kn[:, idx], n_b_k, f_k, hessian=hessian)
@@ -406,7 +426,7 @@ class MBAREstimator(Estimator):
                   centers_1d: list[np.ndarray], pmf_kt: np.ndarray, pmf_err_kt: np.ndarray,
                   counts: np.ndarray, overlap: np.ndarray, g_k: np.ndarray, n_k: np.ndarray,
                   f_k: np.ndarray, dfk: Mapping[str, np.ndarray], centers: np.ndarray,
-                  names: list[str]) -> xr.Dataset:
+                  names: list[str], inflation: np.ndarray) -> xr.Dataset:
         cv_units = str(ds.attrs["cv_units"])
         n_cv = len(edges)
         cv_names = str(ds.attrs["cv_names"]).split()
@@ -442,6 +462,13 @@ class MBAREstimator(Estimator):
                 "units": "1", "long_name": "MBAR overlap matrix (rows sum to 1)"}),
             "statistical_inefficiency": (("window",), g_k, {
                 "units": "1", "long_name": "statistical inefficiency g of the CV series"}),
+            "walker_inflation": (("window",), inflation, {
+                "units": "1", "long_name": "variance inflation from walkers that disagree",
+                "description": "variance of the mean of the kept samples from the "
+                               "scatter of the walkers' means against var / n_used, where "
+                               "mtcv_core.ergodicity.walker_excess "
+                               "p < walker_excess_p, else 1; the bootstrap draws "
+                               "n_used / walker_inflation samples of the window"}),
             "n_used": (("window",), n_k, {
                 "units": "1", "long_name": "samples used per window"}),
             "window_free_energy": (("window",), f_k * kt, {
@@ -487,13 +514,59 @@ class MBAREstimator(Estimator):
 # helpers
 
 
-#: largest |f_k| change (kT) one more self-consistent MBAR iteration may make
 #: from this many windows on, MBAR starts from its solution on a few samples
 #: per window (:func:`mtcv_mbar.solver.coarse_start`)
 COARSE_START_WINDOWS = 100
 
 #: for the solution to count as converged (``solver_converged``)
 SOLVER_TOLERANCE_KT = 1e-6
+#: pair overlap below which a window is not tied to another
+ISOLATED_OVERLAP = 1e-5
+#: at most this fraction of the windows (or one) is dropped as isolated
+ISOLATED_MAX_FRACTION = 0.05
+
+
+def _solve(u_kn: np.ndarray, n_k: np.ndarray) -> Any:
+    """MBAR solved for reduced bias energies u_kn (K, N) and samples per
+    window n_k (K,): an object with pymbar.MBAR's ``f_k``,
+    ``compute_overlap``, ``compute_free_energy_differences`` and
+    ``compute_perturbed_free_energies``."""
+    import pymbar
+
+    # damped Newton (numpy) from zero, then pymbar's adaptive solver from
+    # there: pymbar alone spends most of its time in a dense hybr root
+    # search when there are hundreds of windows; from a self-consistent
+    # start one adaptive iteration is enough (its own relative criterion
+    # on f_k can keep it iterating, a full Hessian each time, for minutes)
+    # many windows: a start from a few samples of each (u_kn's columns are
+    # grouped by window), where Newton from zero would crawl
+    start = coarse_start(u_kn, n_k) if len(n_k) >= COARSE_START_WINDOWS else None
+    f_init = solve_mbar(u_kn, n_k, start)
+    settled = _self_consistency(u_kn, unbiased_log_weights(u_kn, n_k, f_init),
+                                f_init) < SOLVER_TOLERANCE_KT
+    iterations = 1 if settled else 10000
+    if settled and len(n_k) >= COARSE_START_WINDOWS:
+        # pymbar would hold several N x K arrays (GBs for a 2D reference
+        # of hundreds of windows) to redo what is solved: the same
+        # quantities, chunked (tested against pymbar)
+        return ChunkedMBAR(u_kn, n_k, f_init)
+    return pymbar.MBAR(u_kn, n_k, initial_f_k=f_init, maximum_iterations=iterations,
+                       solver_protocol=({"method": "adaptive",
+                                         "options": {"min_sc_iter": 0,
+                                                     "maxiter": iterations}},))
+
+
+def _isolated_windows(overlap: np.ndarray) -> np.ndarray:
+    """(K,) bool: windows tied to no other window (every pair overlap
+    ``min(O_ij, O_ji)`` below ``ISOLATED_OVERLAP``), when there are at most
+    ``max(1, ISOLATED_MAX_FRACTION * K)`` of them. Groups of windows cut off
+    from the rest are a real gap: left to the overlap check to report."""
+    pair = np.minimum(overlap, overlap.T)
+    np.fill_diagonal(pair, 0.0)
+    alone = pair.max(axis=1) < ISOLATED_OVERLAP
+    if len(pair) < 3 or alone.sum() > max(1, ISOLATED_MAX_FRACTION * len(pair)):
+        return np.zeros(len(pair), bool)
+    return alone
 
 
 def _self_consistency(u_kn: np.ndarray, log_w: np.ndarray, f_k: np.ndarray) -> float:
@@ -523,6 +596,42 @@ def _decorrelate(series: np.ndarray, walkers: int, subsample: bool) -> tuple[flo
     keep = [p[np.asarray(timeseries.subsample_correlated_data(series[p, 0], g=g), int)]
             for p in parts if len(p)]
     return g, np.concatenate(keep)
+
+
+def _walker_inflation(series: np.ndarray, idx: np.ndarray, walkers: int, p_max: float
+                      ) -> float:
+    """How many times larger the variance of the mean of a window's kept
+    samples ``series[idx]`` is than resampling them one by one says, when
+    its walkers disagree (:func:`mtcv_core.ergodicity.walker_excess` on the
+    whole series, p below ``p_max``; else 1): the variance of the walkers'
+    means of their kept samples over ``walkers`` against ``var / n_kept``,
+    the largest over CV dimensions, at least 1. No model of the slow mode
+    is needed: the walkers are independent, their means scatter by what
+    the window's mean is uncertain by. series: (n, d), walker-major, equal
+    parts; idx: kept indices (ascending)."""
+    ratio, p = walker_excess(series, walkers)
+    if not (np.isfinite(p) and p < p_max):
+        return 1.0
+    series = np.asarray(series, float).reshape(len(series), -1)
+    n = len(series)
+    edges = np.array([q[0] for q in np.array_split(np.arange(n), walkers) if len(q)] + [n])
+    walker = np.searchsorted(edges, idx, side="right") - 1
+    kept = series[idx]
+    groups = [kept[walker == w] for w in range(len(edges) - 1)]
+    means = np.array([g.mean(axis=0) for g in groups if len(g)])
+    if len(means) < 2:
+        return 1.0
+    sizes = np.array([len(g) for g in groups if len(g)], float)
+    # unequal groups: the variance of the pooled mean from the scatter of
+    # size-weighted walker means (equal sizes: var(means) / walkers)
+    w = sizes / sizes.sum()
+    centre = (w[:, None] * means).sum(axis=0)
+    v_walkers = (w[:, None] ** 2 * (means - centre) ** 2).sum(axis=0) * len(means) / (
+        len(means) - 1)
+    v_single = kept.var(axis=0, ddof=1) / len(kept)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(v_single > 0, v_walkers / v_single, 1.0)
+    return float(max(1.0, np.nanmax(r)))
 
 
 def _block_ids(idx: np.ndarray, n: int, walkers: int, min_blocks: int) -> np.ndarray:
