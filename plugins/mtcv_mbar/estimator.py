@@ -50,8 +50,9 @@ Method
    re-solved, PMF and barrier recomputed); a window with inflation ``r``
    contributes ``n_k / r`` draws to each replicate (an m-out-of-n
    bootstrap: its variance comes out ``r`` times larger), and when any
-   window is inflated the basin free-energy errors are the bootstrap's
-   too (MBAR's analytical ones would take every sample as independent).
+   window is inflated the basin free-energy errors are the larger of
+   MBAR's analytical ones (which take every sample as independent) and
+   the bootstrap's (which sees the walkers, but from few draws).
 
 Units: energies in eV (``kT`` times the dimensionless MBAR values), CV in
 the dataset's ``cv_units``.
@@ -269,8 +270,13 @@ class MBAREstimator(Estimator):
             if n_b:
                 barrier_err = _nanstd(boot_bar, barrier)
                 # blocks and inflated windows see what MBAR's covariance cannot
-                if self.bootstrap_blocks > 0 or np.any(inflation > 1.0):
+                if self.bootstrap_blocks > 0:
                     delta_err = _nanstd(boot_delta, delta)
+                elif np.any(inflation > 1.0):
+                    # the larger of the two: the analytical error weighs every
+                    # sample, the bootstrap (few draws of an inflated window,
+                    # itself noisy) sees its walkers
+                    delta_err = np.fmax(delta_err, _nanstd(boot_delta, delta))
             if n_cv == 2:
                 ref = np.unravel_index(int(np.nanargmin(pmf_kt)), shape)
                 rel = boot_pmf - boot_pmf[(slice(None), *ref)][:, None, None]
