@@ -188,7 +188,8 @@ def verdict(*, fes: xr.Dataset, drift: xr.Dataset | None,
 
     fes: the estimator's ``mtcv.fes/1`` output (attributes
     ``min_neighbour_overlap``, ``windows_isolated``, ``windows_dropped``,
-    ``solver_converged`` when it sets them); drift: :func:`window_drift`; halves: :func:`halves_agree`;
+    ``solver_converged`` when it sets them); drift: :func:`window_drift`;
+    halves: :func:`halves_agree`;
     samples: the sampler's dataset (attributes ``windows_disagreeing`` and
     ``windows_reseeded`` when it sets them, :meth:`Sampler.run`): windows
     whose walkers still disagree beyond their own statistics fail

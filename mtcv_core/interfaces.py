@@ -86,6 +86,18 @@ class System(ABC):
         """(n_atoms, 3) bool of the active degrees of freedom, or None (all)."""
         return None
 
+    @property
+    def cell(self) -> np.ndarray | None:
+        """(3, 3) angstrom, rows the cell vectors, when the system is periodic
+        along some axis (:attr:`pbc`); None (default): not periodic. Passed
+        to featurizers that declare :attr:`Featurizer.uses_cell`."""
+        return None
+
+    @property
+    def pbc(self) -> np.ndarray | None:
+        """(3,) bool: the periodic axes of :attr:`cell`; None when it is None."""
+        return None
+
     def true_cv(self, positions: np.ndarray) -> np.ndarray:
         """True CVs: (n_frames, n_atoms, 3) angstrom -> (n_frames, n_cv)."""
         raise NotImplementedError(f"system {self.name!r} has no true CVs")
@@ -265,6 +277,11 @@ class Featurizer(ABC):
     #: the coordinates to use; if so the pipeline passes the system's
     #: :attr:`System.dof_mask` unless the config gives one
     uses_dof_mask: ClassVar[bool] = False
+    #: whether the featurizer takes ``cell`` ((3, 3) angstrom, rows the cell
+    #: vectors) and ``pbc`` ((3,) bool) options for minimum images; if so the
+    #: pipeline passes :attr:`System.cell` and :attr:`System.pbc` of a
+    #: periodic system unless the config gives them
+    uses_cell: ClassVar[bool] = False
 
     @abstractmethod
     def n_features(self, n_atoms: int) -> int:

@@ -271,3 +271,25 @@ def test_mtcv_run_on_a_system_nobody_wrote(tmp_path, monkeypatch):
         x = data["coordinates"].values
     # the fixed bottom layers never moved in basin MD or TPS
     assert np.ptp(x[:, :8], axis=0).max() < 1e-9
+
+
+def test_the_distances_featurizer_takes_the_minimum_image_of_a_periodic_system(tmp_path):
+    """A periodic system passes its cell to the distances featurizer
+    (``uses_cell``): its features do not jump when an atom crosses the cell
+    boundary, scripted too; without a cell they would."""
+    from mtcv_features.molecular import DistanceFeaturizer
+
+    _, options = _slab(tmp_path)
+    system = AseSystem(**options)
+    assert system.cell is not None and system.pbc.tolist() == [True, True, False]
+    assert DistanceFeaturizer.uses_cell
+    feat = DistanceFeaturizer(atoms=[8, 12], cell=system.cell.tolist(),
+                              pbc=system.pbc.tolist())
+    plain = DistanceFeaturizer(atoms=[8, 12])
+    x = system.make_atoms("A").positions[None].copy()
+    moved = x.copy()
+    moved[0, 12] += system.cell[0]  # the adatom into the next image
+    for f in (feat, torch.jit.script(feat)):
+        a, b = (f(torch.as_tensor(v)).numpy() for v in (x, moved))
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    assert abs(float(plain(torch.as_tensor(moved))) - float(plain(torch.as_tensor(x)))) > 1.0

@@ -22,26 +22,32 @@ from mtcv_core.stages.context import RunContext
 from mtcv_core.training import TrainConfig
 
 
-def _featurizer_uses_dof_mask(ctx: RunContext, name: Any) -> bool:
-    """Whether featurizer ``name`` declares ``uses_dof_mask`` (False for an
-    unknown name: building it reports that)."""
+def _featurizer_declares(ctx: RunContext, name: Any, flag: str) -> bool:
+    """Whether featurizer ``name`` declares ``flag`` (``uses_dof_mask``,
+    ``uses_cell``; False for an unknown name: building it reports that)."""
     try:
         factory = ctx.registry.get("featurizer", str(name)).factory
     except PluginError:
         return False
-    return bool(getattr(factory, "uses_dof_mask", False))
+    return bool(getattr(factory, flag, False))
 
 
 def train_config(ctx: RunContext) -> TrainConfig:
     """The ``[train]`` table as a TrainConfig; the system's active degrees of
     freedom become the featurizer's ``dof_mask`` when it declares
-    ``uses_dof_mask`` and the table gives none."""
+    ``uses_dof_mask``, and a periodic system's cell its ``cell`` and ``pbc``
+    when it declares ``uses_cell``, unless the table gives them."""
     raw = dict(ctx.config.train)
     options = dict(raw.get("featurizer_options", {}))
+    name = raw.get("featurizer", TrainConfig.featurizer)
     mask = ctx.system.dof_mask
-    if mask is not None and _featurizer_uses_dof_mask(ctx, raw.get("featurizer",
-                                                                   TrainConfig.featurizer)):
+    if mask is not None and _featurizer_declares(ctx, name, "uses_dof_mask"):
         options.setdefault("dof_mask", mask.tolist())
+    cell, pbc = ctx.system.cell, ctx.system.pbc
+    if cell is not None and pbc is not None and np.any(pbc) \
+            and _featurizer_declares(ctx, name, "uses_cell"):
+        options.setdefault("cell", np.asarray(cell, float).tolist())
+        options.setdefault("pbc", [bool(b) for b in pbc])
     raw["featurizer_options"] = options
     raw.setdefault("seed", ctx.config.seed)
     return TrainConfig.from_mapping(raw, "train")

@@ -142,10 +142,10 @@ class AseSystem(System):
         template = frames[0]
         self.structure = str(structure)
         self.n_atoms = len(template)
-        self.cell = np.array(template.cell.array, float)
-        self.pbc = np.array(template.pbc, bool)
-        self.specs: list[CVSpec] = parse_cvs(cvs, n_atoms=self.n_atoms, cell=self.cell,
-                                            pbc=self.pbc)
+        self._cell = np.array(template.cell.array, float)
+        self._pbc = np.array(template.pbc, bool)
+        self.specs: list[CVSpec] = parse_cvs(cvs, n_atoms=self.n_atoms, cell=self._cell,
+                                            pbc=self._pbc)
         self.cv_names = tuple(s.name for s in self.specs)
         self.ranges = self._parse_basins(basins)
         self.basins = tuple(self.ranges)
@@ -330,10 +330,19 @@ class AseSystem(System):
                                   "FixCartesian are)")
         return None if mask.all() else mask
 
+    @property
+    def cell(self) -> np.ndarray | None:
+        """(3, 3) angstrom of the structure when it is periodic, else None."""
+        return self._cell.copy() if self._pbc.any() else None
+
+    @property
+    def pbc(self) -> np.ndarray | None:
+        return self._pbc.copy() if self._pbc.any() else None
+
     def cv_module(self) -> GeometricCVs:
         """Every CV of ``cvs`` as one module, positions (n, n_atoms, 3) -> (n, k)."""
         if self._module is None:
-            self._module = GeometricCVs(self.specs, self.cell, self.pbc)
+            self._module = GeometricCVs(self.specs, self._cell, self._pbc)
         return self._module
 
     def cv_values(self, positions: np.ndarray) -> np.ndarray:
@@ -373,7 +382,7 @@ class AseSystem(System):
     def true_cv_module(self) -> Any:
         if not self.true_index:
             raise NotImplementedError("system 'ase' has no true CVs (system_options.true_cvs)")
-        return GeometricCVs([self.specs[i] for i in self.true_index], self.cell, self.pbc)
+        return GeometricCVs([self.specs[i] for i in self.true_index], self._cell, self._pbc)
 
     def basin_index_cv(self, cv: np.ndarray) -> np.ndarray:
         if not self.true_index:
@@ -388,7 +397,7 @@ class AseSystem(System):
         return {**super().describe(), "structure": self.structure,
                 "calculator": self.calculator_path,
                 "calculator_options": self.calculator_options, "n_atoms": self.n_atoms,
-                "pbc": self.pbc.tolist(),
+                "pbc": self._pbc.tolist(),
                 "cvs": {s.name: {"kind": s.kind, **s.params} for s in self.specs},
                 "basins": {b: {self.cv_names[i]: list(r) for i, r in rs.items()}
                            for b, rs in self.ranges.items()}}

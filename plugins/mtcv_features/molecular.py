@@ -32,6 +32,7 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -283,14 +284,47 @@ class DistanceFeaturizer(nn.Module, Featurizer):
         uses every atom of the system.
     inverse : bool
         Give ``1 / r`` instead of ``r`` (emphasises short distances).
+    cell, pbc : optional
+        (3, 3) angstrom (rows the cell vectors) and (3,) bool: distances by
+        the minimum image on the periodic axes (fractional components
+        wrapped to [-1/2, 1/2)), so none jumps when an atom crosses the cell
+        boundary. The pipeline passes a periodic system's own
+        (``uses_cell``).
     """
 
     name = "distances"
+    uses_cell = True
 
-    def __init__(self, atoms: Sequence[int] | None = None, inverse: bool = False) -> None:
+    def __init__(self, atoms: Sequence[int] | None = None, inverse: bool = False,
+                 cell: Sequence[Sequence[float]] | None = None,
+                 pbc: Sequence[bool] | None = None) -> None:
         super().__init__()
         name = "distances"
         self.inverse = _as_bool(name, "inverse", inverse)
+        if (cell is None) != (pbc is None):
+            raise ValueError("distances featurizer: give cell and pbc together")
+        periodic = np.zeros(3, bool)
+        cell_arr = np.eye(3)
+        if cell is not None and pbc is not None:
+            cell_arr = np.asarray(cell, float)
+            periodic = np.asarray([_as_bool(name, "pbc", b) for b in pbc], bool)
+            if cell_arr.shape != (3, 3) or periodic.shape != (3,):
+                raise ValueError(f"distances featurizer: cell must be 3 x 3 and pbc 3 "
+                                 f"booleans, got {cell!r}, {pbc!r}")
+            if periodic.any() and abs(np.linalg.det(cell_arr)) <= 0:
+                raise ValueError("distances featurizer: periodic cell with zero volume")
+        self.periodic_cell = bool(periodic.any())
+        self.cell = cell_arr.tolist() if cell is not None else None
+        self.pbc = periodic.tolist() if cell is not None else None
+        # not persistent: rebuilt from the options (model files written
+        # before these existed still load)
+        self.register_buffer("cell_matrix", torch.as_tensor(cell_arr, dtype=torch.float64),
+                             persistent=False)
+        self.register_buffer("inv_cell", torch.as_tensor(
+            np.linalg.inv(cell_arr) if periodic.any() else np.eye(3), dtype=torch.float64),
+            persistent=False)
+        self.register_buffer("periodic", torch.as_tensor(periodic.astype(np.float64)),
+                             persistent=False)
         self.eps = EPS
         idx = []
         if atoms is not None:
@@ -329,6 +363,10 @@ class DistanceFeaturizer(nn.Module, Featurizer):
             first = self.first
             second = self.second
         d = positions[:, first, :] - positions[:, second, :]
+        if self.periodic_cell:
+            f = d @ self.inv_cell.to(d.dtype)
+            f = f - self.periodic.to(d.dtype) * torch.round(f)
+            d = f @ self.cell_matrix.to(d.dtype)
         r = _norm(d, self.eps).squeeze(-1)
         if self.inverse:
             return 1.0 / r
@@ -336,7 +374,8 @@ class DistanceFeaturizer(nn.Module, Featurizer):
 
     def extra_repr(self) -> str:
         atoms = "all" if self.all_atoms else str(self.atoms)
-        return f"atoms={atoms}, inverse={self.inverse}"
+        periodic = f", pbc={self.pbc}" if self.periodic_cell else ""
+        return f"atoms={atoms}, inverse={self.inverse}{periodic}"
 
 
 __all__ = ["EPS", "RHO_FLOOR", "AlignedCartesianFeaturizer", "DihedralSinCosFeaturizer",
