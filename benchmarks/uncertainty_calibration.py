@@ -368,9 +368,15 @@ def main() -> None:
                   + table(ala_rows, list(ala_rows[0])))
     opts_text = f"--estimate-options '{args.estimate_options}' " if est_opts else ""
     title = f" (estimate options {args.estimate_options})" if est_opts else ""
-    sigma_text = ("barrier and dF: the bootstrap over walker blocks"
-                  if est_opts and est_opts.get("bootstrap_blocks") else
-                  "barrier: bootstrap over samples; dF: MBAR's analytical error")
+    if est_opts and est_opts.get("bootstrap_blocks"):
+        sigma_text = "barrier and dF: the bootstrap over walker blocks"
+    elif est_opts and est_opts.get("walker_excess_p", 0) > 0:
+        sigma_text = ("barrier: bootstrap over samples, windows whose walkers disagree "
+                      "drawn as many times fewer as their walkers' scatter says "
+                      "(`walker_inflation`); dF: MBAR's analytical error, or the "
+                      "bootstrap's where larger when a window is inflated")
+    else:
+        sigma_text = "barrier: bootstrap over samples; dF: MBAR's analytical error"
     write_section(f"uncertainty_calibration{tag}", f"""## Uncertainty calibration{title}
 
 `python benchmarks/uncertainty_calibration.py --seeds {args.seeds} --cv-seeds {args.cv_seeds}`

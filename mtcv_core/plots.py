@@ -138,14 +138,17 @@ def plot_frames(frames: xr.Dataset, true_cv: np.ndarray, path: str | os.PathLike
                 *, names: Sequence[str] = ("cv0", "cv1"), max_points: int = 40000,
                 seed: int = 0) -> Figure:
     """Sampled frames in the plane of two true CVs, coloured by basin label,
-    one panel per data source (the paper's Fig. 3a / 4a).
+    one panel per data source (the paper's Fig. 3a / 4a); with one true CV,
+    histograms of it per basin label.
 
-    frames: a frame dataset; true_cv: (n_frames, >= 2) its true CVs."""
+    frames: a frame dataset; true_cv: (n_frames, >= 1) its true CVs."""
     labels = frames["label"].values
     source = frames["source"].values
     meanings = frames["source"].attrs["flag_meanings"].split()
     basins = str(frames.attrs.get("basins", "")).split()
     rng = np.random.default_rng(seed)
+    true_cv = np.asarray(true_cv, float).reshape(len(labels), -1)
+    one_dim = true_cv.shape[1] == 1
     present = list(np.unique(source))
     fig = _figure(ncols=len(present), width=5.0, height=4.2)
     axes = fig.subplots(1, len(present), squeeze=False, sharex=True, sharey=True)[0]
@@ -155,14 +158,17 @@ def plot_frames(frames: xr.Dataset, true_cv: np.ndarray, path: str | os.PathLike
             sel = rng.choice(sel, max_points, replace=False)
         for k, name in [(-1, "unlabelled"), *enumerate(basins)]:
             s = sel[labels[sel] == k]
-            if s.size:
+            if s.size and one_dim:
+                ax.hist(true_cv[s, 0], bins=60, histtype="step",
+                        color="0.6" if k < 0 else f"C{k}", label=f"{name} ({s.size})")
+            elif s.size:
                 ax.scatter(true_cv[s, 0], true_cv[s, 1], s=1, alpha=0.4,
                            color="0.6" if k < 0 else f"C{k}", label=f"{name} ({s.size})",
                            rasterized=True)
         ax.set_title(f"{meanings[code]} frames")
         ax.set_xlabel(names[0])
-        ax.legend(markerscale=8, fontsize=8)
-    axes[0].set_ylabel(names[1])
+        ax.legend(markerscale=1 if one_dim else 8, fontsize=8)
+    axes[0].set_ylabel("frames" if one_dim else names[1])
     _save(fig, path)
     return fig
 
