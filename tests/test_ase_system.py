@@ -293,3 +293,19 @@ def test_the_distances_featurizer_takes_the_minimum_image_of_a_periodic_system(t
         a, b = (f(torch.as_tensor(v)).numpy() for v in (x, moved))
         np.testing.assert_allclose(a, b, atol=1e-12)
     assert abs(float(plain(torch.as_tensor(moved))) - float(plain(torch.as_tensor(x)))) > 1.0
+
+
+def test_the_frames_figure_with_one_true_cv(tmp_path):
+    """A system with a single true CV gets histograms per basin in the
+    sample stage's figure (it used to index a second CV)."""
+    from mtcv_core.plots import plot_frames
+    from mtcv_core.schema import make_frames
+
+    rng = np.random.default_rng(0)
+    n = 40
+    frames = make_frames(rng.normal(size=(n, 2, 3)), rng.normal(size=n),
+                         np.zeros((n, 2, 3)), numbers=[1, 1], masses=[1.0, 1.0],
+                         basins=["A", "B"], label=rng.integers(-1, 2, n), source="basin_md")
+    fig = plot_frames(frames, rng.normal(size=(n, 1)), tmp_path / "data.png", names=["x"])
+    assert (tmp_path / "data.png").stat().st_size > 0
+    assert fig.axes[0].get_ylabel() == "frames"
