@@ -126,7 +126,8 @@ class MBAREstimator(Estimator):
                "statistics (mtcv_core.ergodicity.walker_excess p below this) counts "
                "fewer samples in the bootstrap errors, as many fewer as the variance of "
                "its walker means is larger than its g says, so the errors see the "
-               "spread of its walkers (0 = off)"})
+               "spread of its walkers (0 = off; unused with bootstrap_blocks, which "
+               "resamples whole walkers)"})
     diagonal_moves: bool = doc(False, "minimax paths on a 2D PMF may step diagonally "
                                       "(8-neighbourhood) instead of 4-neighbourhood")
     bootstrap_blocks: int = field(default=0, metadata={
@@ -316,7 +317,8 @@ class MBAREstimator(Estimator):
         for k in range(ds.sizes["window"]):
             series = cv[k, : n_samples[k]]
             g_k[k], idx = _decorrelate(series, walkers, self.decorrelate)
-            if self.walker_excess_p > 0 and walkers >= 2:
+            # resampling whole walkers (bootstrap_blocks) sees them already
+            if self.walker_excess_p > 0 and walkers >= 2 and self.bootstrap_blocks == 0:
                 inflation[k] = _walker_inflation(series, idx, walkers, self.walker_excess_p)
             if 0 < self.max_samples_per_window < len(idx):
                 idx = idx[np.linspace(0, len(idx) - 1, self.max_samples_per_window).astype(int)]
