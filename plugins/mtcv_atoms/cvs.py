@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtcv_ase.pbc import minimum_image
 from mtcv_core.config import ConfigError
 
 #: kind -> (required keys, optional keys with defaults, units, period)
@@ -203,10 +204,7 @@ class GeometricCVs(torch.nn.Module):
         """Vectors (..., 3) angstrom to their minimum image."""
         if not self.any_periodic:
             return d
-        cell = self.cell.to(d.dtype)
-        s = d @ self.inv_cell.to(d.dtype)
-        s = s - self.periodic.to(d.dtype) * torch.round(s)
-        return s @ cell
+        return minimum_image(d, self.cell, self.inv_cell, self.periodic)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         out: list[torch.Tensor] = []

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtcv_ase.pbc import minimum_image
 from mtcv_core.interfaces import Featurizer
 
 #: floor on lengths (angstrom) before dividing by them; far below any bond
@@ -364,9 +365,7 @@ class DistanceFeaturizer(nn.Module, Featurizer):
             second = self.second
         d = positions[:, first, :] - positions[:, second, :]
         if self.periodic_cell:
-            f = d @ self.inv_cell.to(d.dtype)
-            f = f - self.periodic.to(d.dtype) * torch.round(f)
-            d = f @ self.cell_matrix.to(d.dtype)
+            d = minimum_image(d, self.cell_matrix, self.inv_cell, self.periodic)
         r = _norm(d, self.eps).squeeze(-1)
         if self.inverse:
             return 1.0 / r
