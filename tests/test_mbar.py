@@ -535,6 +535,17 @@ def test_walkers_that_disagree_inflate_the_error_of_single_samples():
     # the estimate itself is the same: every sample still enters it
     for name in ("delta_F", "barrier"):
         assert float(inflated[name].sel(pair)) == float(single[name].sel(pair))
+    # thinned to fewer kept samples per window, the inflation is relative to
+    # what MBAR keeps: the error still matches resampling whole walkers
+    thin = dict(n_bins=30, n_bootstraps=100, max_samples_per_window=100)
+    thinned = MBAREstimator(**thin).estimate(ds, basins=basins)
+    thin_blocks = MBAREstimator(**thin, bootstrap_blocks=8, walker_excess_p=0.0).estimate(
+        ds, basins=basins)
+    assert float(np.median(thinned["walker_inflation"])) < float(
+        np.median(inflated["walker_inflation"]))
+    for name in ("delta_F_err", "barrier_err"):
+        ratio = float(thinned[name].sel(pair)) / float(thin_blocks[name].sel(pair))
+        assert 0.7 < ratio < 1.4, (name, ratio)
     agree = _walker_windows(np.random.default_rng(6), walkers=8, n=200, offset=0.0)
     plain = MBAREstimator(n_bins=30, n_bootstraps=0).estimate(agree, basins=basins)
     assert float(np.mean(plain["walker_inflation"] > 1.0)) < 0.2

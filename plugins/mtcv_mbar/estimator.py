@@ -317,11 +317,12 @@ class MBAREstimator(Estimator):
         for k in range(ds.sizes["window"]):
             series = cv[k, : n_samples[k]]
             g_k[k], idx = _decorrelate(series, walkers, self.decorrelate)
-            # resampling whole walkers (bootstrap_blocks) sees them already
-            if self.walker_excess_p > 0 and walkers >= 2 and self.bootstrap_blocks == 0:
-                inflation[k] = _walker_inflation(series, idx, walkers, self.walker_excess_p)
             if 0 < self.max_samples_per_window < len(idx):
                 idx = idx[np.linspace(0, len(idx) - 1, self.max_samples_per_window).astype(int)]
+            # after thinning: the inflation is relative to the samples MBAR
+            # keeps; resampling whole walkers (bootstrap_blocks) sees them already
+            if self.walker_excess_p > 0 and walkers >= 2 and self.bootstrap_blocks == 0:
+                inflation[k] = _walker_inflation(series, idx, walkers, self.walker_excess_p)
             kept.append(series[idx])
             blocks.append(_block_ids(idx, len(series), walkers, self.bootstrap_blocks))
         n_k = np.array([len(s) for s in kept], dtype=np.int64)
