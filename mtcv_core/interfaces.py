@@ -282,6 +282,11 @@ class Featurizer(ABC):
     #: pipeline passes :attr:`System.cell` and :attr:`System.pbc` of a
     #: periodic system unless the config gives them
     uses_cell: ClassVar[bool] = False
+    #: whether the featurizer takes a ``reference`` option, (n_atoms, 3)
+    #: angstrom: a structure of the system that periodic images are taken
+    #: nearest to; if so the pipeline passes, for a periodic system, the
+    #: positions of ``make_atoms(basins[0])`` unless the config gives one
+    uses_reference: ClassVar[bool] = False
 
     @abstractmethod
     def n_features(self, n_atoms: int) -> int:

@@ -300,6 +300,56 @@ def test_the_distances_featurizer_takes_the_minimum_image_of_a_periodic_system(t
     assert abs(float(plain(torch.as_tensor(moved))) - float(plain(torch.as_tensor(x)))) > 1.0
 
 
+def test_the_cartesian_featurizer_takes_images_nearest_a_reference(tmp_path):
+    """In a periodic cell the cartesian features take each atom at its image
+    nearest the reference structure: no jump when the adatom crosses the
+    cell boundary, the same features for a periodic image, scripted too;
+    the train stage passes the system's cell and first start structure."""
+    from mtcv_features import CartesianFeaturizer
+
+    from mtcv_core.config import from_mapping
+    from mtcv_core.pipeline import RunConfig, RunContext
+    from mtcv_core.plugins import load_plugins
+    from mtcv_core.stages.train import train_config
+
+    _, options = _slab(tmp_path)
+    system = AseSystem(**options)
+    ref = system.make_atoms("A").positions
+    feat = CartesianFeaturizer(dof_mask=system.dof_mask, cell=system.cell.tolist(),
+                               pbc=system.pbc.tolist(), reference=ref.tolist())
+    assert feat.n_features(system.n_atoms) == 3 * 5  # the top layer and the adatom
+    x = ref[None].copy()
+    moved = x.copy()
+    moved[0, 12] += system.cell[0] - system.cell[1]  # the adatom into another image
+    for f in (feat, torch.jit.script(feat)):
+        a, b = (f(torch.as_tensor(v)).numpy() for v in (x, moved))
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    # the adatom walked across the cell face, its positions wrapped into the
+    # cell (as a wrapped trajectory stores them): the features change smoothly
+    face = system.cell[0, 0]
+    plain = CartesianFeaturizer(dof_mask=system.dof_mask)
+    path, raw = [], []
+    for xx in np.linspace(face - 0.3, face + 0.3, 61):
+        p = x.copy()
+        p[0, 12, 0] = xx % face
+        path.append(feat(torch.as_tensor(p)).numpy()[0])
+        raw.append(plain(torch.as_tensor(p)).numpy()[0])
+    assert np.max(np.abs(np.diff(np.array(path), axis=0))) < 0.011
+    assert np.max(np.abs(np.diff(np.array(raw), axis=0))) > 0.9 * face  # without: a jump
+    with pytest.raises(ValueError, match="missing reference"):
+        CartesianFeaturizer(cell=system.cell.tolist(), pbc=system.pbc.tolist())
+    with pytest.raises(ValueError, match="reference has 13 atoms, the system has 4"):
+        feat.n_features(4)
+    cfg = from_mapping(RunConfig, {"system": "ase", "system_options": options,
+                                   "train": {"featurizer": "cartesian"}})
+    ctx = RunContext(config=cfg, out=tmp_path / "run", registry=load_plugins(), system=system,
+                     client_factory=None, progress=False, summary={})
+    train = train_config(ctx)
+    got = train.featurizer_options
+    np.testing.assert_allclose(got["reference"], ref)
+    assert got["pbc"] == [True, True, False] and np.asarray(got["dof_mask"]).sum() == 15
+
+
 def test_the_frames_figure_with_one_true_cv(tmp_path):
     """A system with a single true CV gets histograms per basin in the
     sample stage's figure (it used to index a second CV)."""

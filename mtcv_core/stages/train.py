@@ -24,7 +24,7 @@ from mtcv_core.training import TrainConfig
 
 def _featurizer_declares(ctx: RunContext, name: Any, flag: str) -> bool:
     """Whether featurizer ``name`` declares ``flag`` (``uses_dof_mask``,
-    ``uses_cell``; False for an unknown name: building it reports that)."""
+    ``uses_cell``, ``uses_reference``; False for an unknown name: building it reports that)."""
     try:
         factory = ctx.registry.get("featurizer", str(name)).factory
     except PluginError:
@@ -36,7 +36,9 @@ def train_config(ctx: RunContext) -> TrainConfig:
     """The ``[train]`` table as a TrainConfig; the system's active degrees of
     freedom become the featurizer's ``dof_mask`` when it declares
     ``uses_dof_mask``, and a periodic system's cell its ``cell`` and ``pbc``
-    when it declares ``uses_cell``, unless the table gives them."""
+    when it declares ``uses_cell`` and the start structure of its first basin
+    its ``reference`` when it declares ``uses_reference``, unless the table
+    gives them."""
     raw = dict(ctx.config.train)
     options = dict(raw.get("featurizer_options", {}))
     name = raw.get("featurizer", TrainConfig.featurizer)
@@ -48,6 +50,11 @@ def train_config(ctx: RunContext) -> TrainConfig:
             and _featurizer_declares(ctx, name, "uses_cell"):
         options.setdefault("cell", np.asarray(cell, float).tolist())
         options.setdefault("pbc", [bool(b) for b in pbc])
+    if cell is not None and pbc is not None and np.any(pbc) \
+            and _featurizer_declares(ctx, name, "uses_reference") \
+            and "reference" not in options:
+        atoms = ctx.system.make_atoms(ctx.system.basins[0])
+        options["reference"] = np.asarray(atoms.get_positions(), float).tolist()
     raw["featurizer_options"] = options
     raw.setdefault("seed", ctx.config.seed)
     return TrainConfig.from_mapping(raw, "train")

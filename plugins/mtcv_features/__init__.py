@@ -6,7 +6,9 @@ group exactly as a third-party plugin would be.
     active degrees of freedom (``dof_mask``). The 5D model systems store a
     5D point as two pseudo-atoms whose sixth coordinate is inactive: with
     ``dof_mask=[[1, 1, 1], [1, 1, 0]]`` the features are
-    ``positions.reshape(n, -1)[:, :5]``.
+    ``positions.reshape(n, -1)[:, :5]``. In a periodic cell each atom is
+    taken at its image nearest a reference structure (continuous across
+    the cell boundary).
 
 For molecules (:mod:`mtcv_features.molecular`; all invariant under rigid
 translations and proper rotations):
@@ -37,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtcv_ase.pbc import minimum_image
 from mtcv_core import __version__, hookimpl
 from mtcv_core.interfaces import Featurizer
 from mtcv_features.molecular import (
@@ -54,12 +57,26 @@ class CartesianFeaturizer(nn.Module, Featurizer):
     dof_mask : (n_atoms, 3) bool, optional
         Active coordinates; ``None`` keeps all ``3 n_atoms`` of them. The
         features are the active coordinates in row-major (atom, x/y/z) order.
+    cell, pbc, reference : optional
+        (3, 3) angstrom (rows the cell vectors), (3,) bool and (n_atoms, 3)
+        angstrom, all three together: in a periodic cell each atom is taken
+        at its image nearest its ``reference`` position (``reference +
+        minimum_image(x - reference)``), so the features neither jump when
+        an atom crosses the cell boundary nor tell periodic images apart, as
+        long as no atom strays half a cell width from its reference. The
+        pipeline passes a periodic system's cell and the start structure of
+        its first basin (``uses_cell``, ``uses_reference``).
     """
 
     name = "cartesian"
     uses_dof_mask = True
+    uses_cell = True
+    uses_reference = True
 
-    def __init__(self, dof_mask: Sequence[Sequence[bool]] | np.ndarray | None = None) -> None:
+    def __init__(self, dof_mask: Sequence[Sequence[bool]] | np.ndarray | None = None,
+                 cell: Sequence[Sequence[float]] | None = None,
+                 pbc: Sequence[bool] | None = None,
+                 reference: Sequence[Sequence[float]] | None = None) -> None:
         super().__init__()
         if dof_mask is None:
             self.use_mask = False
@@ -76,9 +93,47 @@ class CartesianFeaturizer(nn.Module, Featurizer):
             self.mask_atoms = int(mask.shape[0])
             index = torch.as_tensor(np.flatnonzero(mask.ravel()), dtype=torch.long)
         self.register_buffer("index", index)
+        given = [v is not None for v in (cell, pbc, reference)]
+        if any(given) and not all(given):
+            missing = [n for n, g in zip(("cell", "pbc", "reference"), given, strict=True)
+                       if not g]
+            raise ValueError("cartesian featurizer: give cell, pbc and reference together "
+                             f"(missing {', '.join(missing)})")
+        cell_arr, periodic, ref = np.eye(3), np.zeros(3, bool), np.zeros((0, 3))
+        if all(given):
+            cell_arr = np.asarray(cell, float)
+            periodic = np.asarray(pbc, bool)
+            ref = np.asarray(reference, float)
+            if cell_arr.shape != (3, 3) or periodic.shape != (3,):
+                raise ValueError(f"cartesian featurizer: cell must be 3 x 3 and pbc 3 "
+                                 f"booleans, got shapes {cell_arr.shape}, {periodic.shape}")
+            if ref.ndim != 2 or ref.shape[1] != 3 or not np.all(np.isfinite(ref)):
+                raise ValueError(f"cartesian featurizer: reference must be finite positions "
+                                 f"(n_atoms, 3), got shape {ref.shape}")
+            if periodic.any() and abs(np.linalg.det(cell_arr)) <= 0:
+                raise ValueError("cartesian featurizer: periodic cell with zero volume")
+        self.periodic_cell = bool(periodic.any())
+        self.cell = cell_arr.tolist() if all(given) else None
+        self.pbc = periodic.tolist() if all(given) else None
+        self.reference = ref.tolist() if all(given) else None
+        self.reference_atoms = int(len(ref))
+        # not persistent: rebuilt from the options
+        self.register_buffer("cell_matrix", torch.as_tensor(cell_arr, dtype=torch.float64),
+                             persistent=False)
+        self.register_buffer("inv_cell", torch.as_tensor(
+            np.linalg.inv(cell_arr) if periodic.any() else np.eye(3), dtype=torch.float64),
+            persistent=False)
+        self.register_buffer("periodic", torch.as_tensor(periodic.astype(np.float64)),
+                             persistent=False)
+        self.register_buffer("reference_positions", torch.as_tensor(ref, dtype=torch.float64),
+                             persistent=False)
 
     def n_features(self, n_atoms: int) -> int:
-        """Number of features for ``n_atoms`` atoms (checks the mask's shape)."""
+        """Number of features for ``n_atoms`` atoms (checks the mask's and
+        the reference's shape)."""
+        if self.periodic_cell and n_atoms != self.reference_atoms:
+            raise ValueError(f"cartesian featurizer: reference has {self.reference_atoms} "
+                             f"atoms, the system has {n_atoms}")
         if not self.use_mask:
             return 3 * int(n_atoms)
         if n_atoms != self.mask_atoms:
@@ -88,13 +143,18 @@ class CartesianFeaturizer(nn.Module, Featurizer):
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         """(n, n_atoms, 3) angstrom -> (n, n_features) angstrom."""
+        if self.periodic_cell:
+            ref = self.reference_positions.to(positions.dtype)
+            positions = ref + minimum_image(positions - ref, self.cell_matrix, self.inv_cell,
+                                            self.periodic)
         x = positions.reshape(positions.shape[0], -1)
         if self.use_mask:
             x = x.index_select(1, self.index)
         return x
 
     def extra_repr(self) -> str:
-        return f"n_active={self.index.numel()}" if self.use_mask else "all coordinates"
+        text = f"n_active={self.index.numel()}" if self.use_mask else "all coordinates"
+        return text + (f", pbc={self.pbc}" if self.periodic_cell else "")
 
 
 @hookimpl
