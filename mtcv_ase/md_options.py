@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mtcv_ase.md import LangevinParams
-from mtcv_core.config import positive
 from mtcv_core.interfaces import MDSettings, System
 
 #: time step (fs), friction (1/fs) and engine when neither the component's
@@ -33,7 +32,10 @@ class MDOptions:
     engine: Literal["fast", "ase"] | None = field(default=None, metadata={
         "doc": "'fast' (batched walkers) or 'ase' (ASE's Langevin) (default: [sample] "
                "engine)"})
-    walkers_per_task: int = positive(64, "walkers advanced together in one Dask task")
+    walkers_per_task: int | None = field(default=None, metadata={
+        "gt": 0, "doc": "walkers (TPS: chains) advanced together in one Dask task (default: "
+                        "64 on the batched engine; 1 on ASE's, so that a calculator that "
+                        "cannot batch runs its walkers as parallel tasks)"})
 
     def settings(self, md: MDSettings | None = None) -> MDSettings:
         """The MD settings this component runs with: its own options over the
@@ -66,10 +68,23 @@ class MDOptions:
         system evaluates many configurations at once."""
         return self.settings(md).engine == "fast" and system.supports_batch
 
+    def task_size(self, fast: bool) -> int:
+        """Walkers per Dask task: ``walkers_per_task``, else
+        :data:`BATCH_WALKERS_PER_TASK` on the batched engine (``fast``) and 1
+        on ASE's (one walker, one calculator per task: the walkers of a
+        calculator that cannot batch run in parallel on the workers)."""
+        if self.walkers_per_task is not None:
+            return int(self.walkers_per_task)
+        return BATCH_WALKERS_PER_TASK if fast else 1
+
+
+#: walkers per Dask task on the batched engine unless ``walkers_per_task`` says
+BATCH_WALKERS_PER_TASK = 64
+
 
 def chunks(n: int, size: int) -> list[tuple[int, int]]:
     """[(start, count), ...] covering range(n) in pieces of at most ``size``."""
     return [(s, min(size, n - s)) for s in range(0, n, size)]
 
 
-__all__ = ["DEFAULT_MD", "MDOptions", "chunks"]
+__all__ = ["BATCH_WALKERS_PER_TASK", "DEFAULT_MD", "MDOptions", "chunks"]

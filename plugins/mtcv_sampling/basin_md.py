@@ -82,7 +82,7 @@ class BasinMD(MDOptions, DataSource):
         traj_offset = 0
         for basin in basins:
             n = max(1, round(self.trajectories_per_basin * scale))
-            for k, (start, count) in enumerate(chunks(n, self.walkers_per_task)):
+            for k, (start, count) in enumerate(chunks(n, self.task_size(fast))):
                 specs.append(dict(system=system, basin=basin, count=count,
                                   first_id=traj_offset + start, seed=seed, split=split,
                                   task=k, params=params, fast=fast, n_steps=self.n_steps,

@@ -138,7 +138,7 @@ class TPS(MDOptions, DataSource):
         traj_offset = 0
         for initial, final in self.transitions:
             n = max(1, round(self.chains * scale))
-            for k, (start, count) in enumerate(chunks(n, self.walkers_per_task)):
+            for k, (start, count) in enumerate(chunks(n, self.task_size(fast))):
                 specs.append(dict(system=system, initial=initial, final=final, count=count,
                                   first_id=traj_offset + start * (self.shots_per_chain +
                                                                   self.burn_in_shots),
