@@ -60,6 +60,9 @@ from mtcv_umbrella import windows as planning
 from mtcv_umbrella.bias import BatchedBias, UmbrellaBias
 from mtcv_umbrella.schema import make_window_dataset, merge_windows, read_window
 
+#: windows per Dask task on the batched engine unless ``windows_per_task`` says
+BATCH_WINDOWS_PER_TASK = 16
+
 
 def cv_to_bytes(cv: torch.nn.Module) -> bytes:
     """A TorchScript CV as bytes (TorchScript modules do not pickle)."""
@@ -83,7 +86,10 @@ class UmbrellaSampler(MDOptions, Sampler):
     n_steps: int = positive(20000, "recorded steps per walker")
     equilibration_steps: int = nonneg(2000, "unrecorded steps per walker")
     stride: int = positive(10, "record the CV every stride-th step")
-    windows_per_task: int = positive(16, "windows advanced together in one Dask task")
+    windows_per_task: int | None = field(default=None, metadata={
+        "gt": 0, "doc": "windows advanced together in one Dask task (default: 16 on the "
+                        "batched engine; 1 on ASE's, so that a calculator that cannot batch "
+                        "runs its windows as parallel tasks)"})
     n_windows: int = field(default=24, metadata={
         "min": 2, "doc": "windows along a 1D CV (before refinement)"})
     width_factor: float = positive(0.5, "window width sqrt(kT/k) in units of the spacing "
@@ -134,6 +140,15 @@ class UmbrellaSampler(MDOptions, Sampler):
                               f"{system.name!r} declares no periodic spectator coordinates "
                               "(System.spectator_names / spectator_periods); set it to 0")
 
+    def task_windows(self, fast: bool) -> int:
+        """Windows per Dask task: ``windows_per_task``, else
+        :data:`BATCH_WINDOWS_PER_TASK` on the batched engine and 1 on ASE's
+        (every window draws its own random streams: the grouping changes no
+        trajectory)."""
+        if self.windows_per_task is not None:
+            return int(self.windows_per_task)
+        return BATCH_WINDOWS_PER_TASK if fast else 1
+
     def footprint(self, system: System, *, n_atoms: int, cv_dim: int) -> Footprint:
         """The windows' series (CV values and energy, float64) held together
         and written; windows before refinement (``n_windows`` along a line,
@@ -141,7 +156,8 @@ class UmbrellaSampler(MDOptions, Sampler):
         windows = self.n_windows if cv_dim == 1 else self.grid_points ** cv_dim
         samples = float(windows) * self.walkers_per_window * (self.n_steps // self.stride)
         size = samples * (cv_dim + 1) * 8
-        walkers = float(self.windows_per_task) * self.walkers_per_window * n_atoms * 3 * 8 * 8
+        per_task = self.windows_per_task or BATCH_WINDOWS_PER_TASK
+        walkers = float(per_task) * self.walkers_per_window * n_atoms * 3 * 8 * 8
         return Footprint(memory_bytes=3 * size + walkers, disk_bytes=size,
                          what=f"{windows} windows x {self.walkers_per_window} walkers x "
                               f"{self.n_steps // self.stride} samples")
@@ -410,7 +426,7 @@ class UmbrellaSampler(MDOptions, Sampler):
                       cv_names=cv_names, cv_units=cv_units,
                       cv_periods=None if cv_periods is None else
                       np.broadcast_to(np.asarray(cv_periods, float), centers.shape[1:]).copy())
-                 for s, c in chunks(len(todo), self.windows_per_task)]
+                 for s, c in chunks(len(todo), self.task_windows(self.use_fast(system, md)))]
 
         results = map_tasks(_window_task, specs, client=client, progress=progress,
                             desc="umbrella windows")
