@@ -25,7 +25,8 @@ against the total, and the difference from the phi reference with its error
 (about 30 min per member on 2 cores).
 
 Usage: python benchmarks/uncertainty_calibration.py [--cases mb_quick,tw,ala] [--seeds 20]
-       [--cv-seeds 4] [--ala-members 4] [--out DIR] [--estimate-options JSON]
+       [--cv-seeds 4 | --cv-seeds mb_quick=3,tw=0] [--ala-members 4] [--out DIR]
+       [--estimate-options JSON]
 Each run goes to DIR/<case>/seed_<s> (default runs/bench_uncertainty); a run
 already there is reused, so an interrupted benchmark resumes. With
 ``--estimate-options '{"bootstrap_blocks": 8}'`` the estimate stage runs again
@@ -251,12 +252,29 @@ def figure(stats: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
     plt.close(fig)
 
 
+def cv_seed_counts(spec: str, cases: list[str]) -> dict[str, int]:
+    """``--cv-seeds``: "N" (every case) or "case=N,..." (cases not named: 0)."""
+    try:
+        if "=" not in spec:
+            return dict.fromkeys(cases, int(spec))
+        counts = {k.strip(): int(v) for k, v in (p.split("=") for p in spec.split(",") if p)}
+    except ValueError:
+        raise SystemExit(f"--cv-seeds: expected N or case=N,..., got {spec!r}") from None
+    unknown = set(counts) - set(cases)
+    if unknown or any(n < 0 for n in counts.values()):
+        raise SystemExit(f"--cv-seeds: {spec!r} names cases not run ({sorted(unknown)}) or a "
+                         "negative count")
+    return {c: counts.get(c, 0) for c in cases}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_uncertainty"))
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--cv-seeds", type=int, default=4)
+    parser.add_argument("--cv-seeds", default="4",
+                        help="CV-training seeds per case: N for every case, or e.g. "
+                             "'mb_quick=3,tw=0'")
     parser.add_argument("--ala-members", type=int, default=4,
                         help="CV-ensemble members of the alanine case")
     parser.add_argument("--estimate-options", default="",
@@ -270,6 +288,7 @@ def main() -> None:
                              f"{list(CASES) + list(ENSEMBLE_CASES)}")
     if "ala" in cases and args.ala_members < 2:
         raise SystemExit(f"--ala-members: expected >= 2, got {args.ala_members}")
+    cv_seeds = cv_seed_counts(args.cv_seeds, cases)
     out = Path(args.out)
     stats: dict[str, dict[str, dict[str, Any]]] = {}
     cv_spread: dict[str, dict[str, Any]] = {}
@@ -291,7 +310,7 @@ def main() -> None:
         stats[case] = collect(rows)
         cv_rows = [resampled(cfg, cv_dir, case_dir / f"cv_seed_{k}", base_seed, train_seed=k,
                              estimate_options=est_opts)
-                   for k in range(1, args.cv_seeds + 1)]
+                   for k in range(1, cv_seeds[case] + 1)]
         cv_spread[case] = {}
         for r0 in cv_rows[0] if cv_rows else []:
             pair = (r0["from"], r0["to"])
