@@ -54,6 +54,7 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Any:
     netCDF write in this process take a lock through the scheduler -- a
     round trip per file, and a write that waits forever once the cluster is
     going down (Ctrl-C reaches the workers too)."""
+    import dask
     from dask.distributed import Client, LocalCluster
 
     from mtcv_core.config import ConfigError
@@ -67,8 +68,13 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Any:
                               f"{scheduler!r} ({type(exc).__name__}: {exc})") from exc
     # the scheduler's HTTP server always starts: on a free port (":0"), not on
     # 8787, which a second run on the machine would find taken (a warning)
+    # the workers' statistical profiler (a stack sample of the task thread
+    # every 10 ms, for the dashboard) takes its interpreter lock: ~13 % of a
+    # pure-Python calculator's MD on two workers (benchmarks/adatom_emt.py)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", silence_logs=40)
+                           dashboard_address=":0", silence_logs=40,
+                           config=dask.config.merge(dask.config.config, {"distributed": {
+                               "worker": {"profile": {"enabled": False}}}}))
     return Client(cluster, set_as_default=False)
 
 
