@@ -305,12 +305,11 @@ def test_the_cartesian_featurizer_takes_images_nearest_a_reference(tmp_path):
     nearest the reference structure: no jump when the adatom crosses the
     cell boundary, the same features for a periodic image, scripted too;
     the train stage passes the system's cell and first start structure."""
-    from mtcv_features import CartesianFeaturizer
-
     from mtcv_core.config import from_mapping
     from mtcv_core.pipeline import RunConfig, RunContext
     from mtcv_core.plugins import load_plugins
     from mtcv_core.stages.train import train_config
+    from mtcv_features import CartesianFeaturizer
 
     _, options = _slab(tmp_path)
     system = AseSystem(**options)

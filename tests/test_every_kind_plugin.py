@@ -96,10 +96,10 @@ def _builtin_names() -> set[str]:
 #: (module, name) pairs allowed in mtcv_core: defaults of config dataclasses
 DEFAULTS = {("training.py", "classifier"), ("training.py", "cartesian"),
             ("estimate.py", "mbar"),
-            # core's own words that the system "ase" happens to share: the MD
-            # engine option ("fast" or "ase") and the ase distribution's name
-            # in the recorded package versions
-            ("pipeline.py", "ase"), ("schema.py", "ase")}
+            # core's own words that the systems "ase" and "openmm" happen to
+            # share: the MD engine option ("fast" or "ase") and the ase and
+            # openmm distributions' names in the recorded package versions
+            ("pipeline.py", "ase"), ("schema.py", "ase"), ("schema.py", "openmm")}
 
 
 def test_core_names_no_builtin_component():

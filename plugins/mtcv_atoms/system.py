@@ -83,6 +83,7 @@ def read_structures(path: str, index: str | int, where: str) -> list[Any]:
         raise ConfigError(f"{where}: {path}: ase.io.read cannot read it "
                           f"({type(exc).__name__}: {exc})") from None
     frames = frames if isinstance(frames, list) else [frames]
+    frames = [f for f in frames if len(f)]  # ASE reads a PDB's trailing END as an empty frame
     if not frames:
         raise ConfigError(f"{where}: {path}: no frames (index {index!r})")
     return frames
@@ -138,7 +139,7 @@ class AseSystem(System):
         if not isinstance(relax_fmax, int | float) or not relax_fmax > 0:
             raise ConfigError(f"relax_fmax: expected a force > 0 (eV/angstrom), got "
                               f"{relax_fmax!r}")
-        frames = read_structures(structure, index, "structure")
+        frames = [self._prepare(a) for a in read_structures(structure, index, "structure")]
         template = frames[0]
         self.structure = str(structure)
         self.n_atoms = len(template)
@@ -155,6 +156,11 @@ class AseSystem(System):
         self.relax_steps, self.relax_fmax = int(relax_steps), float(relax_fmax)
         self._module: GeometricCVs | None = None
         self.minima = self._start_structures(frames, basin_structures, index)
+
+    def _prepare(self, atoms: Any) -> Any:
+        """A frame as read from a structure file, before anything uses it
+        (subclasses set what the file does not say, e.g. masses)."""
+        return atoms
 
     # ------------------------------------------------------------ config
     def _parse_basins(self, table: Mapping[str, Any]) -> dict[str, dict[int, tuple[float, float]]]:
@@ -240,7 +246,7 @@ class AseSystem(System):
                 if basin not in self.basins:
                     raise ConfigError(f"basin_structures.{basin}: no such basin; basins are "
                                       f"{list(self.basins)}")
-                atoms = read_structures(path, -1, f"basin_structures.{basin}")[0]
+                atoms = self._prepare(read_structures(path, -1, f"basin_structures.{basin}")[0])
                 self._same_system(atoms, f"basin_structures.{basin}: {path}")
                 x = self._relax(atoms)
                 got = int(self.basin_index(x[None])[0])
