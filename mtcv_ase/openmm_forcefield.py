@@ -74,6 +74,10 @@ def _as_system(system: Any) -> Any:
 class OpenMMCalculator(Calculator):
     """ASE calculator backed by an OpenMM ``Context``.
 
+    Energy in eV, forces (n_atoms, 3) in eV/angstrom; ``free_energy`` equals
+    ``energy``. The Context is created lazily and is not pickled (the
+    calculator pickles as the system XML and the platform name).
+
     Parameters
     ----------
     system : openmm.System or str
@@ -83,10 +87,6 @@ class OpenMMCalculator(Calculator):
         OpenMM platform, ``"Reference"`` (default, double precision) or
         ``"CPU"`` (single precision: energies agree to about 1e-6 relative,
         and it is slower than Reference for 22 atoms: 114 vs 22 us per call).
-
-    Energy in eV, forces (n_atoms, 3) in eV/angstrom; ``free_energy`` equals
-    ``energy``. The Context is created lazily and is not pickled (the
-    calculator pickles as the system XML and the platform name).
     """
 
     implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces"]  # type: ignore[misc]
