@@ -137,6 +137,56 @@ def test_fixed_atoms_do_not_move_in_the_ase_engine(tmp_path):
     assert np.all(moved[:8] == 0.0) and np.all(moved[8:] > 0.0)
 
 
+class _LoopedEMT(AseSystem):
+    """The same slab declaring a batched evaluation (EMT looped over the
+    configurations): the batched engines run it."""
+
+    def energy_and_forces(self, positions):
+        atoms = self.make_atoms()
+        e, f = [], []
+        for x in np.asarray(positions, float).reshape(-1, self.n_atoms, 3):
+            atoms.set_positions(x, apply_constraint=False)
+            e.append(atoms.get_potential_energy())
+            f.append(atoms.get_forces(apply_constraint=False))
+        return np.array(e), np.array(f)
+
+
+def test_fixed_atoms_do_not_move_in_any_engine(tmp_path):
+    """FixAtoms held in every engine the stages use: ASE's (basin MD's
+    walkers, TPS's propagator, an umbrella window's biased Langevin) and the
+    batched one (walkers and propagator) of a system that batches."""
+    from mtcv_ase.md import LangevinParams, ase_langevin, make_propagator, make_walkers
+    from mtcv_umbrella.bias import UmbrellaBias
+
+    _, options = _slab(tmp_path)
+    params = LangevinParams(temperature_K=600.0, timestep_fs=2.0, friction_per_fs=0.01)
+
+    def check(x0, x):
+        moved = np.abs(np.asarray(x) - x0).reshape(-1, 13, 3).max(axis=(0, 2))
+        assert np.all(moved[:8] == 0.0) and np.all(moved[8:] > 0.0), moved
+
+    for cls in (AseSystem, _LoopedEMT):
+        system = cls(**options)
+        assert system.supports_batch == (cls is _LoopedEMT)
+        x0 = system.make_atoms("A").positions
+        v0 = np.zeros((2, 13, 3))
+        for fast in (False, True):
+            walkers = make_walkers(system, params, np.random.default_rng(0), fast=fast)
+            check(x0, walkers.run(np.stack([x0, x0]), v0, 20, stride=10)["positions"])
+            prop = make_propagator(system, params, np.random.default_rng(1), 2, fast)
+            prop.reset(np.arange(2), np.stack([x0, x0]), v0)
+            for _ in range(10):
+                x, _, _ = prop.step(np.arange(2))
+            check(x0, x)
+    atoms = AseSystem(**options).make_atoms("A")
+    cv = GeometricCVs(parse_cvs({"x": {"kind": "position", "atom": 12, "axis": 0}},
+                                n_atoms=13, cell=atoms.cell.array, pbc=atoms.pbc),
+                      atoms.cell.array, atoms.pbc)
+    atoms.calc = UmbrellaBias(atoms.calc, cv, [float(x0[12, 0]) + 0.3], [5.0])
+    ase_langevin(atoms, params, np.random.default_rng(2)).run(20)
+    check(x0, atoms.positions)
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(calculator="ase.calculators.nope:EMT"), "calculator: cannot import"),
     (dict(calculator="ase.calculators.emt:Nope"), "has no 'Nope'"),
