@@ -413,3 +413,53 @@ def test_the_frames_figure_with_one_true_cv(tmp_path):
     fig = plot_frames(frames, rng.normal(size=(n, 1)), tmp_path / "data.png", names=["x"])
     assert (tmp_path / "data.png").stat().st_size > 0
     assert fig.axes[0].get_ylabel() == "frames"
+
+
+def test_a_calculator_that_batches_gets_the_batched_engine(tmp_path):
+    """A calculator class with ``batch_energy_and_forces`` (here the
+    vectorised Lennard-Jones of mtcv_ase.batched) makes system ``ase``
+    batched: its energies equal ASE's own LennardJones, and the MD engines
+    advance the walkers together; EMT stays on ASE's engine."""
+    from ase.calculators.lj import LennardJones
+    from ase.cluster import Icosahedron
+
+    from mtcv_ase.batched import BatchedLennardJones, can_batch
+    from mtcv_ase.md import AseWalkers, BatchLangevin, LangevinParams, make_walkers
+
+    cluster = Icosahedron("Ar", noshells=2)  # 13 atoms
+    cluster.center()
+    moved = cluster.copy()
+    moved.positions[:, 0] += 10.0  # the same cluster elsewhere: basin B of a toy CV
+    write(tmp_path / "lj.xyz", [cluster, moved])
+    rng = np.random.default_rng(0)
+    x = cluster.positions[None] + rng.normal(scale=0.05, size=(3, 13, 3))
+    lj = BatchedLennardJones(sigma=3.4, epsilon=0.0104)
+    e, f = lj.batch_energy_and_forces(x)
+    ref = LennardJones(sigma=3.4, epsilon=0.0104, rc=1000.0)
+    for k in range(3):
+        a = cluster.copy()
+        a.positions = x[k]
+        a.calc = ref
+        assert e[k] == pytest.approx(a.get_potential_energy(), rel=1e-9)
+        np.testing.assert_allclose(f[k], a.get_forces(), rtol=1e-8, atol=1e-10)
+    assert can_batch(BatchedLennardJones) and not can_batch(LennardJones)
+    system = AseSystem(structure=str(tmp_path / "lj.xyz"), relax_steps=0,
+                       calculator="mtcv_ase.batched:BatchedLennardJones",
+                       calculator_options={"sigma": 3.4, "epsilon": 0.0104},
+                       cvs={"x0": {"kind": "position", "atom": 0, "axis": 0}},
+                       basins={"A": {"x0": [-1.0, 1.0]}, "B": {"x0": [9.0, 11.0]}})
+    assert system.supports_batch
+    np.testing.assert_allclose(system.energy_and_forces(x)[0], e)
+    params = LangevinParams(temperature_K=30.0, timestep_fs=5.0, friction_per_fs=0.01)
+    walkers = make_walkers(system, params, rng, fast=True, basin="A")
+    assert isinstance(walkers, BatchLangevin)
+    start = np.repeat(system.make_atoms("A").positions[None], 4, axis=0)
+    rec = walkers.run(start, np.zeros_like(start), 50, stride=10)
+    assert np.isfinite(rec["energy"]).all() and rec["positions"].shape == (5, 4, 13, 3)
+    np.testing.assert_allclose(rec["energy"][-1], system.energy_and_forces(rec["x"])[0])
+    _, options = _slab(tmp_path)
+    emt = AseSystem(**options)
+    assert not emt.supports_batch
+    assert isinstance(make_walkers(emt, params, rng, fast=True), AseWalkers)
+    with pytest.raises(NotImplementedError, match="one configuration at a time"):
+        emt.energy_and_forces(x)

@@ -127,6 +127,11 @@ class OpenMMSystem(AseSystem):
         atoms.set_masses(self.force_field_masses)
         return atoms
 
+    @property
+    def supports_batch(self) -> bool:
+        """Always: the vectorised force field."""
+        return True
+
     def energy_and_forces(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The force field for many configurations at once: (n, n_atoms, 3)
         angstrom -> energy (n,) eV, forces (n, n_atoms, 3) eV/angstrom; equal

@@ -25,8 +25,10 @@ relative to the working directory. Masses, the cell, periodic boundaries and
 constraints (``FixAtoms``, ``FixCartesian``) come from the structure file;
 fixed coordinates are the system's ``dof_mask``. The calculator is built
 anew for every ``Atoms`` (on the Dask worker that uses it: the system
-pickles without it), and with no batched evaluation the MD engines run ASE's
-own ``Langevin`` on it.
+pickles without it). A calculator whose class defines
+``batch_energy_and_forces`` (:mod:`mtcv_ase.batched`) makes the system
+batched (``supports_batch``): the MD engines advance all walkers of a task
+together; otherwise they run ASE's own ``Langevin`` on it, walker by walker.
 """
 
 from __future__ import annotations
@@ -155,6 +157,7 @@ class AseSystem(System):
         self.template.calc = None
         self.relax_steps, self.relax_fmax = int(relax_steps), float(relax_fmax)
         self._module: GeometricCVs | None = None
+        self._batch_calculator: Any = None
         self.minima = self._start_structures(frames, basin_structures, index)
 
     def _prepare(self, atoms: Any) -> Any:
@@ -302,6 +305,30 @@ class AseSystem(System):
                                for i, (lo, hi) in self.ranges[basin].items()) + ")"
 
     # ------------------------------------------------------------ System
+    @property
+    def supports_batch(self) -> bool:
+        """Whether the calculator evaluates many configurations at once
+        (its class defines ``batch_energy_and_forces``,
+        :mod:`mtcv_ase.batched`) or a subclass overrides
+        :meth:`energy_and_forces`: then the batched engines run it."""
+        from mtcv_ase.batched import can_batch
+
+        if type(self).energy_and_forces is not AseSystem.energy_and_forces:
+            return True  # a subclass evaluates batches its own way
+        return can_batch(load_calculator(self.calculator_path, self.calculator_options))
+
+    def energy_and_forces(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The calculator's ``batch_energy_and_forces``: (n, n_atoms, 3)
+        angstrom -> energy (n,) eV, forces (n, n_atoms, 3) eV/angstrom (one
+        calculator per process, built on first use)."""
+        if not self.supports_batch:
+            raise NotImplementedError(f"calculator {self.calculator_path} evaluates one "
+                                      "configuration at a time (no batch_energy_and_forces)")
+        if self._batch_calculator is None:
+            self._batch_calculator = self.new_calculator()
+        x = np.asarray(positions, float).reshape(-1, self.n_atoms, 3)
+        return self._batch_calculator.batch_energy_and_forces(x)
+
     def new_calculator(self) -> Any:
         """A new calculator from ``calculator`` and ``calculator_options``."""
         factory = load_calculator(self.calculator_path, self.calculator_options)
@@ -411,4 +438,5 @@ class AseSystem(System):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_module"] = None  # rebuilt on use
+        state["_batch_calculator"] = None
         return state
