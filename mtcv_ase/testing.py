@@ -97,7 +97,8 @@ def check_calculator_contract(calc: Calculator, atoms: Atoms, *, displacement: f
 
     Checked, on a copy of ``atoms`` with ``calc`` attached:
 
-    1. ``calc.implemented_properties`` lists ``"energy"`` and ``"forces"``;
+    1. ``calc.implemented_properties`` lists ``"energy"``, ``"forces"`` and
+       every key the calculator puts in ``results``;
     2. ``get_potential_energy()`` is a finite scalar float (eV) and
        ``get_forces()`` a finite float array of shape ``(n_atoms, 3)``
        (eV/angstrom);
@@ -156,6 +157,9 @@ def check_calculator_contract(calc: Calculator, atoms: Atoms, *, displacement: f
 
     base = np.array(atoms.get_positions(), dtype=np.float64)
     e0, f0 = evaluate(base)
+    unlisted = sorted(set(getattr(calc, "results", {})) - set(props))
+    assert not unlisted, (f"{name}: results {unlisted} are not in implemented_properties "
+                          f"{props} (calc.get_property would refuse them)")
     e1, f1 = evaluate(base)
     assert e1 == e0 and np.array_equal(f1, f0), (
         f"{name}: asking twice for the same configuration gave different results "

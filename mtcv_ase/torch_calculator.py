@@ -41,7 +41,8 @@ class TorchCalculator(Calculator):
         Passed to :class:`ase.calculators.calculator.Calculator`.
     """
 
-    implemented_properties: ClassVar[list[str]] = ["energy", "forces"]
+    #: subclasses whose :meth:`energy_fn` returns extra results list them too
+    implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces"]
 
     def __init__(self, *, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float64, **kwargs: Any) -> None:
@@ -76,8 +77,9 @@ class TorchCalculator(Calculator):
     def calculate(self, atoms: Atoms | None = None,
                   properties: Sequence[str] = ("energy",),
                   system_changes: Sequence[str] = tuple(all_changes)) -> None:
-        """Fill :attr:`results` with ``energy`` (eV), ``forces`` (n_atoms, 3)
-        eV/angstrom and any extra results, in one pass."""
+        """Fill :attr:`results` with ``energy`` (eV; ``free_energy`` the
+        same), ``forces`` (n_atoms, 3) eV/angstrom and any extra results, in
+        one pass."""
         super().calculate(atoms, properties, system_changes)
         positions = self.positions_tensor(self.atoms)
         with torch.enable_grad():
@@ -93,8 +95,8 @@ class TorchCalculator(Calculator):
                 grad = None
         forces = (np.zeros(positions.shape) if grad is None
                   else -grad.detach().cpu().numpy().astype(np.float64))
-        self.results = {"energy": float(energy.detach().cpu()),
-                        "forces": forces}
+        e = float(energy.detach().cpu())
+        self.results = {"energy": e, "free_energy": e, "forces": forces}
         for key, value in extra.items():
             arr = np.asarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor)
                              else value, dtype=np.float64)

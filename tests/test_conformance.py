@@ -172,6 +172,46 @@ def test_umbrella_bias_calculator_conforms(registry):
     check_forces_finite_difference(bias, atoms, mask=mb.dof_mask)
 
 
+def test_umbrella_bias_keeps_ases_contract_and_leaves_the_cv_alone():
+    """Every result is a property ASE hands out (``get_property("cv")``),
+    ``free_energy`` is the wrapped calculator's plus the bias, and a float32
+    CV module is not converted in place."""
+    from mtcv_umbrella.bias import UmbrellaBias
+
+    atoms = Atoms("Cu3", positions=[[0, 0, 0], [2.5, 0, 0], [1.2, 2.1, 0.1]])
+    cv = torch.nn.Linear(9, 1).float()
+    module = torch.nn.Sequential(torch.nn.Flatten(), cv)
+    bias = UmbrellaBias(EMT(), module, center=[0.1], k=[2.0])
+    assert cv.weight.dtype == torch.float32  # the caller's module is untouched
+    check_calculator_contract(bias, atoms)
+    probe = atoms.copy()
+    probe.calc = bias
+    xi = probe.calc.get_property("cv", probe)
+    emt = atoms.copy()
+    emt.calc = EMT()
+    expected = float(module.double()(torch.as_tensor(atoms.positions[None]))[0, 0])
+    assert float(xi[0]) == pytest.approx(expected, rel=1e-12)
+    bias_e = 0.5 * 2.0 * (expected - 0.1) ** 2
+    assert probe.calc.get_property("bias_energy", probe) == pytest.approx(bias_e, rel=1e-10)
+    assert probe.calc.get_property("free_energy", probe) == pytest.approx(
+        emt.calc.get_property("free_energy", emt) + bias_e, rel=1e-12)
+    assert probe.calc.get_property("unbiased_energy", probe) == pytest.approx(
+        emt.get_potential_energy(), rel=1e-12)
+
+
+def test_check_calculator_contract_catches_unlisted_results():
+    class Unlisted(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            self.results = {"energy": 0.0, "forces": np.zeros((len(self.atoms), 3)),
+                            "secret": 1.0}
+
+    with pytest.raises(AssertionError, match=r"results \['secret'\] are not in"):
+        check_calculator_contract(Unlisted(), Atoms("H"))
+
+
 def test_ase_emt_conforms():
     atoms = Atoms("Cu3", positions=[[0, 0, 0], [2.5, 0, 0], [1.2, 2.1, 0.1]])
     check_calculator_contract(EMT(), atoms)

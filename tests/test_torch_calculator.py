@@ -52,7 +52,7 @@ def test_energy_forces_and_extras(atoms):
     assert forces.shape == (4, 3) and forces.dtype == np.float64
     assert isinstance(atoms.calc.results["pair_energy"], float)
     assert atoms.calc.results["distances"].shape == (6,)
-    assert set(MorseCluster.implemented_properties) == {"energy", "forces"}
+    assert set(MorseCluster.implemented_properties) == {"energy", "free_energy", "forces"}
 
 
 def test_forces_match_finite_differences(atoms):

@@ -4,8 +4,10 @@
 ``0.5 * sum_d k_d (xi_d(x) - center_d)^2`` on a CV ``xi`` (a torch module
 positions (n, n_atoms, 3) angstrom -> (n, d), e.g. ``torch.jit.load("cv.ts")``),
 forces by autograd. It is a pure function of the positions (asking twice
-changes nothing). Results: ``energy``, ``forces`` (biased), ``cv`` (d,),
-``bias_energy`` and ``unbiased_energy`` (eV). With ``calc=None`` it is the
+changes nothing). Results, all in ``implemented_properties``: ``energy``
+and ``free_energy`` (the wrapped calculator's plus the bias), ``forces``
+(biased), ``cv`` (d,), ``bias_energy`` and ``unbiased_energy`` (eV). The CV
+module is not changed (a float32 module is converted on a copy). With ``calc=None`` it is the
 bias alone, to combine with :class:`ase.calculators.mixing.SumCalculator`.
 
 Periodic CVs (dihedrals in radians, period 2 pi) restrain the minimum-image
@@ -14,8 +16,9 @@ difference ``xi - center - period * round((xi - center) / period)``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -40,11 +43,14 @@ class UmbrellaBias(TorchCalculator):
         Period of each CV dimension; 0 (the default) for a non-periodic one.
     """
 
+    implemented_properties: ClassVar[list[str]] = [  # type: ignore[misc]
+        "energy", "free_energy", "forces", "cv", "bias_energy", "unbiased_energy"]
+
     def __init__(self, calc: Calculator | None, cv: torch.nn.Module, center: Any, k: Any,
                  period: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.calc = calc
-        self.cv = cv.to(self.dtype) if hasattr(cv, "to") else cv
+        self.cv = _in_dtype(cv, self.dtype)
         self.center = torch.atleast_1d(torch.as_tensor(center, dtype=self.dtype))
         self.k = torch.atleast_1d(torch.as_tensor(k, dtype=self.dtype)).expand_as(self.center)
         self.period = _periods(period, self.center.shape[-1], self.dtype)
@@ -58,12 +64,16 @@ class UmbrellaBias(TorchCalculator):
                   properties: Sequence[str] = ("energy",),
                   system_changes: Sequence[str] = tuple(all_changes)) -> None:
         super().calculate(atoms, properties, system_changes)
-        unbiased = 0.0
+        unbiased = unbiased_free = 0.0
         if self.calc is not None:
             unbiased = float(self.calc.get_potential_energy(self.atoms))
+            unbiased_free = (float(self.calc.get_property("free_energy", self.atoms))
+                             if "free_energy" in getattr(self.calc, "implemented_properties", ())
+                             else unbiased)
             self.results["forces"] = self.results["forces"] + self.calc.get_forces(self.atoms)
         self.results["unbiased_energy"] = unbiased
         self.results["energy"] = unbiased + self.results["bias_energy"]
+        self.results["free_energy"] = unbiased_free + self.results["bias_energy"]
 
 
 class BatchedBias:
@@ -81,7 +91,7 @@ class BatchedBias:
     def __init__(self, system: Any, cv: torch.nn.Module, centers: np.ndarray, k: np.ndarray,
                  periods: Any = None):
         self.system = system
-        self.cv = cv.to(torch.float64) if hasattr(cv, "to") else cv
+        self.cv = _in_dtype(cv, torch.float64)
         self.centers = torch.as_tensor(np.asarray(centers, float))
         self.k = torch.as_tensor(np.asarray(k, float))
         self.periods = _periods(periods, self.centers.shape[-1], torch.float64)
@@ -103,6 +113,18 @@ class BatchedBias:
         eb, fb, xi = self.bias(x)
         self.last_cv, self.last_bias, self.last_unbiased = xi, eb, e0
         return e0 + eb, f0 + fb
+
+
+def _in_dtype(cv: Any, dtype: torch.dtype) -> Any:
+    """``cv`` with its floating parameters and buffers in ``dtype``: itself
+    when they already are (or it has none), else a converted copy -- the
+    caller's module is never changed."""
+    if not hasattr(cv, "to"):
+        return cv
+    tensors = [*cv.parameters(), *cv.buffers()] if hasattr(cv, "parameters") else []
+    if all(t.dtype == dtype for t in tensors if t.is_floating_point()):
+        return cv
+    return copy.deepcopy(cv).to(dtype)
 
 
 def _periods(period: Any, d: int, dtype: torch.dtype) -> torch.Tensor:
