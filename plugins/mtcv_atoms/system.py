@@ -321,10 +321,10 @@ class AseSystem(System):
         """The calculator's ``batch_energy_and_forces``: (n, n_atoms, 3)
         angstrom -> energy (n,) eV, forces (n, n_atoms, 3) eV/angstrom (one
         calculator per process, built on first use)."""
-        if not self.supports_batch:
-            raise NotImplementedError(f"calculator {self.calculator_path} evaluates one "
-                                      "configuration at a time (no batch_energy_and_forces)")
-        if self._batch_calculator is None:
+        if self._batch_calculator is None:  # checked once, not on every MD step
+            if not self.supports_batch:
+                raise NotImplementedError(f"calculator {self.calculator_path} evaluates one "
+                                          "configuration at a time (no batch_energy_and_forces)")
             self._batch_calculator = self.new_calculator()
         x = np.asarray(positions, float).reshape(-1, self.n_atoms, 3)
         return self._batch_calculator.batch_energy_and_forces(x)

@@ -46,6 +46,7 @@ from mtcv_features.molecular import (
     AlignedCartesianFeaturizer,
     DihedralSinCosFeaturizer,
     DistanceFeaturizer,
+    set_cell,
 )
 
 
@@ -99,32 +100,13 @@ class CartesianFeaturizer(nn.Module, Featurizer):
                        if not g]
             raise ValueError("cartesian featurizer: give cell, pbc and reference together "
                              f"(missing {', '.join(missing)})")
-        cell_arr, periodic, ref = np.eye(3), np.zeros(3, bool), np.zeros((0, 3))
-        if all(given):
-            cell_arr = np.asarray(cell, float)
-            periodic = np.asarray(pbc, bool)
-            ref = np.asarray(reference, float)
-            if cell_arr.shape != (3, 3) or periodic.shape != (3,):
-                raise ValueError(f"cartesian featurizer: cell must be 3 x 3 and pbc 3 "
-                                 f"booleans, got shapes {cell_arr.shape}, {periodic.shape}")
-            if ref.ndim != 2 or ref.shape[1] != 3 or not np.all(np.isfinite(ref)):
-                raise ValueError(f"cartesian featurizer: reference must be finite positions "
-                                 f"(n_atoms, 3), got shape {ref.shape}")
-            if periodic.any() and abs(np.linalg.det(cell_arr)) <= 0:
-                raise ValueError("cartesian featurizer: periodic cell with zero volume")
-        self.periodic_cell = bool(periodic.any())
-        self.cell = cell_arr.tolist() if all(given) else None
-        self.pbc = periodic.tolist() if all(given) else None
-        self.reference = ref.tolist() if all(given) else None
+        set_cell(self, "cartesian", cell, pbc)  # all three given, or none
+        ref = np.zeros((0, 3)) if reference is None else np.asarray(reference, float)
+        if ref.ndim != 2 or ref.shape[1] != 3 or not np.all(np.isfinite(ref)):
+            raise ValueError(f"cartesian featurizer: reference must be finite positions "
+                             f"(n_atoms, 3), got shape {ref.shape}")
+        self.reference = None if reference is None else ref.tolist()
         self.reference_atoms = int(len(ref))
-        # not persistent: rebuilt from the options
-        self.register_buffer("cell_matrix", torch.as_tensor(cell_arr, dtype=torch.float64),
-                             persistent=False)
-        self.register_buffer("inv_cell", torch.as_tensor(
-            np.linalg.inv(cell_arr) if periodic.any() else np.eye(3), dtype=torch.float64),
-            persistent=False)
-        self.register_buffer("periodic", torch.as_tensor(periodic.astype(np.float64)),
-                             persistent=False)
         self.register_buffer("reference_positions", torch.as_tensor(ref, dtype=torch.float64),
                              persistent=False)
 

@@ -268,6 +268,36 @@ class DihedralSinCosFeaturizer(nn.Module, Featurizer):
         return f"dihedrals={self.dihedrals}"
 
 
+def set_cell(module: nn.Module, featurizer: str, cell: Sequence[Sequence[float]] | None,
+             pbc: Sequence[bool] | None) -> None:
+    """Give a featurizer its periodic cell for :func:`mtcv_ase.pbc.minimum_image`:
+    attributes ``periodic_cell`` (bool), ``cell``, ``pbc`` (the options as
+    lists, None without a cell) and non-persistent float64 buffers
+    ``cell_matrix`` (3, 3), ``inv_cell`` (3, 3) and ``periodic`` (3,) --
+    rebuilt from the options, so model files written before they existed
+    still load. ValueError naming ``featurizer`` for a bad cell."""
+    periodic = np.zeros(3, bool)
+    cell_arr = np.eye(3)
+    if cell is not None and pbc is not None:
+        cell_arr = np.asarray(cell, float)
+        periodic = np.asarray([_as_bool(featurizer, "pbc", b) for b in pbc], bool)
+        if cell_arr.shape != (3, 3) or periodic.shape != (3,):
+            raise ValueError(f"{featurizer} featurizer: cell must be 3 x 3 and pbc 3 "
+                             f"booleans, got {cell!r}, {pbc!r}")
+        if periodic.any() and abs(np.linalg.det(cell_arr)) <= 0:
+            raise ValueError(f"{featurizer} featurizer: periodic cell with zero volume")
+    module.periodic_cell = bool(periodic.any())
+    module.cell = cell_arr.tolist() if cell is not None else None
+    module.pbc = periodic.tolist() if cell is not None else None
+    module.register_buffer("cell_matrix", torch.as_tensor(cell_arr, dtype=torch.float64),
+                           persistent=False)
+    module.register_buffer("inv_cell", torch.as_tensor(
+        np.linalg.inv(cell_arr) if periodic.any() else np.eye(3), dtype=torch.float64),
+        persistent=False)
+    module.register_buffer("periodic", torch.as_tensor(periodic.astype(np.float64)),
+                           persistent=False)
+
+
 class DistanceFeaturizer(nn.Module, Featurizer):
     """Pairwise distances among chosen atoms: angstrom, or 1/angstrom with
     ``inverse``.
@@ -304,28 +334,7 @@ class DistanceFeaturizer(nn.Module, Featurizer):
         self.inverse = _as_bool(name, "inverse", inverse)
         if (cell is None) != (pbc is None):
             raise ValueError("distances featurizer: give cell and pbc together")
-        periodic = np.zeros(3, bool)
-        cell_arr = np.eye(3)
-        if cell is not None and pbc is not None:
-            cell_arr = np.asarray(cell, float)
-            periodic = np.asarray([_as_bool(name, "pbc", b) for b in pbc], bool)
-            if cell_arr.shape != (3, 3) or periodic.shape != (3,):
-                raise ValueError(f"distances featurizer: cell must be 3 x 3 and pbc 3 "
-                                 f"booleans, got {cell!r}, {pbc!r}")
-            if periodic.any() and abs(np.linalg.det(cell_arr)) <= 0:
-                raise ValueError("distances featurizer: periodic cell with zero volume")
-        self.periodic_cell = bool(periodic.any())
-        self.cell = cell_arr.tolist() if cell is not None else None
-        self.pbc = periodic.tolist() if cell is not None else None
-        # not persistent: rebuilt from the options (model files written
-        # before these existed still load)
-        self.register_buffer("cell_matrix", torch.as_tensor(cell_arr, dtype=torch.float64),
-                             persistent=False)
-        self.register_buffer("inv_cell", torch.as_tensor(
-            np.linalg.inv(cell_arr) if periodic.any() else np.eye(3), dtype=torch.float64),
-            persistent=False)
-        self.register_buffer("periodic", torch.as_tensor(periodic.astype(np.float64)),
-                             persistent=False)
+        set_cell(self, name, cell, pbc)
         self.eps = EPS
         idx = []
         if atoms is not None:
