@@ -675,3 +675,42 @@ def _full_disk_case(run_out, config, tmp_path, monkeypatch, stage):
     resumed = json.loads((out / "summary.json").read_text())
     uninterrupted = json.loads((run_out / "summary.json").read_text())
     assert _without_timings(resumed) == _without_timings(uninterrupted)
+
+
+def test_a_resampled_cv_ensemble_member_draws_its_own_data(full_run, tmp_path):
+    """``resample = true``: member 1 runs its own sample stage (new seed)
+    into ensemble/member_1/data.nc, whose provenance carries the member's
+    config, not the run's."""
+    import dataclasses
+    import shutil
+
+    import xarray as xr
+
+    from mtcv_core.execution import dask_client
+    from mtcv_core.plugins import build_component, load_plugins
+    from mtcv_core.stages import RunContext, validate
+    from mtcv_core.stages.ensemble import member_seed, run_member
+
+    out = tmp_path / "o"
+    shutil.copytree(full_run / "o", out)
+    config, _ = load_config(full_run / "full.toml")
+    config = dataclasses.replace(config, ensemble={"members": 2, "resample": True})
+    registry = load_plugins()
+    system = build_component(registry, "system", config.system, config.system_options, "s")
+    summary = json.loads((out / "summary.json").read_text())
+    ctx = RunContext(config=config, out=out, registry=registry, system=system,
+                     client_factory=lambda: dask_client(None, 1), progress=False,
+                     summary=summary)
+    validate(ctx)
+    try:
+        m_summary = run_member(ctx, 1, resample=True)
+    finally:
+        ctx.close_client()
+    member = out / "ensemble" / "member_1"
+    assert m_summary["stages_done"] == ["sample", "train", "umbrella", "estimate"]
+    assert (member / "data.nc").stat().st_ino != (out / "data.nc").stat().st_ino
+    with xr.open_dataset(member / "data.nc") as data, \
+            xr.open_dataset(out / "data.nc") as run_data:
+        provenance = json.loads(data.attrs["config"])
+        assert provenance["seed"] == member_seed(config.seed, 1) != config.seed
+        assert not data["coordinates"].equals(run_data["coordinates"])

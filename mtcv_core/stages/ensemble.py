@@ -24,6 +24,7 @@ interrupted ensemble resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -111,6 +112,9 @@ def run_member(ctx: RunContext, k: int, *, resample: bool) -> dict[str, Any]:
     summary.setdefault("temperature_K", config.temperature_K)
     summary.setdefault("stages_done", [])
     summary.setdefault("timings_s", {})
+    # the member's own config, as a run's summary carries it (the sample
+    # stage writes it into data.nc's provenance)
+    summary["config"] = json.loads(json.dumps(dataclasses.asdict(config), sort_keys=True))
     child = RunContext(config=config, out=out, registry=ctx.registry, system=ctx.system,
                        client_factory=ctx.client, progress=ctx.progress, summary=summary)
     validate(child, allow_large=True)  # the run's own validation checked the sizes
