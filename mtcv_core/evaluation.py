@@ -139,7 +139,7 @@ def fit_latent_classifier(xi: np.ndarray, labels: np.ndarray, n_classes: int
 
     def basin_of(values: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            v = torch.as_tensor(np.asarray(values, float).reshape(len(values), -1),
+            v = torch.as_tensor(np.asarray(values, float).reshape(-1, x.shape[1]),
                                 dtype=torch.float64)
             return layer((v - mean) / std).argmax(1).numpy()
 

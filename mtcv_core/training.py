@@ -98,6 +98,12 @@ class TrainConfig:
     featurizer: str = doc("cartesian", "featurizer plugin")
     featurizer_options: dict[str, Any] = field(default_factory=dict, metadata={
         "doc": "options of the featurizer, e.g. dof_mask"})
+    cv_file: str = doc("", "a CV trained elsewhere: a TorchScript file (path relative to the "
+                           "working directory) used instead of training one "
+                           "(mtcv_core.imported_cv); empty: train the multitask CV")
+    cv_input: Literal["positions", "features"] = doc(
+        "positions", "what the cv_file module takes: positions (n, n_atoms, 3) angstrom, or "
+                     "the features (n, n_features) of this table's featurizer")
 
     def __post_init__(self) -> None:
         if not self.heads:

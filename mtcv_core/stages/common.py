@@ -144,6 +144,35 @@ def classifier_basins(model: Any, ctx: RunContext) -> Callable[[np.ndarray], np.
     return basin_of
 
 
+def linear_basins(ctx: RunContext, cv: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """xi (n, d) -> basin index by a linear classifier fitted on ``cv``
+    (a CV module, positions -> xi) of the labelled training frames."""
+    from mtcv_core.evaluation import fit_latent_classifier
+
+    train = train_frames(ctx)
+    return fit_latent_classifier(evaluate_cv(cv, train["coordinates"].values),
+                                 train["label"].values, len(ctx.system.basins))
+
+
+def trained_cv(ctx: RunContext) -> tuple[Callable[[np.ndarray], np.ndarray],
+                                         Callable[[np.ndarray], np.ndarray]]:
+    """The run's CV and its basins: ``(cv, basin_of)`` with ``cv`` positions
+    (n, n_atoms, 3) angstrom -> xi (n, d) numpy and ``basin_of`` xi (n, d) ->
+    basin index. The trained model (``model.pt``) with its classifier head
+    (:func:`classifier_basins`); a CV given by ``train.cv_file``: ``cv.ts``
+    with :func:`linear_basins`."""
+    if ctx.config.train.get("cv_file"):
+        from mtcv_core.export import load_cv
+
+        module = load_cv(ctx.out / "cv.ts").to(torch.float64)
+        return (lambda positions: evaluate_cv(module, np.asarray(positions))), \
+            linear_basins(ctx, module)
+    from mtcv_core.export import load_model
+
+    model = load_model(ctx.out / "model.pt", ctx.registry)
+    return model_cv_function(model), classifier_basins(model, ctx)
+
+
 def check_transitions(ctx: RunContext, transitions: list[list[str]], where: str) -> None:
     """ConfigError unless every entry is a pair of the system's basins."""
     for pair in transitions:
@@ -154,4 +183,5 @@ def check_transitions(ctx: RunContext, transitions: list[list[str]], where: str)
 
 __all__ = ["component", "system_component", "build_checked", "blow_ups", "note_blow_ups",
            "split", "train_frames", "evaluate_cv", "model_cv_function", "classifier_basins",
+           "linear_basins", "trained_cv",
            "check_transitions", "PluginError"]

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtcv_core.config import doc, from_mapping, positive
+from mtcv_core.config import ConfigError, doc, from_mapping, positive
 from mtcv_core.stages.context import RunContext, write_json
 
 #: the quantities combined over members: summary row key -> its error key
@@ -58,7 +58,14 @@ class EnsembleConfig:
 
 
 def ensemble_config(ctx: RunContext) -> EnsembleConfig:
-    return from_mapping(EnsembleConfig, ctx.config.ensemble, "ensemble")
+    """The ``[ensemble]`` table; more than one member needs a CV mtcv trains
+    (a ``train.cv_file`` has no seed to vary)."""
+    cfg = from_mapping(EnsembleConfig, ctx.config.ensemble, "ensemble")
+    if cfg.members > 1 and ctx.config.train.get("cv_file"):
+        raise ConfigError(f"ensemble.members: {cfg.members} CVs need a CV trained by mtcv; "
+                          f"train.cv_file ({ctx.config.train['cv_file']}) is one fixed CV "
+                          "(set members = 1 or drop cv_file)")
+    return cfg
 
 
 def member_seed(seed: int, k: int) -> int:

@@ -21,11 +21,10 @@ from mtcv_core.io import read_dataset, write_dataset
 from mtcv_core.plugins import blame, build_component
 from mtcv_core.schema_umbrella import transitions_table, validate_fes
 from mtcv_core.stages.common import (
-    classifier_basins,
     component,
-    model_cv_function,
     require_interface,
     train_frames,
+    trained_cv,
 )
 from mtcv_core.stages.context import RunContext
 from mtcv_core.stages.umbrella import reference_cv, umbrella_config
@@ -99,13 +98,11 @@ def run_estimate(ctx: RunContext) -> None:
     """Free energies along xi and the true CVs; the transitions table."""
     from mtcv_core import sanity
     from mtcv_core.exact_pmf import transition_values
-    from mtcv_core.export import load_model
 
     sanity.clear(ctx.summary, "estimate")
     cfg = ctx.estimate or estimate_config(ctx)
     ucfg = ctx.umbrella or umbrella_config(ctx)
-    model = load_model(ctx.out / "model.pt", ctx.registry)
-    basin_of = classifier_basins(model, ctx)
+    cv, basin_of = trained_cv(ctx)
     samples = read_dataset(ctx.out / "umbrella.nc")
     estimator = build_estimator(ctx, cfg)
     fes = _estimate(ctx, estimator, cfg.estimator, samples, basin_of, "estimating along xi")
@@ -120,7 +117,7 @@ def run_estimate(ctx: RunContext) -> None:
                         "estimating along the true CVs")
         write_dataset(ref, ctx.out / "fes_reference.nc")
         true_cv = {(r["from"], r["to"]): r for r in transitions_table(ref)}
-    exact = exact_along_xi(ctx, fes, model, basin_of)
+    exact = exact_along_xi(ctx, fes, cv, basin_of)
     quadrature = {(r["from"], r["to"]): r
                   for r in ctx.system.reference_transitions(ctx.config.temperature_K)}
     rows = []
@@ -197,9 +194,11 @@ def convergence_along_xi(ctx: RunContext, estimator: Estimator, name: str,
     return out
 
 
-def exact_along_xi(ctx: RunContext, fes: xr.Dataset, model: Any,
+def exact_along_xi(ctx: RunContext, fes: xr.Dataset,
+                   cv: Callable[[np.ndarray], np.ndarray],
                    basin_of: Callable[[np.ndarray], np.ndarray]) -> dict[str, xr.Dataset]:
-    """The exact PMF along the learned CV on ``fes.nc``'s bins, basins by
+    """The exact PMF along the learned CV ``cv`` (positions (n, n_atoms, 3)
+    -> xi (n, d) numpy) on ``fes.nc``'s bins, basins by
     ``basin_of`` (the same as the estimate's), for systems
     with quadrature (``System.equilibrium_nodes``): ``exact`` with the
     non-periodic spectators spread as in the training data (Gaussian, their
@@ -215,7 +214,6 @@ def exact_along_xi(ctx: RunContext, fes: xr.Dataset, model: Any,
     options = json.loads(fes.attrs.get("estimator_options", "{}"))
     kw = dict(basin_of=basin_of, basin_names=list(ctx.system.basins),
               diagonal=bool(options.get("diagonal_moves", False)), seed=ctx.config.seed)
-    cv = model_cv_function(model)
     try:
         edges = fes_edges(fes)
         main = exact_pmf(ctx.system, cv, ctx.config.temperature_K, edges,

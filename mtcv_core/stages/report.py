@@ -26,6 +26,9 @@ def run_report(ctx: RunContext) -> None:
              *_warning_banner(s.get("warnings")),
              "## Data and CV", "",
              f"- frames: {s.get('n_train')} train, {s.get('n_test')} test",
+             *([f"- CV: imported from {s['imported_cv']} (train.cv_file); basins along it "
+                "by a linear classifier on the labelled training frames"]
+               if s.get("imported_cv") else []),
              f"- test accuracy: {_fmt(s.get('test_accuracy'), 4)}",
              f"- test energy MAE: {_fmt(s.get('test_energy_mae_eV'), 4)} eV", "",
              "## Free energies (eV)", "",

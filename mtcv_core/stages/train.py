@@ -63,8 +63,13 @@ def train_config(ctx: RunContext) -> TrainConfig:
 def check_train(ctx: RunContext) -> TrainConfig:
     """The ``[train]`` table against the plugins it names: the featurizer
     and every head are built (for the system's atoms) with their options, and
-    the torch device is parsed, so that a typo fails before sampling."""
+    the torch device is parsed, so that a typo fails before sampling. With
+    ``cv_file``, that CV is checked on the basins' start structures instead
+    of the heads."""
     cfg = train_config(ctx)
+    if cfg.cv_file:
+        _import(ctx, cfg, _start_positions(ctx), dest=None)
+        return cfg
     try:
         torch.device(cfg.device)
     except (RuntimeError, TypeError, ValueError) as exc:
@@ -101,6 +106,9 @@ def run_train(ctx: RunContext) -> None:
     sanity.clear(ctx.summary, "train")
     data = read_frames(ctx.out / "data.nc")
     cfg = ctx.train or train_config(ctx)
+    if cfg.cv_file:
+        _run_import(ctx, cfg, data)
+        return
     train_frames = split(data, "train")
     augment = None
     if cfg.spectator_augmentation > 0 and declares_spectators(ctx.system):
@@ -128,6 +136,56 @@ def run_train(ctx: RunContext) -> None:
     else:
         ctx.summary.pop("spectator_sensitivity", None)
     _train_figures(ctx, model, history, test)
+
+
+def _start_positions(ctx: RunContext) -> np.ndarray:
+    """(n_basins, n_atoms, 3) angstrom: the start structure of every basin."""
+    return np.stack([np.asarray(ctx.system.make_atoms(b).get_positions(), float)
+                     for b in ctx.system.basins])
+
+
+def _import(ctx: RunContext, cfg: TrainConfig, positions: np.ndarray,
+            dest: Any) -> tuple[Any, int]:
+    """:func:`mtcv_core.imported_cv.import_cv` of ``cfg.cv_file`` with the
+    run's featurizer when ``cv_input = "features"``."""
+    from mtcv_core.imported_cv import import_cv
+
+    featurizer = None
+    if cfg.cv_input == "features":
+        featurizer = build_component(ctx.registry, "featurizer", cfg.featurizer,
+                                     cfg.featurizer_options, "train.featurizer_options",
+                                     name_where="train.featurizer")
+    return import_cv(cfg.cv_file, positions, featurizer=featurizer, dest=dest,
+                     where="train.cv_file")
+
+
+def _run_import(ctx: RunContext, cfg: TrainConfig, data: xr.Dataset) -> None:
+    """``train.cv_file``: the external CV checked on the training frames and
+    written as ``cv.ts``; its basins by a linear classifier on xi of the
+    labelled training frames, whose test accuracy is the run's."""
+    from mtcv_core.stages.common import evaluate_cv, linear_basins
+
+    train_frames = split(data, "train")
+    test = split(data, "test")
+    cv, _ = _import(ctx, cfg, train_frames["coordinates"].values, ctx.out / "cv.ts")
+    (ctx.out / "model.pt").unlink(missing_ok=True)  # the CV is cv.ts alone
+    basin_of = linear_basins(ctx, cv)
+    label = test["label"].values
+    xi_test = evaluate_cv(cv, test["coordinates"].values)
+    labelled = label >= 0
+    accuracy = (float(np.mean(basin_of(xi_test[labelled]) == label[labelled]))
+                if labelled.any() else None)
+    ctx.summary.update(test_accuracy=accuracy, test_energy_mae_eV=None,
+                       n_train=int(train_frames.sizes["frame"]),
+                       n_test=int(test.sizes["frame"]), imported_cv=str(cfg.cv_file))
+    ctx.summary.pop("spectator_sensitivity", None)
+    figs = ctx.out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    if xi_test.shape[1] == 1:
+        from mtcv_core.plots import plot_along_cv
+
+        plot_along_cv(xi_test, test["energy"].values, label=label,
+                      basins=list(ctx.system.basins), path=figs / "along_xi.png")
 
 
 def spectator_report(system: Any, model: Any, basin_of: Any, train_positions: np.ndarray, *,
