@@ -49,6 +49,17 @@ class Flat(nn.Module):
         return positions.reshape(positions.shape[0], -1).sum(1)
 
 
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """The sample stage of the tiny 5D Muller-Brown run: OUT with data.nc."""
+    root = tmp_path_factory.mktemp("first")
+    (root / "first.toml").write_text(TINY)
+    res = mtcv("run", str(root / "first.toml"), "--out", str(root / "out"), "--until",
+               "sample", "--quiet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return root / "out"
+
+
 def _positions(n: int = 8) -> np.ndarray:
     system = MullerBrown5D()
     rng = np.random.default_rng(0)
@@ -128,15 +139,25 @@ def test_a_missing_or_unreadable_cv_file_is_named(tmp_path):
         import_cv(tmp_path / "junk.ts", _positions())
 
 
-def test_a_run_with_a_cv_file_goes_to_report(tmp_path):
+def test_a_run_with_a_cv_file_goes_to_report(tmp_path, first_run):
     """Acceptance (#23): a config whose ``train.cv_file`` is a TorchScript CV
     not made by mtcv (x~ of the 5D Muller-Brown true CV, scripted here) runs
-    every stage; the basins along it come from the labelled frames (x~
-    separates A from B), the exact PMF along it is computed, and a validation
-    error names a bad file before any sampling."""
+    every stage on the frames of an earlier run (``run_frames``: the same
+    frames, splits and labels); the basins along it come from the labelled
+    frames (x~ separates A from B), the exact PMF along it is computed, and a
+    validation error names a bad file before any sampling."""
+    import xarray as xr
+
+    from mtcv_core.evaluation import fit_latent_classifier
+    from mtcv_core.io import read_frames
+    from mtcv_core.schema import category_names
+    from mtcv_core.stages.common import evaluate_cv, split
+
     system = MullerBrown5D()
     torch.jit.script(TrueXTilde(system.true_cv_module())).save(str(tmp_path / "xt.ts"))
-    config = TINY + f"""
+    config = TINY.split("[sample.sources.basin_md]")[0] + f"""
+[sample.sources.run_frames]
+path = "{first_run / 'data.nc'}"
 [train]
 cv_file = "{tmp_path / 'xt.ts'}"
 [umbrella]
@@ -149,6 +170,14 @@ options = {{ n_bins = 12, n_bootstraps = 0 }}
     res = mtcv("run", str(tmp_path / "own.toml"), "--out", str(tmp_path / "o"), "--quiet")
     assert res.returncode == 0, res.stderr[-3000:]
     out = tmp_path / "o"
+    data, first = read_frames(out / "data.nc"), read_frames(first_run / "data.nc")
+    for name in ("train", "test"):  # the same frames, split by split (trajectory ids
+        a, b = split(data, name), split(first, name)  # are renumbered on concatenation)
+        xr.testing.assert_identical(a.drop_vars(["trajectory", "frame"]).drop_attrs(),
+                                    b.drop_vars(["trajectory", "frame"]).drop_attrs())
+        _, inv_a = np.unique(a["trajectory"].values, return_inverse=True)
+        _, inv_b = np.unique(b["trajectory"].values, return_inverse=True)
+        np.testing.assert_array_equal(inv_a, inv_b)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stages_done"][-1] == "report"
     assert not (out / "model.pt").exists()
@@ -156,12 +185,6 @@ options = {{ n_bins = 12, n_bootstraps = 0 }}
     # the test accuracy is the linear classifier's on xi of the test split
     # (the TPS frames' labels are where their paths commit, so x~ alone
     # cannot reach 1 on them); on the basin-MD frames x~ separates A from B
-    from mtcv_core.evaluation import fit_latent_classifier
-    from mtcv_core.io import read_frames
-    from mtcv_core.schema import category_names
-    from mtcv_core.stages.common import evaluate_cv, split
-
-    data = read_frames(out / "data.nc")
     train, test = split(data, "train"), split(data, "test")
     cv = torch.jit.load(str(out / "cv.ts"))
     basin_of = fit_latent_classifier(evaluate_cv(cv, train["coordinates"].values),
@@ -183,6 +206,22 @@ options = {{ n_bins = 12, n_bootstraps = 0 }}
     res = mtcv("run", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "bad"), "--quiet")
     assert res.returncode != 0 and "train.cv_file" in res.stderr and "missing.ts" in res.stderr
     assert not (tmp_path / "bad" / "data.nc").exists()
+
+
+def test_run_frames_refuses_another_systems_data(tmp_path, first_run):
+    """``run_frames`` names the file and both systems."""
+    from mtcv_core.schema import SchemaError
+    from mtcv_sampling import RunFrames
+    from mtcv_systems import ThreeWell5D
+
+    source = RunFrames(path=str(first_run / "data.nc"))
+    source.check(MullerBrown5D())
+    assert source.run(MullerBrown5D(), seed=0, split="test").sizes["frame"] > 0
+    with pytest.raises(SchemaError, match=r"run_frames: .*data.nc: frames of system "
+                                          r"'muller_brown_5d', this run's is 'three_well_5d'"):
+        source.run(ThreeWell5D(), seed=0)
+    with pytest.raises(ConfigError, match=r"path: .*nope.nc: no such file"):
+        RunFrames(path=str(tmp_path / "nope.nc")).check(MullerBrown5D())
 
 
 def test_an_ensemble_of_one_fixed_cv_is_refused_before_sampling(tmp_path):
