@@ -46,19 +46,104 @@ def task_rng(seed: int, *keys: str | int) -> np.random.Generator:
     return np.random.default_rng(task_seed(seed, *keys))
 
 
-def dask_client(scheduler: str | None = None, workers: int = 2) -> Any:
+#: ``[execution] cluster`` -> dask-jobqueue's cluster class
+JOBQUEUE_CLUSTERS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster",
+                     "lsf": "LSFCluster", "htcondor": "HTCondorCluster", "oar": "OARCluster",
+                     "moab": "MoabCluster"}
+#: mtcv's defaults for a batch cluster: one single-threaded worker per job slot
+JOBQUEUE_DEFAULTS = {"cores": 1, "processes": 1, "memory": "4GB"}
+#: options mtcv sets itself
+_JOBQUEUE_RESERVED = ("scheduler", "loop", "asynchronous", "n_workers", "job_cls", "security")
+
+
+def _jobqueue_class(kind: str, where: str) -> Any:
+    from mtcv_core.config import ConfigError
+
+    if kind not in JOBQUEUE_CLUSTERS:
+        raise ConfigError(f"{where}: unknown batch cluster {kind!r}; expected one of "
+                          f"{list(JOBQUEUE_CLUSTERS)}")
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise ConfigError(f"{where}: cluster = {kind!r} needs dask-jobqueue "
+                          "(pip install -e '.[cluster]')") from None
+    return getattr(dask_jobqueue, JOBQUEUE_CLUSTERS[kind])
+
+
+def check_jobqueue_options(kind: str, options: dict[str, Any], where: str) -> None:
+    """ConfigError for an option the ``kind`` cluster class and its job class
+    do not take (named, with the ones they do), before any job is submitted."""
+    import inspect
+
+    from mtcv_core.config import ConfigError
+
+    cls = _jobqueue_class(kind, where)
+    known: set[str] = set()
+    for klass in (*cls.job_cls.__mro__, cls):
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            known |= {p.name for p in inspect.signature(init).parameters.values()
+                      if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    known -= {"self", *_JOBQUEUE_RESERVED}
+    for key in options:
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: not an option of dask_jobqueue."
+                              f"{cls.__name__}; expected one of {sorted(known)}")
+
+
+def make_jobqueue_cluster(kind: str, options: dict[str, Any]) -> Any:
+    """A dask-jobqueue cluster of class ``kind`` (``slurm``, ``pbs``, ...)
+    with mtcv's defaults (:data:`JOBQUEUE_DEFAULTS`) under ``options``; no
+    job submitted yet (``cluster.job_script()`` shows what would be)."""
+    from mtcv_core.config import ConfigError
+
+    where = "execution.jobqueue"
+    check_jobqueue_options(kind, options, where)
+    cls = _jobqueue_class(kind, where)
+    try:
+        return cls(**{**JOBQUEUE_DEFAULTS, **options})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: dask_jobqueue.{cls.__name__} refused the options "
+                          f"({type(exc).__name__}: {exc})") from exc
+
+
+def jobqueue_cluster(kind: str, options: dict[str, Any], workers: int) -> Any:
+    """:func:`make_jobqueue_cluster` scaled to ``workers`` workers (jobs of
+    ``processes`` workers each are submitted as needed)."""
+    cluster = make_jobqueue_cluster(kind, options)
+    cluster.scale(n=workers)
+    return cluster
+
+
+def dask_client(scheduler: str | None = None, workers: int = 2, *, cluster: Any = None,
+                jobqueue: dict[str, Any] | None = None) -> Any:
     """A ``dask.distributed.Client``: to ``scheduler`` if given, otherwise to
     a new local cluster of ``workers`` single-threaded processes. It is not
     made dask's default scheduler: mtcv submits its tasks to it explicitly
     (:func:`map_tasks`), and as the default it would make every xarray
     netCDF write in this process take a lock through the scheduler -- a
     round trip per file, and a write that waits forever once the cluster is
-    going down (Ctrl-C reaches the workers too)."""
+    going down (Ctrl-C reaches the workers too).
+
+    ``cluster``: a Dask cluster object made by the caller (e.g. a
+    ``dask_jobqueue.SLURMCluster``), used by its scheduler address, so that
+    closing the client leaves it to its owner; or a name of
+    :data:`JOBQUEUE_CLUSTERS` -- then mtcv makes it (:func:`jobqueue_cluster`,
+    ``jobqueue`` options) and owns it."""
     import dask
     from dask.distributed import Client, LocalCluster
 
     from mtcv_core.config import ConfigError
 
+    if isinstance(cluster, str) and cluster != "local":
+        return Client(jobqueue_cluster(cluster, dict(jobqueue or {}), workers),
+                      set_as_default=False)
+    if cluster is not None and not isinstance(cluster, str):
+        address = getattr(cluster, "scheduler_address", None)
+        if not isinstance(address, str):
+            raise ConfigError(f"cluster: {type(cluster).__name__} is not a Dask cluster "
+                              "(no scheduler_address)")
+        return Client(address, timeout="20s", set_as_default=False)
     if scheduler:
         check_scheduler_address(scheduler, "scheduler")
         try:

@@ -32,14 +32,31 @@ MAX_SEED = 2**31 - 1
 class ExecutionConfig:
     """Where independent tasks run."""
 
-    workers: int = positive(2, "workers of the local Dask cluster")
+    workers: int = positive(2, "Dask workers: of the local cluster, or the batch "
+                                "cluster's workers to start (its jobs hold "
+                                "jobqueue.processes workers each)")
     scheduler: str | None = doc(None, "address of an existing Dask scheduler")
+    cluster: Literal["local", "slurm", "pbs", "sge", "lsf", "htcondor", "oar", "moab"] = doc(
+        "local", "where the workers run: a local cluster, or batch jobs through "
+                 "dask-jobqueue (pip install -e '.[cluster]'; docs/cluster.md)")
+    jobqueue: dict[str, Any] = field(default_factory=dict, metadata={
+        "doc": "options of the dask-jobqueue cluster class (cores, memory, processes, "
+               "walltime, queue, account, job_extra_directives, job_script_prologue, ...); "
+               "mtcv's defaults: cores = processes = 1, memory = '4GB'"})
 
     def __post_init__(self) -> None:
-        if self.scheduler is not None:
-            from mtcv_core.execution import check_scheduler_address
+        from mtcv_core.execution import check_jobqueue_options, check_scheduler_address
 
+        if self.scheduler is not None:
             check_scheduler_address(self.scheduler, "execution.scheduler")
+        if self.scheduler is not None and self.cluster != "local":
+            raise ConfigError(f"execution: scheduler ({self.scheduler}) and cluster = "
+                              f"{self.cluster!r} both say where to run; give one")
+        if self.jobqueue and self.cluster == "local":
+            raise ConfigError("execution.jobqueue: options for a batch cluster, but "
+                              "execution.cluster is 'local' (set e.g. cluster = 'slurm')")
+        if self.cluster != "local":
+            check_jobqueue_options(self.cluster, self.jobqueue, "execution.jobqueue")
 
 
 @dataclass
@@ -186,8 +203,14 @@ def _run_stages(ctx: RunContext, summary: dict[str, Any], config: RunConfig,
 def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | None = None,
                  until: str | None = None, resume: bool = False, scheduler: str | None = None,
                  workers: int | None = None, progress: bool = True,
-                 strict: bool = False, allow_large: bool = False) -> dict[str, Any]:
+                 strict: bool = False, allow_large: bool = False,
+                 cluster: Any = None) -> dict[str, Any]:
     """Run the pipeline; returns the summary (also in ``OUT/summary.json``).
+
+    Tasks run on ``cluster`` when given (a Dask cluster object the caller
+    made and closes, e.g. a ``dask_jobqueue.SLURMCluster``), else on
+    ``scheduler``, else on the config's ``[execution]`` (a local cluster of
+    ``workers``, or a batch cluster, ``cluster = "slurm"`` etc.).
 
     With ``strict``, a transition whose convergence verdict failed
     (``summary["transitions"][i]["converged"] is False``) raises
@@ -219,9 +242,13 @@ def run_pipeline(config_path: str | Path | None = None, *, out: str | Path | Non
     summary: dict[str, Any] = {}
     sched = scheduler or config.execution.scheduler
     n_workers = workers or config.execution.workers
+    if cluster is None and scheduler is None:
+        cluster = config.execution.cluster
     ctx = RunContext(config=config, out=out_dir, registry=registry, system=system,
-                     client_factory=lambda: dask_client(sched, n_workers), progress=progress,
-                     summary=summary)
+                     client_factory=lambda: dask_client(
+                         sched, n_workers, cluster=cluster,
+                         jobqueue=config.execution.jobqueue),
+                     progress=progress, summary=summary)
     try:
         validate(ctx, allow_large=allow_large)
     except (ConfigError, PluginError) as exc:
