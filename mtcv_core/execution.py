@@ -52,6 +52,9 @@ JOBQUEUE_CLUSTERS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECl
                      "moab": "MoabCluster"}
 #: mtcv's defaults for a batch cluster: one single-threaded worker per job slot
 JOBQUEUE_DEFAULTS = {"cores": 1, "processes": 1, "memory": "4GB"}
+#: the first line of every job script's prologue
+SINGLE_THREAD_EXPORT = ("export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 "
+                        "NUMEXPR_NUM_THREADS=1")
 #: options mtcv sets itself
 _JOBQUEUE_RESERVED = ("scheduler", "loop", "asynchronous", "n_workers", "job_cls", "security")
 
@@ -100,8 +103,13 @@ def make_jobqueue_cluster(kind: str, options: dict[str, Any]) -> Any:
     where = "execution.jobqueue"
     check_jobqueue_options(kind, options, where)
     cls = _jobqueue_class(kind, where)
+    merged = {**JOBQUEUE_DEFAULTS, **options}
+    # one thread per worker: mtcv parallelises over workers, and threaded BLAS
+    # in every worker of a job oversubscribes its cores
+    merged["job_script_prologue"] = [SINGLE_THREAD_EXPORT,
+                                     *list(options.get("job_script_prologue") or [])]
     try:
-        return cls(**{**JOBQUEUE_DEFAULTS, **options})
+        return cls(**merged)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: dask_jobqueue.{cls.__name__} refused the options "
                           f"({type(exc).__name__}: {exc})") from exc

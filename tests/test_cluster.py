@@ -42,6 +42,7 @@ queue = "short", account = "chem", job_extra_directives = ["--constraint=cpu"] }
                  "#SBATCH --mem=8G"):
         assert line in script, (line, script)
     assert sys.executable in script
+    assert "export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1" in script
     assert "--nworkers 4" in script and "--nthreads 1" in script
 
 
