@@ -435,6 +435,18 @@ class Sampler(ABC):
         ``windows_disagreeing`` (JSON list of objects with at least
         ``window``: still disagreeing when the sampler gave up)."""
 
+    def bias_calculator(self, calc: Any, cv: Any, *, center: np.ndarray,
+                        spring_constant: np.ndarray, period: np.ndarray | None = None) -> Any:
+        """Optional: an ASE calculator adding this sampler's bias of one
+        window to ``calc`` (None: the bias alone), for users who run the
+        window themselves (:meth:`mtcv_core.run.Run.bias`). ``cv`` maps
+        positions (n, n_atoms, 3) angstrom -> (n, d); ``center`` (d,) in CV
+        units, ``spring_constant`` (d,) eV per CV unit squared, ``period``
+        (d,) (0: not periodic) -- the window's entries of the umbrella
+        schema. Default: NotImplementedError (the sampler has no such
+        calculator)."""
+        raise NotImplementedError(f"sampler {type(self).__name__} has no bias calculator")
+
 
 #: ``basin_of``: CV values (n, d) -> basin index (n,) int, -1 for none
 BasinOf = Callable[[np.ndarray], np.ndarray]

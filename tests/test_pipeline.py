@@ -714,3 +714,66 @@ def test_a_resampled_cv_ensemble_member_draws_its_own_data(full_run, tmp_path):
         provenance = json.loads(data.attrs["config"])
         assert provenance["seed"] == member_seed(config.seed, 1) != config.seed
         assert not data["coordinates"].equals(run_data["coordinates"])
+
+
+def test_the_python_api_reads_a_run_and_biases_a_window(full_run, tmp_path):
+    """``from mtcv import Run``: the summary, datasets equal to the files, the
+    CV equal to cv.ts, and a window's bias as an ASE calculator on top of the
+    system's: energy = E + k/2 (xi - c)^2, forces = -dE/dx by finite
+    differences; ``mtcv.run`` runs the pipeline and returns the Run; a
+    missing file names the stage that writes it."""
+    import torch
+    import xarray as xr
+
+    import mtcv
+    from mtcv import Run
+    from mtcv_core.io import MissingFileError
+
+    run = Run(full_run / "o")
+    assert run.summary == json.loads((full_run / "o" / "summary.json").read_text())
+    assert run.config.name == "tiny_full" and "report" in run.stages_done
+    with xr.open_dataset(full_run / "o" / "fes.nc") as fes:
+        xr.testing.assert_identical(run.fes, fes.load())
+    xr.testing.assert_identical(run.data, read_frames(full_run / "o" / "data.nc"))
+    pos = run.data["coordinates"].values[:6]
+    cv = torch.jit.load(str(full_run / "o" / "cv.ts"))
+    np.testing.assert_allclose(run.xi(pos), cv.double()(torch.as_tensor(pos)).detach().numpy(),
+                               rtol=1e-12)
+    assert {"fes", "data"} <= set(run.figures)
+    w = 2
+    c = run.umbrella["center"].values[w]
+    k = run.umbrella["spring_constant"].values[w]
+    atoms = run.system.make_atoms(run.system.basins[0])
+    plain = atoms.calc
+    e0 = plain.get_potential_energy(atoms)
+    atoms.calc = run.bias(window=w, calculator=plain)
+    xi = run.xi(atoms.get_positions()[None])[0]
+    assert atoms.get_potential_energy() == pytest.approx(
+        e0 + 0.5 * np.sum(k * (xi - c) ** 2), rel=1e-10)
+    f = atoms.get_forces()
+    h = 1e-5
+    for i, j in [(0, 0), (1, 1), (0, 2)]:
+        p = atoms.get_positions()
+        e = []
+        for s in (h, -h):
+            q = p.copy()
+            q[i, j] += s
+            atoms.set_positions(q)
+            e.append(atoms.get_potential_energy())
+        atoms.set_positions(p)
+        assert f[i, j] == pytest.approx(-(e[0] - e[1]) / (2 * h), rel=1e-5, abs=1e-7)
+    ref = run.bias(window=0, reference=True)
+    assert np.asarray(ref.center).shape == (2,)
+    with pytest.raises(IndexError, match=r"window 999: .* has windows 0\.\."):
+        run.bias(window=999)
+    # mtcv.run: the pipeline from Python, up to a stage; files of later stages
+    # are named with the stage that writes them
+    (tmp_path / "t.toml").write_text(TINY)
+    partial = mtcv.run(tmp_path / "t.toml", out=tmp_path / "p", until="sample",
+                       progress=False)
+    assert partial.stages_done == ["sample"] and partial.data.sizes["frame"] > 0
+    with pytest.raises(MissingFileError, match=r"cv.ts: no such file \(written by the train "
+                                               r"stage; this run has done: sample\)"):
+        _ = partial.cv
+    with pytest.raises(MissingFileError, match=r"not an mtcv run directory"):
+        Run(tmp_path)

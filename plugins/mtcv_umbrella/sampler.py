@@ -130,6 +130,15 @@ class UmbrellaSampler(MDOptions, Sampler):
                                   "windows, still disagreeing at twice the steps); they are "
                                   "reported, not run again"})
 
+    def bias_calculator(self, calc: Any, cv: torch.nn.Module, *, center: np.ndarray,
+                        spring_constant: np.ndarray, period: np.ndarray | None = None) -> Any:
+        """:class:`mtcv_umbrella.UmbrellaBias`: the harmonic restraint
+        0.5 k (xi - c)^2 (minimum image along periodic dimensions) on top of
+        ``calc``."""
+        from mtcv_umbrella.bias import UmbrellaBias
+
+        return UmbrellaBias(calc, cv, center, spring_constant, period=period)
+
     def check(self, system: System) -> None:
         """``spectator_moves`` needs periodic spectators to move."""
         from mtcv_core.config import ConfigError
