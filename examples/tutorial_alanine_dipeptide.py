@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tutorial_muller_brown import load_run, pyplot_agg, tutorial_main
+from tutorial_muller_brown import pyplot_agg, test_predictions, tutorial_main
 
 EXAMPLE = Path(__file__).resolve().parent / "alanine_dipeptide.toml"
 
@@ -134,23 +134,23 @@ def fes_figure(fes: Any, fes_ref: Any | None, rows: list[dict[str, Any]],
     plt.close(fig)
 
 
-def figures(run: Path, summary: dict[str, Any], out: Path) -> list[Path]:
-    """The tutorial's figures from the files the run has."""
-    from mtcv_core.io import read_dataset
+def figures(run: Any, out: Path) -> list[Path]:
+    """The tutorial's figures from the files the :class:`mtcv.Run` has."""
     from mtcv_core.plots import plot_along_cv, plot_history
 
-    system, model, test, pred = load_run(run, summary)
+    system = run.system
+    test, pred = test_predictions(run)
     paths = [out / "xi_phi_psi.png", out / "along_xi.png", out / "training.png"]
     xi_phi_psi_figure(system, test, pred["xi"], paths[0])
     plot_along_cv(pred["xi"], test["energy"].values, energy_pred=pred.get("energy"),
                   label=test["label"].values, probability=pred.get("probability"),
                   basins=list(system.basins), path=paths[1])
-    plot_history(read_dataset(run / "training.nc"), path=paths[2])
-    if (run / "fes.nc").exists():
-        ref = run / "fes_reference.nc"
+    plot_history(run.training, path=paths[2])
+    if (run.path / "fes.nc").exists():
+        ref = run.fes_reference if (run.path / "fes_reference.nc").exists() else None
         paths.append(out / "fes.png")
-        fes_figure(read_dataset(run / "fes.nc"), read_dataset(ref) if ref.exists() else None,
-                   summary.get("transitions", []), float(summary["temperature_K"]), paths[-1])
+        fes_figure(run.fes, ref, run.transitions, float(run.summary["temperature_K"]),
+                   paths[-1])
     return paths
 
 

@@ -268,61 +268,47 @@ def pmf_figure(system: Any, fes: Any, fes_ref: Any | None, exact_xi: Any | None,
 
 
 # -------------------------------------------------------------------- main
-def test_frames(run: Path) -> Any:
-    """The test split of the run's ``data.nc``."""
-    from mtcv_core.io import read_frames
-
-    data = read_frames(run / "data.nc")
-    codes = data["split"].attrs["flag_meanings"].split()
-    return data.isel(frame=data["split"].values == codes.index("test"))
-
-
-def print_summary(run: Path, summary: dict[str, Any]) -> None:
-    print(f"run: {run} (stages {', '.join(summary['stages_done'])}; times "
+def print_summary(run: Any) -> None:
+    """What a finished (or partial) :class:`mtcv.Run` says, in a few lines."""
+    summary = run.summary
+    print(f"run: {run.path} (stages {', '.join(run.stages_done)}; times "
           + ", ".join(f"{k} {v:.0f} s" for k, v in summary["timings_s"].items()) + ")")
-    if "train" in summary["stages_done"]:
+    if "train" in run.stages_done:
         acc, mae = summary.get("test_accuracy"), summary.get("test_energy_mae_eV")
         print(f"test accuracy {'n/a' if acc is None else f'{acc:.4f}'}, energy MAE "
               f"{'n/a' if mae is None else f'{mae:.4f}'} eV ({summary['n_train']} train / "
               f"{summary['n_test']} test frames)")
-    for line in transition_text(summary.get("transitions", [])).splitlines():
+    for line in transition_text(run.transitions).splitlines():
         print(line)
 
 
-def load_run(run: Path, summary: dict[str, Any]) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """(system, model, test frames, the model's predictions on them) of a run
-    directory whose train stage is done."""
-    from mtcv_core.export import load_model
-    from mtcv_core.plugins import load_plugins
+def test_predictions(run: Any) -> tuple[Any, dict[str, Any]]:
+    """(test frames, the trained model's predictions on them) of a
+    :class:`mtcv.Run` whose train stage is done."""
+    from mtcv_core.stages.common import split
     from mtcv_core.training import predict
 
-    registry = load_plugins()
-    system = registry.create("system", summary["system"])
-    model = load_model(run / "model.pt", registry)
-    test = test_frames(run)
-    return system, model, test, predict(model, test)
+    test = split(run.data, "test")
+    return test, predict(run.model, test)
 
 
-def figures(run: Path, summary: dict[str, Any], out: Path) -> list[Path]:
-    """The tutorial's figures from the files of a finished run."""
-    from mtcv_core.io import read_dataset
+def figures(run: Any, out: Path) -> list[Path]:
+    """The tutorial's figures from a finished :class:`mtcv.Run`."""
     from mtcv_core.plots import plot_along_cv, plot_history
 
-    system, model, test, pred = load_run(run, summary)  # the CV on the test frames
-    temperature = float(summary["temperature_K"])
+    system, model = run.system, run.model
+    test, pred = test_predictions(run)  # the CV on the test frames
+    temperature = float(run.summary["temperature_K"])
     paths = [out / f"{name}.png" for name in ("xi_plane", "pmf", "along_xi", "training")]
     xi_plane_figure(system, model, system.true_cv(test["coordinates"].values), paths[0])
     # free energies: along xi and along the true CVs, against quadrature
-    fes = read_dataset(run / "fes.nc")
-    ref_path = run / "fes_reference.nc"
-    fes_ref = read_dataset(ref_path) if ref_path.exists() else None
-    exact = exact_pmf_along_xi(system, model, temperature, fes["bin_edges"].values)
-    pmf_figure(system, fes, fes_ref, exact, summary.get("transitions", []), temperature,
-               paths[1])
+    fes_ref = run.fes_reference if (run.path / "fes_reference.nc").exists() else None
+    exact = exact_pmf_along_xi(system, model, temperature, run.fes["bin_edges"].values)
+    pmf_figure(system, run.fes, fes_ref, exact, run.transitions, temperature, paths[1])
     plot_along_cv(pred["xi"], test["energy"].values, energy_pred=pred.get("energy"),
                   label=test["label"].values, probability=pred.get("probability"),
                   basins=list(system.basins), path=paths[2])
-    plot_history(read_dataset(run / "training.nc"), path=paths[3])
+    plot_history(run.training, path=paths[3])
     return paths
 
 
@@ -330,8 +316,8 @@ def tutorial_main(doc: str, *, example: Path, small: dict[str, Any] | Any, defau
                   figures: Any, argv: list[str] | None = None, with_until: bool = False) -> int:
     """The command line shared by the pipeline tutorials: ``--small``, ``--out DIR``
     (and ``--until STAGE`` with ``with_until``); runs the example (or its small
-    version) into ``DIR/run`` with ``resume=True`` and draws ``figures(run,
-    summary, out) -> [paths]`` once a CV exists."""
+    version) into ``DIR/run`` with ``resume=True`` (:func:`mtcv.run`) and draws
+    ``figures(run, out) -> [paths]`` of the :class:`mtcv.Run` once a CV exists."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--small", action="store_true",
                         help="a small version of the example (tests, about a minute)")
@@ -343,18 +329,17 @@ def tutorial_main(doc: str, *, example: Path, small: dict[str, Any] | Any, defau
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from mtcv_core.pipeline import run_pipeline
+    import mtcv
 
     # the whole pipeline: sample -> train -> umbrella -> estimate -> report
     config = small_config(example, small, args.out) if args.small else example
-    run = args.out / "run"
-    summary = run_pipeline(config, out=run, until=getattr(args, "until", None), resume=True,
-                           progress=not args.small)
-    print_summary(run, summary)
-    if "train" not in summary["stages_done"]:
+    run = mtcv.run(config, out=args.out / "run", until=getattr(args, "until", None),
+                   resume=True, progress=not args.small)
+    print_summary(run)
+    if "train" not in run.stages_done:
         print("no CV yet (the run stopped before training): no figures")
         return 0
-    for path in figures(run, summary, args.out):
+    for path in figures(run, args.out):
         print(f"wrote {path}")
     return 0
 

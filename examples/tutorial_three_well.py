@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 from tutorial_muller_brown import (
-    load_run,
     pyplot_agg,
+    test_predictions,
     transition_text,
     true_cv_panel,
     tutorial_main,
@@ -179,20 +179,19 @@ def latent_figure(model: Any, system: Any, test: Any, pred: dict[str, np.ndarray
     plt.close(fig)
 
 
-def figures(run: Path, summary: dict[str, Any], out: Path) -> list[Path]:
-    """The tutorial's figures from the files of a finished run."""
-    from mtcv_core.io import read_dataset
+def figures(run: Any, out: Path) -> list[Path]:
+    """The tutorial's figures from a finished :class:`mtcv.Run`."""
     from mtcv_core.plots import plot_history
 
-    system, model, test, pred = load_run(run, summary)
+    system, model = run.system, run.model
+    test, pred = test_predictions(run)
     paths = [out / f"{name}.png" for name in ("xi_plane", "fes", "latent", "training")]
     xi_plane_figure(system, model, system.true_cv(test["coordinates"].values), paths[0])
-    ref_path = run / "fes_reference.nc"
-    fes_figure(system, read_dataset(run / "fes.nc"),
-               read_dataset(ref_path) if ref_path.exists() else None,
-               summary.get("transitions", []), float(summary["temperature_K"]), paths[1])
+    fes_ref = run.fes_reference if (run.path / "fes_reference.nc").exists() else None
+    fes_figure(system, run.fes, fes_ref, run.transitions, float(run.summary["temperature_K"]),
+               paths[1])
     latent_figure(model, system, test, pred, paths[2])
-    plot_history(read_dataset(run / "training.nc"), path=paths[3])
+    plot_history(run.training, path=paths[3])
     return paths
 
 
