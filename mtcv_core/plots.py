@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -174,22 +175,34 @@ def plot_frames(frames: xr.Dataset, true_cv: np.ndarray, path: str | os.PathLike
 
 
 def plot_fes(fes: xr.Dataset, path: str | os.PathLike[str] | None,
-             exact: xr.Dataset | None = None) -> Figure:
-    """The PMF of a free-energy dataset (``mtcv.fes/1``): 1D with its error
-    band (and, given ``exact``, the exact PMF along the same CV from
-    :func:`mtcv_core.exact_pmf.exact_pmf`, dashed), 2D as a map (with the
-    exact PMF's contours)."""
-    fig = _figure(width=5.5, height=4.2)
+             exact: xr.Dataset | None = None, *,
+             basin_of: Any = None, transitions: Sequence[dict[str, Any]] = ()) -> Figure:
+    """The PMF of a free-energy dataset (``mtcv.fes/1``).
+
+    1D: the PMF with its error band; given ``exact``, the exact PMF along
+    the same CV (:func:`mtcv_core.exact_pmf.exact_pmf`, dashed); given
+    ``basin_of`` (xi (n, 1) -> basin index, -1 none), the basins shaded and
+    named; given ``transitions`` (rows of ``summary.json``), the first
+    transition's barrier and dF annotated from its basin's minimum and the
+    reference barrier levels (``reference_barrier_eV``: quadrature;
+    ``true_cv_barrier_eV``: along the true CVs) drawn on the same axes. 2D:
+    a map (with the exact PMF's contours)."""
+    fig = _figure(width=6.0, height=4.4)
     ax = fig.subplots()
     names = str(fes.attrs.get("cv_names", "s")).split()
     if "bin" in fes["pmf"].dims:
         x, y, e = (fes[v].values for v in ("bin_center", "pmf", "pmf_err"))
-        ax.plot(x, y, color="C0", label="MBAR")
+        if basin_of is not None:
+            _shade_basins(ax, fes, basin_of)
+        ax.plot(x, y, color="C0", label="MBAR ± 1σ")
         ax.fill_between(x, y - e, y + e, color="C0", alpha=0.3)
         if exact is not None and "bin" in exact["pmf"].dims:
             ax.plot(exact["bin_center"].values, exact["pmf"].values, color="k", ls="--",
                     lw=1.2, label="exact along the same CV")
-            ax.legend(frameon=False)
+        if transitions:
+            _annotate_transition(ax, fes, transitions[0])
+        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.08), ncol=3,
+                  frameon=False)
         ax.set_xlabel(names[0])
         ax.set_ylabel("F (eV)")
     elif exact is not None and "bin_x" in exact["pmf"].dims:
@@ -210,3 +223,65 @@ def plot_fes(fes: xr.Dataset, path: str | os.PathLike[str] | None,
     ax.set_title(f"PMF at {fes.attrs.get('temperature_K', '?')} K")
     _save(fig, path)
     return fig
+
+
+def _shade_basins(ax: Any, fes: xr.Dataset, basin_of: Any) -> None:
+    """Shade the runs of bins each basin claims, named once."""
+    x = fes["bin_center"].values
+    edges = fes["bin_edges"].values
+    labels = np.asarray(basin_of(x[:, None])).reshape(-1)
+    names = [str(b) for b in fes["basin"].values] if "basin" in fes.coords else []
+    named: set[int] = set()
+    start = 0
+    for i in range(1, len(x) + 1):
+        if i < len(x) and labels[i] == labels[start]:
+            continue
+        b = int(labels[start])
+        if 0 <= b < len(names):
+            ax.axvspan(edges[start], edges[i], color=f"C{2 + b}", alpha=0.12, lw=0,
+                       label=None if b in named else f"basin {names[b]}")
+            named.add(b)
+        start = i
+
+
+def _annotate_transition(ax: Any, fes: xr.Dataset, row: dict[str, Any]) -> None:
+    """Barrier and dF of ``row`` (a transitions row) from its first basin's
+    minimum; reference barrier levels as short horizontal marks."""
+    if "basin_minimum" not in fes or "basin" not in fes.coords:
+        return
+    basins = [str(b) for b in fes["basin"].values]
+    a = row.get("from")
+    barrier = row.get("barrier_eV")
+    if a not in basins or barrier is None or not np.isfinite(barrier):
+        return
+    x0 = float(fes["basin_minimum"].values[basins.index(a)][0])
+    x, y = fes["bin_center"].values, fes["pmf"].values
+    finite = np.isfinite(y)
+    if not finite.any():
+        return
+    f0 = float(y[finite][np.argmin(np.abs(x[finite] - x0))])
+    top = f0 + barrier
+    span = (x[finite].min(), x[finite].max())
+    ax.hlines([f0, top], *span, colors="0.4", lw=0.6, ls=":")
+    ax.annotate("", xy=(x0, top), xytext=(x0, f0),
+                arrowprops={"arrowstyle": "<->", "color": "0.2", "lw": 0.9})
+    err = row.get("barrier_err_eV")
+    text = f"barrier {barrier:.3f}" + (f" ± {err:.3f}" if err is not None else "") + " eV"
+    dF, dF_err = row.get("delta_F_eV"), row.get("delta_F_err_eV")
+    if dF is not None:
+        text += f"\nF_{row.get('to')} - F_{a} = {dF:.3f}" + (
+            f" ± {dF_err:.3f}" if dF_err is not None else "") + " eV"
+    right = x0 > 0.5 * (span[0] + span[1])  # the text on the side with room
+    pad = "  "
+    ax.text(x0, f0 + 0.5 * barrier,
+            (text.replace("\n", pad + "\n") + pad) if right else
+            (pad + text.replace("\n", "\n" + pad)),
+            fontsize=8, va="center", ha="right" if right else "left",
+            bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1.0})
+    marks = [("reference_barrier_eV", "quadrature barrier", "C3"),
+             ("true_cv_barrier_eV", "barrier along the true CVs", "C1")]
+    width = 0.08 * (span[1] - span[0])
+    for key, label, color in marks:
+        v = row.get(key)
+        if v is not None and np.isfinite(v):
+            ax.hlines(f0 + v, x0 - width, x0 + width, colors=color, lw=2.0, label=label)

@@ -777,3 +777,27 @@ def test_the_python_api_reads_a_run_and_biases_a_window(full_run, tmp_path):
         _ = partial.cv
     with pytest.raises(MissingFileError, match=r"not an mtcv run directory"):
         Run(tmp_path)
+
+
+def test_the_fes_figure_shows_basins_barrier_and_references(full_run):
+    """The report's PMF figure: error band, basins shaded by the run's
+    assignment, the first transition's barrier and dF as text, the reference
+    levels; report.md captions every figure."""
+    from mtcv import Run
+    from mtcv_core.plots import plot_fes
+
+    run = Run(full_run / "o")
+    row = dict(run.transitions[0], barrier_eV=0.5, barrier_err_eV=0.01, delta_F_eV=0.2,
+               delta_F_err_eV=0.02, reference_barrier_eV=0.55, true_cv_barrier_eV=0.52)
+    mid = float(np.median(run.fes["bin_center"].values))
+    fig = plot_fes(run.fes, None, exact=run.fes_exact,
+                   basin_of=lambda xi: (np.asarray(xi)[:, 0] > mid).astype(int),
+                   transitions=[row])
+    ax = fig.axes[0]
+    texts = " ".join(t.get_text() for t in ax.texts)
+    assert "barrier 0.500 ± 0.010 eV" in texts and "F_B - F_A = 0.200 ± 0.020 eV" in texts
+    labels = ax.get_legend_handles_labels()[1]
+    assert {"basin A", "basin B", "MBAR ± 1σ", "exact along the same CV", "quadrature barrier",
+            "barrier along the true CVs"} <= set(labels)
+    report = (full_run / "o" / "report.md").read_text()
+    assert "![fes](figures/fes.png)" in report and "*Free energy along the learned CV xi" in report

@@ -15,12 +15,20 @@ def run_report(ctx: RunContext) -> None:
     figs = ctx.out / "figures"
     exact = read_dataset(ctx.out / "fes_exact.nc") if (ctx.out / "fes_exact.nc").exists() \
         else None
+    s = ctx.summary
     for name in ("fes", "fes_reference"):
         path = ctx.out / f"{name}.nc"
-        if path.exists():
-            plot_fes(read_dataset(path), figs / f"{name}.png",
-                     exact=exact if name == "fes" else None)
-    s = ctx.summary
+        if not path.exists():
+            continue
+        fes = read_dataset(path)
+        basin_of = None
+        if name == "fes" and "bin" in fes["pmf"].dims and (ctx.out / "cv.ts").exists():
+            from mtcv_core.stages.common import trained_cv
+
+            basin_of = trained_cv(ctx)[1]
+        plot_fes(fes, figs / f"{name}.png", exact=exact if name == "fes" else None,
+                 basin_of=basin_of,
+                 transitions=s.get("transitions", []) if name == "fes" else ())
     lines = [f"# mtcv run: {ctx.config.name}", "",
              f"System `{s['system']}` at {s['temperature_K']} K, seed {ctx.config.seed}.", "",
              *_warning_banner(s.get("warnings")),
@@ -55,9 +63,26 @@ def run_report(ctx: RunContext) -> None:
     lines += ["", "## Timings (s)", ""]
     lines += [f"- {k}: {v}" for k, v in s.get("timings_s", {}).items()]
     lines += ["", "## Figures", ""]
-    lines += [f"![{p.stem}](figures/{p.name})" for p in sorted(figs.glob("*.png"))]
+    for p in sorted(figs.glob("*.png")):
+        lines += [f"![{p.stem}](figures/{p.name})", "",
+                  f"*{CAPTIONS.get(p.stem, p.stem.replace('_', ' '))}*", ""]
     with atomic_path(ctx.out / "report.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+
+
+#: one-line caption of each figure the stages write (file stem -> caption)
+CAPTIONS = {
+    "fes": "Free energy along the learned CV xi (MBAR, band: 1 sigma), with the exact PMF "
+           "along the same CV where the system has quadrature, the basins as the run "
+           "assigns them, the first transition's barrier and dF, and the reference "
+           "barrier levels (quadrature, along the true CVs).",
+    "fes_reference": "Free energy along the system's true CVs (the reference umbrella run).",
+    "data": "The sampled frames in the true CVs, by source and label.",
+    "training_history": "Training and validation losses per epoch.",
+    "along_xi": "Test frames along xi: energy (and its prediction), labels and basin "
+                "probabilities.",
+    "xi_plane": "xi over the plane of the true CVs (test frames).",
+}
 
 
 def _warning_banner(entries: list[dict[str, Any]] | None) -> list[str]:
