@@ -258,3 +258,38 @@ def test_check_calculator_contract_needs_forces():
 
     with pytest.raises(AssertionError, match="forces"):
         check_calculator_contract(EnergyOnly(), Atoms("H"))
+
+
+class _Distance(torch.nn.Module):
+    """|r_1 - r_0|, angstrom: a CV of the positions alone."""
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return (positions[:, 1] - positions[:, 0]).norm(dim=-1, keepdim=True)
+
+
+def test_umbrella_bias_stress_is_emts_plus_the_bias_virial():
+    """Periodic Al (EMT gives a stress): the biased stress equals the
+    numerical strain derivative of the biased energy (atoms scaled with the
+    cell), and without a bias it is EMT's own."""
+    from ase.build import bulk
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    from mtcv_umbrella.bias import UmbrellaBias
+
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True)
+    atoms.rattle(0.05, seed=1)
+    atoms.calc = UmbrellaBias(EMT(), _Distance(), center=[2.6], k=[8.0])
+    assert atoms.calc.get_property("bias_energy", atoms) > 1e-3  # the restraint is felt
+    analytic = atoms.get_stress()
+    numeric = atoms.calc.calculate_numerical_stress(atoms, d=1e-5)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
+    plain = atoms.copy()
+    plain.calc = EMT()
+    assert np.abs(analytic - plain.get_stress()).max() > 1e-4  # the bias adds to it
+    free = atoms.copy()
+    free.calc = UmbrellaBias(EMT(), _Distance(), center=[2.6], k=[0.0])
+    np.testing.assert_allclose(free.get_stress(), plain.get_stress(), rtol=1e-12, atol=1e-14)
+    molecule = Atoms("Cu2", positions=[[0, 0, 0], [2.5, 0, 0]])
+    molecule.calc = UmbrellaBias(EMT(), _Distance(), center=[2.6], k=[8.0])
+    with pytest.raises(PropertyNotImplementedError, match="no 3D cell"):
+        molecule.get_stress()

@@ -6,7 +6,9 @@ positions (n, n_atoms, 3) angstrom -> (n, d), e.g. ``torch.jit.load("cv.ts")``),
 forces by autograd. It is a pure function of the positions (asking twice
 changes nothing). Results, all in ``implemented_properties``: ``energy``
 and ``free_energy`` (the wrapped calculator's plus the bias), ``forces``
-(biased), ``cv`` (d,), ``bias_energy`` and ``unbiased_energy`` (eV). The CV
+(biased), ``stress`` (the wrapped calculator's plus the bias's virial, for
+a CV of the positions alone), ``cv`` (d,), ``bias_energy`` and
+``unbiased_energy`` (eV). The CV
 module is not changed (a float32 module is converted on a copy). With ``calc=None`` it is the
 bias alone, to combine with :class:`ase.calculators.mixing.SumCalculator`.
 
@@ -44,7 +46,7 @@ class UmbrellaBias(TorchCalculator):
     """
 
     implemented_properties: ClassVar[list[str]] = [  # type: ignore[misc]
-        "energy", "free_energy", "forces", "cv", "bias_energy", "unbiased_energy"]
+        "energy", "free_energy", "forces", "stress", "cv", "bias_energy", "unbiased_energy"]
 
     def __init__(self, calc: Calculator | None, cv: torch.nn.Module, center: Any, k: Any,
                  period: Any = None, **kwargs: Any) -> None:
@@ -74,6 +76,32 @@ class UmbrellaBias(TorchCalculator):
         self.results["unbiased_energy"] = unbiased
         self.results["energy"] = unbiased + self.results["bias_energy"]
         self.results["free_energy"] = unbiased_free + self.results["bias_energy"]
+        if "stress" in properties:
+            self.results["stress"] = self._stress()
+
+    def _stress(self) -> np.ndarray:
+        """(6,) Voigt stress, eV/angstrom^3: the wrapped calculator's plus the
+        bias's virial ``(1/V) dE_bias/d(strain)`` with the atoms scaled by
+        the strain, ``-(1/V) sym(sum_i r_i (x) f_i)``. Exact for a CV of the
+        positions alone; a CV that reads the cell (minimum images through a
+        cell buffer) also changes with the cell itself, which this leaves
+        out."""
+        from ase.calculators.calculator import PropertyNotImplementedError
+
+        volume = float(abs(self.atoms.get_volume())) if self.atoms.cell.rank == 3 else 0.0
+        if volume <= 0:
+            raise PropertyNotImplementedError("stress: the atoms have no 3D cell")
+        stress = np.zeros(6)
+        bias_forces = self.results["forces"]
+        if self.calc is not None:
+            if "stress" not in getattr(self.calc, "implemented_properties", ()):
+                raise PropertyNotImplementedError(
+                    f"stress: the wrapped {type(self.calc).__name__} does not give one")
+            stress = np.asarray(self.calc.get_stress(self.atoms), float)
+            bias_forces = bias_forces - self.calc.get_forces(self.atoms)
+        virial = -np.einsum("ia,ib->ab", self.atoms.get_positions(), bias_forces) / volume
+        virial = 0.5 * (virial + virial.T)
+        return stress + virial[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
 
 
 class BatchedBias:
