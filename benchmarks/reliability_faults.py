@@ -89,6 +89,7 @@ TEST_FILES = ["tests/test_reliability_input.py", "tests/test_reliability_md.py",
               "tests/test_pipeline.py::"
               "test_a_full_disk_in_the_ensemble_stage_is_one_clear_error_and_resumes",
               "tests/test_pipeline.py::test_a_signal_stops_the_run_cleanly_and_it_resumes",
+              "tests/test_pipeline.py::test_killed_during_umbrella_resumes_to_the_same_summary",
               "tests/test_pipeline.py::test_resume_detects_a_changed_output_and_reruns_from_its_stage",
               "tests/test_pipeline.py::test_resume_detects_a_changed_ensemble_output",
               "tests/test_pipeline.py::test_resume_after_a_corrupted_fes_reruns_to_the_same_summary",

@@ -329,6 +329,7 @@ def _without_timings(summary: dict) -> dict:
                                                           "peak_rss_GB")}
 
 
+@pytest.mark.slow  # 47 s; benchmarks/reliability_faults.py runs it (and kills every stage)
 def test_killed_during_umbrella_resumes_to_the_same_summary(full_run, tmp_path):
     """SIGKILL the whole run (CLI and Dask workers) once the first umbrella
     window is on disk; ``--resume`` finishes it, and summary.json equals the
