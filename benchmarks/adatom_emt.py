@@ -89,12 +89,15 @@ stride = 10
 
 [sample.sources.tps]
 transitions = [["A", "B"]]
-chains = 4
+# 8 chains seeded at 700 K: with 4 chains seeded at 800 K one chain never
+# committed a segment (its seed path ended disordered) and 40 of 96 segments
+# were kept; the CV then had little transition data
+chains = 8
 shots_per_chain = 20
 burn_in_shots = 4
 stride = 5
 max_segment_steps = 5000
-seed_temperature_K = 800.0   # EMT aluminium melts near 933 K
+seed_temperature_K = 700.0   # EMT aluminium melts near 933 K
 seed_walkers = 8
 seed_max_path_steps = 5000
 
@@ -112,7 +115,7 @@ reference = true
 [umbrella.sampler_options]
 n_windows = 16
 walkers_per_window = 4
-n_steps = 5000
+n_steps = 8000   # 5000 left walkers of three windows on B's side disagreeing
 equilibration_steps = 1000
 stride = 10
 max_refinements = 2
