@@ -396,7 +396,13 @@ def main() -> None:
                       "bootstrap's where larger when a window is inflated")
     else:
         sigma_text = "barrier: bootstrap over samples; dF: MBAR's analytical error"
-    write_section(f"uncertainty_calibration{tag}", f"""## Uncertainty calibration{title}
+    # a call with the alanine ensemble alone has its own section (the sweeps'
+    # sections stay as their calls wrote them)
+    section = ("uncertainty_calibration_alanine" if cases == ["ala"]
+               else f"uncertainty_calibration{tag}")
+    if cases == ["ala"]:
+        title = " (alanine CV ensemble)"
+    write_section(section, f"""## Uncertainty calibration{title}
 
 `python benchmarks/uncertainty_calibration.py --seeds {args.seeds} --cv-seeds {args.cv_seeds}`
 {opts_text}on {machine()}. One trained CV per case (the example as shipped, `cv_quality.py`'s
