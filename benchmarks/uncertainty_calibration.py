@@ -425,8 +425,7 @@ estimate each (eV).
 Wall time of this call (s; a run reused from an earlier call counts 0, windows it
 left re-estimated count their estimate): {", ".join(
     f"{k} {v}" for k, v in wall.items())}.
-
-![z](figures/uncertainty_z{tag}.png)
+{f"![z](figures/uncertainty_z{tag}.png)" if stats else ""}
 """)
     mb_cv = cv_spread.get("mb_quick", {})
     emit({"mb_barrier_coverage_2sigma": mb_b.get("coverage_2sigma"),
