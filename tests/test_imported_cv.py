@@ -182,6 +182,11 @@ options = {{ n_bins = 12, n_bootstraps = 0 }}
     assert summary["stages_done"][-1] == "report"
     assert not (out / "model.pt").exists()
     assert summary["imported_cv"].endswith("xt.ts")
+    # x~ is a function of the 2D plane alone: moving the spectators (x5, the
+    # embedding angles) leaves it where it is at every landmark
+    marks = summary["spectator_sensitivity"]["landmarks"]
+    assert {"A", "B"} <= set(marks)
+    assert all(m["spread"] < 1e-6 for m in marks.values())
     # the test accuracy is the linear classifier's on xi of the test split
     # (the TPS frames' labels are where their paths commit, so x~ alone
     # cannot reach 1 on them); on the basin-MD frames x~ separates A from B

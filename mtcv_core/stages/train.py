@@ -131,7 +131,7 @@ def run_train(ctx: RunContext) -> None:
     sanity.check_accuracy(ctx.summary, metrics.get("accuracy"), test["label"].values)
     if declares_spectators(ctx.system):
         ctx.summary["spectator_sensitivity"] = spectator_report(
-            ctx.system, model, classifier_basins(model, ctx),
+            ctx.system, model_cv_function(model), classifier_basins(model, ctx),
             train_frames["coordinates"].values)
     else:
         ctx.summary.pop("spectator_sensitivity", None)
@@ -163,6 +163,7 @@ def _run_import(ctx: RunContext, cfg: TrainConfig, data: xr.Dataset) -> None:
     """``train.cv_file``: the external CV checked on the training frames and
     written as ``cv.ts``; its basins by a linear classifier on xi of the
     labelled training frames, whose test accuracy is the run's."""
+    from mtcv_core.spectators import declares_spectators
     from mtcv_core.stages.common import evaluate_cv, linear_basins
 
     train_frames = split(data, "train")
@@ -178,7 +179,12 @@ def _run_import(ctx: RunContext, cfg: TrainConfig, data: xr.Dataset) -> None:
     ctx.summary.update(test_accuracy=accuracy, test_energy_mae_eV=None,
                        n_train=int(train_frames.sizes["frame"]),
                        n_test=int(test.sizes["frame"]), imported_cv=str(cfg.cv_file))
-    ctx.summary.pop("spectator_sensitivity", None)
+    if declares_spectators(ctx.system):
+        ctx.summary["spectator_sensitivity"] = spectator_report(
+            ctx.system, lambda pos: evaluate_cv(cv, np.asarray(pos)), basin_of,
+            train_frames["coordinates"].values)
+    else:
+        ctx.summary.pop("spectator_sensitivity", None)
     figs = ctx.out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     if xi_test.shape[1] == 1:
@@ -188,16 +194,16 @@ def _run_import(ctx: RunContext, cfg: TrainConfig, data: xr.Dataset) -> None:
                       basins=list(ctx.system.basins), path=figs / "along_xi.png")
 
 
-def spectator_report(system: Any, model: Any, basin_of: Any, train_positions: np.ndarray, *,
+def spectator_report(system: Any, cv: Any, basin_of: Any, train_positions: np.ndarray, *,
                      k: float = 5.0) -> dict[str, Any]:
     """The CV's spectator sensitivity (:func:`mtcv_core.spectators.spectator_sensitivity`)
     rounded for ``summary.json``: per landmark the spread of xi with the
     spectators moved over ``k`` times their training range, and the share of
-    basin-minimum draws classified into another basin."""
+    basin-minimum draws classified into another basin. ``cv``: positions
+    (n, n_atoms, 3) -> xi (n, d) numpy."""
     from mtcv_core.spectators import spectator_sensitivity
 
-    res = spectator_sensitivity(system, model_cv_function(model), basin_of, train_positions,
-                                k=k)
+    res = spectator_sensitivity(system, cv, basin_of, train_positions, k=k)
 
     def rounded(v: Any) -> Any:
         if isinstance(v, float):
