@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -223,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{r['from']}->{r['to']}: barrier along the {args.model} CV "
               f"{r['barrier_eV']} ± {r['barrier_err_eV']} eV (exact along it "
               f"{r.get('exact_barrier_eV')}); dF {r['delta_F_eV']} ± {r['delta_F_err_eV']} "
-              f"(exact {r.get('exact_delta_F_eV')})", file=sys.stderr)
+              f"(exact {r.get('exact_delta_F_eV')})")
     print(json.dumps(result, default=lambda v: None if isinstance(v, float) and
                      not np.isfinite(v) else str(v)))
     return result

@@ -34,10 +34,12 @@ EXPECTED: dict[str, list[str]] = {
     "tutorial_alanine_dipeptide.py": ["test accuracy", "C7eq->C7ax barrier", "wrote"],
     "tutorial_thermo.py": ["force matching: final loss", "force + energy: final loss",
                            "CG MD on force + energy A at 390 K", "wrote"],
+    "mlcolvar_cv.py": ["A->B: barrier along the deep_tda CV", '"model": "deep_tda"'],
 }
 
 #: extra arguments per script
 ARGS: dict[str, list[str]] = {
+    "mlcolvar_cv.py": ["--model", "deep_tda", "--quiet"],
     # the alanine system needs OpenMM (optional); any system shows the round trip
     "read_with_ase_and_mdtraj.py": ([] if importlib.util.find_spec("openmm")
                                     else ["--system", "muller_brown_5d"]),
@@ -55,6 +57,8 @@ OUTPUTS: dict[str, list[str]] = {
     "tutorial_alanine_dipeptide.py": ["small.toml", "run/summary.json", "xi_phi_psi.png",
                                       "along_xi.png", "training.png", "fes.png"],
     "tutorial_thermo.py": ["free_energy.png", "thermo.png", "cg_md.png"],
+    "mlcolvar_cv.py": ["sample_run/data.nc", "deep_tda.ts", "deep_tda.toml",
+                       "deep_tda_run/summary.json", "deep_tda_run/report.md"],
 }
 
 
@@ -159,3 +163,32 @@ def test_plumed_input_matches_the_model(run_example):
     flat = torch.jit.load(str(out / "cv_plumed.ts"))
     x = torch.randn(3, 2, 3, dtype=torch.float64) + 20.0
     torch.testing.assert_close(flat(x.reshape(3, 6)).double(), cv(x).double())
+
+
+def test_the_mlcolvar_example_biases_along_mlcolvars_own_module(run_example):
+    """``mlcolvar_cv.py --small`` (its run above): mtcv's cv.ts is mlcolvar's
+    exported Deep-TDA after mtcv's cartesian featurizer, the run imported it
+    (no model.pt) and went to the report."""
+    pytest.importorskip("mlcolvar")
+    import json
+
+    import numpy as np
+    import torch
+
+    from mtcv_systems import MullerBrown5D
+
+    res, out = run_example(EXAMPLES / "mlcolvar_cv.py")
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = out / "deep_tda_run"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stages_done"][-1] == "report" and not (run / "model.pt").exists()
+    assert summary["imported_cv"] == str((out / "deep_tda.ts").resolve())
+    system = MullerBrown5D()
+    rng = np.random.default_rng(0)
+    pos = np.stack([system.make_atoms(b).get_positions() for b in system.basins] * 3)
+    pos = torch.as_tensor(pos + 0.05 * rng.standard_normal(pos.shape), dtype=torch.float64)
+    features = pos.reshape(len(pos), -1)[:, torch.as_tensor(system.dof_mask.reshape(-1))]
+    mlc = torch.jit.load(str(out / "deep_tda.ts")).double()
+    cv = torch.jit.load(str(run / "cv.ts"))
+    with torch.no_grad():
+        np.testing.assert_allclose(cv(pos).numpy(), mlc(features).numpy(), rtol=1e-10)

@@ -244,32 +244,3 @@ members = 2
     assert res.returncode != 0
     assert "ensemble.members" in res.stderr and "train.cv_file" in res.stderr
     assert not (tmp_path / "o" / "data.nc").exists()
-
-
-def test_the_mlcolvar_example_runs_mtcv_along_an_mlcolvar_cv(tmp_path, first_run):
-    """``examples/mlcolvar_cv.py --small`` on an existing run's data: mlcolvar
-    trains Deep-TDA, exports TorchScript, mtcv imports it (features in) and
-    runs umbrella + estimate to report along it."""
-    pytest.importorskip("mlcolvar")
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "examples" / "mlcolvar_cv.py"
-    res = subprocess.run([sys.executable, str(script), "--small", "--quiet", "--model",
-                          "deep_tda", "--data", str(first_run / "data.nc"), "--out",
-                          str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    result = json.loads(res.stdout.strip().splitlines()[-1])
-    run = tmp_path / "deep_tda_run"
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["stages_done"][-1] == "report"
-    assert summary["imported_cv"] == str((tmp_path / "deep_tda.ts").resolve())
-    assert result["transitions"][0]["from"] == "A"
-    # cv.ts = mlcolvar's module after mtcv's cartesian featurizer
-    mlc = torch.jit.load(str(tmp_path / "deep_tda.ts"))
-    cv = torch.jit.load(str(run / "cv.ts"))
-    pos = torch.as_tensor(_positions(), dtype=torch.float64)
-    x = pos.reshape(len(pos), -1)[:, MullerBrown5D().dof_mask.reshape(-1)]
-    with torch.no_grad():
-        np.testing.assert_allclose(cv(pos).numpy(), mlc.double()(x).numpy(), rtol=1e-10)
