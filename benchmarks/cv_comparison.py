@@ -39,6 +39,19 @@ import mlcolvar_cv  # noqa: E402
 NAMES = {"deep_lda": "mlcolvar Deep-LDA", "deep_tda": "mlcolvar Deep-TDA"}
 
 
+def spectator_share(summary: dict[str, Any], name: str = "x5") -> float | None:
+    """The largest spread of xi over the landmarks when spectator ``name``
+    alone is moved (``spectator_sensitivity``, 5x its training range), as a
+    share of the distance in xi between the basins A and B."""
+    marks = (summary.get("spectator_sensitivity") or {}).get("landmarks", {})
+    if "A" not in marks or "B" not in marks:
+        return None
+    span = abs(marks["A"]["xi"][0] - marks["B"]["xi"][0])
+    spreads = [m.get(f"spread_{name}") for m in marks.values()]
+    spreads = [v for v in spreads if v is not None]
+    return round(max(spreads) / span, 4) if spreads and span > 0 else None
+
+
 def row(name: str, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
     """The A->B figures of a run's summary."""
     t = next(r for r in summary["transitions"] if (r["from"], r["to"]) == ("A", "B"))
@@ -53,6 +66,7 @@ def row(name: str, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
         "exact_delta_F_eV": t.get("exact_delta_F_eV"), "reference_delta_F_eV": ref_f,
         "dF_err_eV": (None if t["delta_F_eV"] is None else round(t["delta_F_eV"] - ref_f, 4)),
         "converged": t.get("converged"), "seconds": round(seconds, 1),
+        "x5_share": spectator_share(summary),
     }
 
 
@@ -80,8 +94,8 @@ def main() -> None:
         s = json.loads(Path(res["run"], "summary.json").read_text())
         rows.append(row(NAMES[m], s, time.perf_counter() - t0))
 
-    cols = ["cv", "test accuracy", "barrier (MBAR)", "exact along CV", "MBAR - exact",
-            "barrier - quadrature", "dF (MBAR)", "exact along CV ", "MBAR - exact ",
+    cols = ["cv", "test accuracy", "x5 moves xi by", "barrier (MBAR)", "exact along CV",
+            "MBAR - exact", "barrier - quadrature", "dF (MBAR)", "exact along CV ", "MBAR - exact ",
             "dF - quadrature", "converged"]
 
     def diff(a: Any, b: Any) -> str:
@@ -89,6 +103,7 @@ def main() -> None:
 
     md_rows = [{
         "cv": r["cv"], "test accuracy": fmt(r["test_accuracy"], digits=4),
+        "x5 moves xi by": ("-" if r["x5_share"] is None else f"{100 * r['x5_share']:.1f} %"),
         "barrier (MBAR)": fmt(r["barrier_eV"], r["barrier_sigma_eV"]),
         "exact along CV": fmt(r["exact_barrier_eV"]),
         "MBAR - exact": diff(r["barrier_eV"], r["exact_barrier_eV"]),
@@ -113,7 +128,11 @@ multitask CV's own head; a fitted one for mlcolvar's). Quadrature reference of t
 quadrature through that CV (what a perfect sampler would give along it): *exact
 along CV - quadrature* is the CV's own price, *MBAR - exact* the sampling's (large
 where the windows do not equilibrate the coordinates the CV reads but does not
-bias, e.g. the spectator x5; *converged* is the run's own verdict).
+bias, e.g. the spectator x5; *converged* is the run's own verdict). *x5 moves xi
+by*: the largest change of xi at a basin minimum or saddle when the spectator x5
+alone is moved over 5x its range in the data, as a share of the A-B distance in xi
+(`spectator_sensitivity` in each run's summary.json): a CV that reads x5 cannot be
+sampled by windows that do not equilibrate it.
 
 {table(md_rows, cols)}
 """)
