@@ -9,8 +9,10 @@ and its own index.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,20 +173,123 @@ def dask_client(scheduler: str | None = None, workers: int = 2, *, cluster: Any 
     return Client(cluster, set_as_default=False)
 
 
+class TaskStore:
+    """Results of finished tasks, kept in ``directory`` so that an
+    interrupted :func:`map_tasks` resumes with the tasks it had not finished.
+
+    A task's result is a dict: its ``xarray.Dataset`` values go to
+    ``task_NNNNN_<key>.nc``, the rest (JSON-able) to ``task_NNNNN.json``,
+    written last and atomically: a task without its JSON record is not
+    finished. A record that cannot be read is run again (with a warning).
+    Results are handed out as read back from disk, finished now or before,
+    so a resumed run concatenates the same objects as an uninterrupted one.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    def _record(self, i: int) -> Path:
+        return self.directory / f"task_{i:05d}.json"
+
+    def save(self, i: int, result: dict[str, Any]) -> None:
+        """Write task ``i``'s ``result``."""
+        import json
+
+        import xarray as xr
+
+        from mtcv_core.io import atomic_path, write_dataset
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        record: dict[str, Any] = {"values": {}, "datasets": []}
+        for key, value in result.items():
+            if isinstance(value, xr.Dataset):
+                write_dataset(value, self.directory / f"task_{i:05d}_{key}.nc")
+                record["datasets"].append(key)
+            else:
+                record["values"][key] = value
+        with atomic_path(self._record(i)) as tmp:
+            tmp.write_text(json.dumps(record, default=_json_default))
+
+    def load(self, i: int) -> dict[str, Any] | None:
+        """Task ``i``'s result, or None when it has not finished (or its files
+        cannot be read)."""
+        import json
+        import warnings
+
+        from mtcv_core.errors import MtcvError
+        from mtcv_core.io import read_netcdf
+
+        path = self._record(i)
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            out = dict(record["values"])
+            for key in record["datasets"]:
+                # as written (a task may find no frames: the source checks what
+                # it concatenates, the sample stage what the source returns)
+                out[key] = read_netcdf(self.directory / f"task_{i:05d}_{key}.nc")
+        except (OSError, ValueError, KeyError, MtcvError) as exc:
+            warnings.warn(f"{path}: a finished task's result cannot be read "
+                          f"({type(exc).__name__}: {exc}); running the task again",
+                          RuntimeWarning, stacklevel=2)
+            return None
+        return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-able: {type(value).__name__}")
+
+
 def map_tasks(fn: Callable[..., Any], args: Sequence[Any], *, client: Any = None,
-              progress: bool = False, desc: str = "tasks") -> list[Any]:
-    """``[fn(a) for a in args]``, on ``client`` when given; results in order."""
+              progress: bool = False, desc: str = "tasks", store: TaskStore | None = None,
+              on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+    """``[fn(a) for a in args]``, on ``client`` when given; results in order.
+
+    ``store``: finished tasks' results (dicts) are kept there as they finish
+    and taken from there instead of running them again (:class:`TaskStore`).
+    ``on_result(i, result)`` is called as each task finishes (in the order
+    they finish), e.g. to write its output at once."""
     from tqdm.auto import tqdm
 
-    if client is None:
-        return [fn(a) for a in tqdm(args, desc=desc, disable=not progress, leave=False)]
-    from dask.distributed import as_completed
+    results: list[Any] = [None] * len(args)
+    todo = []
+    for i in range(len(args)):
+        found = store.load(i) if store is not None else None
+        if found is None:
+            todo.append(i)
+        else:
+            results[i] = found
 
-    futures = client.map(fn, args, pure=False)
-    index = {f.key: i for i, f in enumerate(futures)}
-    results: list[Any] = [None] * len(futures)
-    with tqdm(total=len(futures), desc=desc, disable=not progress, leave=False) as bar:
+    def finished(i: int, result: Any) -> None:
+        if store is not None:
+            store.save(i, result)
+            result = store.load(i)
+            if result is None:
+                from mtcv_core.errors import MtcvError
+
+                raise MtcvError(f"{store.directory}: task {i}'s result cannot be read back "
+                                "right after it was written")
+        results[i] = result
+        if on_result is not None:
+            on_result(i, result)
+
+    with tqdm(total=len(args), initial=len(args) - len(todo), desc=desc,
+              disable=not progress, leave=False) as bar:
+        if client is None:
+            for i in todo:
+                finished(i, fn(args[i]))
+                bar.update()
+            return results
+        from dask.distributed import as_completed
+
+        futures = client.map(fn, [args[i] for i in todo], pure=False)
+        index = {f.key: i for f, i in zip(futures, todo, strict=True)}
         for fut in as_completed(futures, loop=client.loop):
-            results[index[fut.key]] = fut.result()
+            finished(index[fut.key], fut.result())
             bar.update()
     return results

@@ -232,6 +232,13 @@ class DataSource(ABC):
     """
 
     name: ClassVar[str]
+    #: whether :meth:`run` takes ``store``: a directory of its own (one per
+    #: split) where it keeps the results of finished tasks and from which
+    #: it resumes after an interruption (e.g. with
+    #: :class:`mtcv_core.execution.TaskStore`); the sample stage passes it
+    #: only to sources that declare it, and removes it once the split is
+    #: written
+    stores_partial_results: ClassVar[bool] = False
 
     def check(self, system: System) -> None:
         """Raise :class:`mtcv_core.config.ConfigError` (naming the option)

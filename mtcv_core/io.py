@@ -132,12 +132,10 @@ def write_dataset(ds: xr.Dataset, path: PathLike) -> Path:
     return path
 
 
-def read_dataset(path: PathLike, *, schema: str | None = None) -> xr.Dataset:
-    """Read a netCDF file written by mtcv into memory and validate it.
-
-    ``schema`` is the expected ``mtcv_schema`` attribute (e.g.
-    :data:`mtcv_core.schema.FRAMES_SCHEMA`); ``None`` accepts any known schema.
-    """
+def read_netcdf(path: PathLike) -> xr.Dataset:
+    """A netCDF file written by :func:`write_dataset`, read into memory as
+    written (no schema check: :func:`read_dataset` adds it); a truncated or
+    unreadable file raises :class:`DatasetError` naming it."""
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"{path}: no such file")
@@ -153,6 +151,17 @@ def read_dataset(path: PathLike, *, schema: str | None = None) -> xr.Dataset:
     for var in ds.variables.values():  # CF flag_values is a vector; netCDF
         if "flag_values" in var.attrs:  # gives a one-name table back as a scalar
             var.attrs["flag_values"] = np.atleast_1d(var.attrs["flag_values"])
+    return ds
+
+
+def read_dataset(path: PathLike, *, schema: str | None = None) -> xr.Dataset:
+    """Read a netCDF file written by mtcv into memory and validate it.
+
+    ``schema`` is the expected ``mtcv_schema`` attribute (e.g.
+    :data:`mtcv_core.schema.FRAMES_SCHEMA`); ``None`` accepts any known schema.
+    """
+    path = Path(path)
+    ds = read_netcdf(path)
     found = ds.attrs.get(SCHEMA_ATTR)
     if schema is not None and found != schema:
         raise SchemaError(f"{path}: global attribute {SCHEMA_ATTR!r} is {found!r}, "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -73,15 +74,19 @@ def run_sample(ctx: RunContext) -> None:
             part_path = parts_dir / f"{name}_{split}.nc"
             part = stored_part(part_path)  # finished before an interruption
             if part is None:
+                # a source that keeps its finished tasks resumes from them
+                store = parts_dir / f".{name}_{split}.tasks"
+                extra = {"store": store} if source.stores_partial_results else {}
                 with blame(component(ctx, "data_source", name), system_component(ctx),
                            action=f"sampling the {split} split"):
                     part = source.run(ctx.system, seed=cfg.seed, split=split, scale=scale,
                                       md=ctx.md(split_temperature(cfg, split)),
-                                      client=ctx.client(), progress=ctx.progress)
+                                      client=ctx.client(), progress=ctx.progress, **extra)
                 if part.sizes.get("frame", 0):  # a source may find nothing in a split
                     validate_frames(part, where=f"sample.sources.{name} ({split} split)")
                 part.attrs.update(provenance(seed=cfg.seed))
                 write_dataset(part, part_path)
+                shutil.rmtree(store, ignore_errors=True)
             found += blow_ups(part)
             parts.append(part)
     note_blow_ups(ctx, "sample", found)

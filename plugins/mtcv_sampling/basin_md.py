@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,7 +28,7 @@ from mtcv_ase.md import LangevinParams, blow_up_record, make_walkers, maxwell_bo
 from mtcv_ase.md_options import MDOptions, chunks
 from mtcv_core.config import ConfigError, nonneg, positive
 from mtcv_core.errors import SimulationError
-from mtcv_core.execution import map_tasks, task_rng
+from mtcv_core.execution import TaskStore, map_tasks, task_rng
 from mtcv_core.interfaces import DataSource, Footprint, MDSettings, System
 from mtcv_core.schema import concat_frames
 
@@ -40,6 +41,9 @@ class BasinMD(MDOptions, DataSource):
     ``equilibration_steps`` unrecorded steps, then ``n_steps`` steps recorded
     every ``stride``.
     """
+
+    #: finished tasks are kept in the sample stage's ``store`` (resumable)
+    stores_partial_results: ClassVar[bool] = True
 
     name: ClassVar[str] = "basin_md"
     trajectories_per_basin: int = positive(16, "trajectories per basin (train split)")
@@ -70,7 +74,7 @@ class BasinMD(MDOptions, DataSource):
 
     def run(self, system: System, *, seed: int, split: str = "train", scale: float = 1.0,
             md: MDSettings | None = None, client: Any = None,
-            progress: bool = False) -> xr.Dataset:
+            progress: bool = False, store: Path | None = None) -> xr.Dataset:
         params = self.params(md)
         basins = self.basins or list(system.basins)
         try:
@@ -89,7 +93,8 @@ class BasinMD(MDOptions, DataSource):
                                   stride=self.stride, n_eq=self.equilibration_steps))
             traj_offset += n
         results = map_tasks(_basin_task, specs, client=client, progress=progress,
-                            desc=f"basin_md {split}")
+                            desc=f"basin_md {split}",
+                            store=None if store is None else TaskStore(store))
         blow_ups = [b for r in results for b in r["blow_ups"]]
         for b in blow_ups:
             warnings.warn(f"basin_md: trajectory {b['trajectory']} ({split} split, basin "

@@ -63,7 +63,7 @@ from mtcv_ase.md import LangevinParams, blow_up_record, make_propagator, maxwell
 from mtcv_ase.md_options import MDOptions, chunks
 from mtcv_core.config import ConfigError, doc, nonneg, positive
 from mtcv_core.errors import SimulationError
-from mtcv_core.execution import map_tasks, task_rng
+from mtcv_core.execution import TaskStore, map_tasks, task_rng
 from mtcv_core.interfaces import DataSource, Footprint, MDSettings, System
 from mtcv_core.io import DatasetError
 from mtcv_core.schema import concat_frames
@@ -72,6 +72,9 @@ from mtcv_core.schema import concat_frames
 @dataclass(kw_only=True)
 class TPS(MDOptions, DataSource):
     """One-way shooting TPS between pairs of basins (see module docstring)."""
+
+    #: finished tasks are kept in the sample stage's ``store`` (resumable)
+    stores_partial_results: ClassVar[bool] = True
 
     name: ClassVar[str] = "tps"
     transitions: list[list[str]] = field(default_factory=lambda: [["A", "B"]], metadata={
@@ -127,7 +130,7 @@ class TPS(MDOptions, DataSource):
 
     def run(self, system: System, *, seed: int, split: str = "train", scale: float = 1.0,
             md: MDSettings | None = None, client: Any = None,
-            progress: bool = False) -> xr.Dataset:
+            progress: bool = False, store: Path | None = None) -> xr.Dataset:
         params = self.params(md)
         try:
             self.check(system)
@@ -146,7 +149,8 @@ class TPS(MDOptions, DataSource):
                                   options=self))
             traj_offset += n * (self.shots_per_chain + self.burn_in_shots)
         results = map_tasks(_tps_task, specs, client=client, progress=progress,
-                            desc=f"tps {split}")
+                            desc=f"tps {split}",
+                            store=None if store is None else TaskStore(store))
         frames = concat_frames([r["frames"] for r in results])
         totals = {key: int(sum(r["stats"][key] for r in results))
                   for key in results[0]["stats"]}

@@ -437,16 +437,18 @@ class UmbrellaSampler(MDOptions, Sampler):
                       np.broadcast_to(np.asarray(cv_periods, float), centers.shape[1:]).copy())
                  for s, c in chunks(len(todo), self.task_windows(self.use_fast(system, md)))]
 
-        results = map_tasks(_window_task, specs, client=client, progress=progress,
-                            desc="umbrella windows")
-        blow_ups = []
-        for result in results:
+        def keep(_: int, result: dict[str, Any]) -> None:
+            """A task's windows, written as soon as it finishes (an
+            interrupted run resumes from them)."""
             for win in result["windows"]:
                 w = int(win.attrs["window_id"])
                 if store_dir is not None:
                     write_dataset(win, store_dir / f"window_{w:04d}.nc")
                 done[w] = win
-            blow_ups += result["blow_ups"]
+
+        results = map_tasks(_window_task, specs, client=client, progress=progress,
+                            desc="umbrella windows", on_result=keep)
+        blow_ups = [b for result in results for b in result["blow_ups"]]
         for b in blow_ups:
             warnings.warn(f"umbrella: window {b['window']} (walker {b['walker']}, seed {seed}) "
                           f"blew up at step {b['step']} (energy {b['energy_eV']} eV); the "
