@@ -102,8 +102,16 @@ def import_cv(source: str | os.PathLike[str], positions: np.ndarray, *,
                          f"{tuple(pos.shape)}")
     wanted = "features" if featurizer is not None else "positions"
     module = ImportedCV(external, featurizer).eval()
-    shape_in = (tuple(featurizer(pos[:1]).shape) if featurizer is not None
-                else tuple(pos[:1].shape))
+    if featurizer is not None:
+        try:
+            with torch.no_grad():
+                shape_in = tuple(featurizer(pos[:1]).shape)
+        except Exception as exc:  # a featurizer that does not fit the system's atoms
+            raise ConfigError(f"train.featurizer_options: the featurizer fails on the "
+                              f"system's {pos.shape[1]} atoms ({type(exc).__name__}: "
+                              f"{exc})") from None
+    else:
+        shape_in = tuple(pos[:1].shape)
     pos = pos.clone().requires_grad_(True)
     try:
         xi = module(pos)
