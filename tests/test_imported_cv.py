@@ -162,7 +162,7 @@ path = "{first_run / 'data.nc'}"
 cv_file = "{tmp_path / 'xt.ts'}"
 [umbrella]
 sampler_options = {{ n_windows = 6, max_refinements = 1, walkers_per_window = 2, \
-n_steps = 400, equilibration_steps = 50, stride = 10, windows_per_task = 1 }}
+n_steps = 400, equilibration_steps = 50, stride = 10, windows_per_task = 6 }}
 [estimate]
 options = {{ n_bins = 12, n_bootstraps = 0 }}
 """

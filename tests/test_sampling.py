@@ -128,6 +128,7 @@ def test_fast_and_ase_engines_agree_in_basin(mb):
         assert z < 4.0, (name, a.mean(), b.mean(), z)
 
 
+@pytest.mark.slow  # 20 s; the pipeline's 1-vs-2-workers test covers it in the default suite
 def test_dask_workers_do_not_change_results(mb):
     from dask.distributed import Client, LocalCluster
 
