@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tutorial_muller_brown import merge, toml_text  # examples/ is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,50 +58,15 @@ SMALL = {
 }
 
 
-def toml_value(v: Any) -> str:
-    """A TOML literal of a scalar, list or (inline) table."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"cannot write {v!r} as TOML")
-
-
-def write_toml(config: dict[str, Any], path: Path) -> None:
-    """``config`` (top-level keys and one level of tables) as TOML."""
-    lines = [f"{k} = {toml_value(v)}" for k, v in config.items() if not isinstance(v, dict)]
-    for table, body in config.items():
-        if not isinstance(body, dict):
-            continue
-        flat = {k: v for k, v in body.items() if k != "sources"}
-        lines += ["", f"[{table}]"] + [f"{k} = {toml_value(v)}" for k, v in flat.items()]
-        for name, opts in body.get("sources", {}).items():
-            lines += ["", f"[{table}.sources.{name}]"]
-            lines += [f"{k} = {toml_value(v)}" for k, v in opts.items()]
-    path.write_text("\n".join(lines) + "\n")
-
-
 def base_config(path: Path | None, small: bool) -> dict[str, Any]:
     """The config to start from (the quick demo by default), with --small's
-    settings on top."""
+    settings on top (its data sources replace the config's)."""
     from mtcv_core.config import load_toml
 
     config = load_toml(path)[0]
     if small:
-        config["sample"] = {**config.get("sample", {}), **SMALL["sample"]}
-        for table in ("umbrella", "estimate"):
-            config[table] = {**config.get(table, {}), **SMALL[table]}
-            for key, value in SMALL[table].items():
-                config[table][key] = {**config.get(table, {}).get(key, {}), **value} \
-                    if isinstance(value, dict) else value
-        config["execution"] = {**config.get("execution", {}), "workers": 1}
-        config.get("umbrella", {}).pop("reference", None)
+        config = merge(merge(config, {"sample": {"sources": None}}), SMALL)
+        config = merge(config, {"execution": {"workers": 1}, "umbrella": {"reference": None}})
     return config
 
 
@@ -194,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.data:
         data_path = Path(args.data)
     else:
-        write_toml(config, out / "sample.toml")
+        (out / "sample.toml").write_text(toml_text(config))
         run_pipeline(out / "sample.toml", out=out / "sample_run", until="sample", resume=True,
                      progress=not args.quiet)
         data_path = out / "sample_run" / "data.nc"
@@ -212,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run_cfg["sample"]["sources"] = {"run_frames": {"path": str(data_path.resolve())}}
     run_cfg["train"] = {"cv_file": str(cv_file.resolve()), "cv_input": "features",
                         "featurizer": "cartesian", "featurizer_options": feat_options}
-    write_toml(run_cfg, out / f"{args.model}.toml")
+    (out / f"{args.model}.toml").write_text(toml_text(run_cfg))
     summary = run_pipeline(out / f"{args.model}.toml", out=out / f"{args.model}_run",
                            resume=True, progress=not args.quiet)
     result = {"run": str(out / f"{args.model}_run"), "model": args.model,

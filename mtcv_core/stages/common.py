@@ -144,12 +144,14 @@ def classifier_basins(model: Any, ctx: RunContext) -> Callable[[np.ndarray], np.
     return basin_of
 
 
-def linear_basins(ctx: RunContext, cv: Any) -> Callable[[np.ndarray], np.ndarray]:
+def linear_basins(ctx: RunContext, cv: Any, train: xr.Dataset | None = None
+                  ) -> Callable[[np.ndarray], np.ndarray]:
     """xi (n, d) -> basin index by a linear classifier fitted on ``cv``
-    (a CV module, positions -> xi) of the labelled training frames."""
+    (a CV module, positions -> xi) of the labelled training frames
+    (``train``, default: read from data.nc)."""
     from mtcv_core.evaluation import fit_latent_classifier
 
-    train = train_frames(ctx)
+    train = train_frames(ctx) if train is None else train
     return fit_latent_classifier(evaluate_cv(cv, train["coordinates"].values),
                                  train["label"].values, len(ctx.system.basins))
 

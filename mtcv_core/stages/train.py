@@ -170,7 +170,7 @@ def _run_import(ctx: RunContext, cfg: TrainConfig, data: xr.Dataset) -> None:
     test = split(data, "test")
     cv, _ = _import(ctx, cfg, train_frames["coordinates"].values, ctx.out / "cv.ts")
     (ctx.out / "model.pt").unlink(missing_ok=True)  # the CV is cv.ts alone
-    basin_of = linear_basins(ctx, cv)
+    basin_of = linear_basins(ctx, cv, train_frames)
     label = test["label"].values
     xi_test = evaluate_cv(cv, test["coordinates"].values)
     labelled = label >= 0
