@@ -159,6 +159,7 @@ def _run_stages(ctx: RunContext, summary: dict[str, Any], config: RunConfig,
     leaves with its ``stage`` attribute set."""
     from mtcv_core.integrity import record_outputs, verify_stages
     from mtcv_core.stages import STAGES as RUNNERS
+    from mtcv_core.stages import STAGES_ON_WORKERS
 
     remove_stale_temporaries(out_dir)
     verify_stages(summary, out_dir, STAGES)
@@ -173,6 +174,8 @@ def _run_stages(ctx: RunContext, summary: dict[str, Any], config: RunConfig,
                 t0 = time.perf_counter()
                 if lock is not None:
                     lock.note_stage(stage)
+                if stage not in STAGES_ON_WORKERS:
+                    ctx.release_local_workers()
                 try:
                     with PeakMemory() as peak:
                         RUNNERS[stage](ctx)

@@ -247,6 +247,30 @@ def test_two_dimensional_pmf_and_minimax_barrier():
     assert fes["basin_minimum"].sel(basin="A").values[0] < 0
 
 
+def test_barrier_bias_correction_subtracts_the_bootstrap_bias(double_well_fes):
+    """barrier_bias (mean of the bootstrap barriers minus the estimate) is
+    reported always and subtracted with barrier_bias_correction; the error
+    is the same and the corrected barrier still matches the exact one."""
+    ds, plain = double_well_fes
+    corrected = MBAREstimator(n_bins=40, n_bootstraps=20, seed=3,
+                              barrier_bias_correction=True).estimate(
+        ds, basins={"A": (-2.5, 0.0), "B": (0.0, 2.5)})
+    pair = {"basin_from": "A", "basin_to": "B"}
+    bias = float(plain["barrier_bias"].sel(pair))
+    err = float(plain["barrier_err"].sel(pair))
+    assert np.isfinite(bias) and 0 < abs(bias) < err
+    assert float(corrected["barrier"].sel(pair)) == pytest.approx(
+        float(plain["barrier"].sel(pair)) - bias, abs=1e-12)
+    xr.testing.assert_identical(corrected["barrier_err"], plain["barrier_err"])
+    xr.testing.assert_identical(corrected["barrier_bias"], plain["barrier_bias"])
+    exact = exact_bin_pmf(double_well, plain["bin_edges"].values) * KT
+    centres = plain["bin_center"].values
+    lo = int(np.nanargmin(np.where(centres < 0, exact, np.inf)))
+    hi = int(np.nanargmin(np.where(centres >= 0, exact, np.inf)))
+    exact_ab = np.nanmax(exact[lo:hi + 1]) - exact[lo]
+    assert abs(float(corrected["barrier"].sel(pair)) - exact_ab) < 4 * err
+
+
 def test_netcdf_round_trip_and_registry(double_well_fes, tmp_path):
     ds, fes = double_well_fes
     assert VALIDATORS[UMBRELLA_SCHEMA] is validate_umbrella
@@ -310,6 +334,42 @@ def test_newton_solver_matches_pymbar():
     hess = mbar_hessian(u_kn, n_k, ref)
     np.testing.assert_allclose(solve_mbar(u_kn[:, idx], n_k, ref, hessian=hess), ref_b,
                                atol=1e-6)
+
+
+def test_bootstrap_multiplicities_match_repeated_columns(monkeypatch):
+    """A bootstrap replicate given as sample multiplicities (no copy of
+    u_kn) solves to the same free energies and unbiased weights as the
+    replicate's repeated columns, with and without the fixed Hessian; the
+    chunked passes give the same numbers on one thread as on several."""
+    import mtcv_mbar.solver as solver
+
+    rng = np.random.default_rng(11)
+    centers = np.linspace(-1, 1, 6)
+    s = np.concatenate([rng.normal(c, 0.25, 200) for c in centers])
+    u_kn = 0.5 * 12 * (s[None, :] - centers[:, None]) ** 2 + 0.8 * s[None, :] ** 2
+    n_k = np.full(6, 200)
+    f = solve_mbar(u_kn, n_k)
+    idx = np.concatenate([200 * k + rng.integers(0, 200, 200) for k in range(6)])
+    counts = np.bincount(idx, minlength=u_kn.shape[1]).astype(float)
+    hess = mbar_hessian(u_kn, n_k, f)
+    for h in (None, hess):
+        f_rep, log_w_rep = solver.solve_unbiased_log_weights(u_kn[:, idx], n_k, f, hessian=h)
+        f_mul, log_w_mul = solver.solve_unbiased_log_weights(u_kn, n_k, f, hessian=h,
+                                                             weights=counts)
+        np.testing.assert_allclose(f_mul, f_rep, atol=1e-9)
+        # the weight of each drawn sample, summed over its copies
+        w_rep = np.bincount(idx, weights=np.exp(log_w_rep), minlength=len(s))
+        np.testing.assert_allclose(np.exp(log_w_mul), w_rep, atol=1e-12)
+    assert np.all(np.isneginf(log_w_mul[counts == 0]))
+    monkeypatch.setattr(solver, "CHUNK_ELEMENTS", 600)  # 100 samples per chunk
+    monkeypatch.setattr(solver, "THREADS", 1)
+    one = solver._evaluate(u_kn, np.log(n_k), n_k, f + 0.1, hessian=True, weights=counts)
+    monkeypatch.setattr(solver, "THREADS", 3)
+    monkeypatch.setattr(solver, "_POOL", None)
+    three = solver._evaluate(u_kn, np.log(n_k), n_k, f + 0.1, hessian=True, weights=counts)
+    assert one[0] == three[0]
+    for a, b in zip(one[1:], three[1:], strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_chunked_mbar_matches_pymbar(monkeypatch):

@@ -44,7 +44,12 @@ STAGES: dict[str, Callable[[RunContext], None]] = {
     "report": run_report,
 }
 
-__all__ = ["STAGES", "RunContext", "validate", "write_json", "EstimateStageConfig",
+#: the stages that run tasks on the Dask workers (``ctx.client()``); before
+#: any other stage the pipeline closes a local cluster it started, so that
+#: idle workers do not hold memory through training, MBAR and the report
+STAGES_ON_WORKERS = frozenset({"sample", "umbrella", "ensemble"})
+
+__all__ = ["STAGES", "STAGES_ON_WORKERS", "RunContext", "validate", "write_json", "EstimateStageConfig",
            "EnsembleConfig", "UmbrellaStageConfig", "reference_cv", "split_temperature",
            "stored_part",
            "run_sample", "run_train", "run_umbrella", "run_estimate", "run_ensemble",

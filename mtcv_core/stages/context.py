@@ -81,6 +81,19 @@ class RunContext:
             # the workers ended above to answer
             cluster.shutdown_on_close = False
 
+    def release_local_workers(self) -> None:
+        """Close the client when it runs a local cluster this run started
+        (its idle worker processes hold a few hundred MB each); the next
+        :meth:`client` call starts a new one. A scheduler or batch cluster
+        given to the run is kept: starting one again costs far more."""
+        client = self._client
+        if client is None:
+            return
+        from dask.distributed import LocalCluster
+
+        if isinstance(getattr(client, "cluster", None), LocalCluster):
+            self.close_client()
+
     def md(self, temperature_K: float | None = None) -> MDSettings:
         """The run's MD settings (``[sample]`` engine, time step, friction) at
         ``temperature_K`` (default: the run's)."""

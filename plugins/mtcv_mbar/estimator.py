@@ -53,6 +53,10 @@ Method
    window is inflated the basin free-energy errors are the larger of
    MBAR's analytical ones (which take every sample as independent) and
    the bootstrap's (which sees the walkers, but from few draws).
+   With ``barrier_bias_correction`` the barrier is bias-corrected by the
+   same replicates, ``B - (mean(B*) - B)``: its basin bottom is the lowest
+   of several noisy bins, so the plain estimate sits high by a fraction of
+   its error (recorded as ``barrier_bias``).
 
 Units: energies in eV (``kT`` times the dimensionless MBAR values), CV in
 the dataset's ``cv_units``.
@@ -128,6 +132,12 @@ class MBAREstimator(Estimator):
                "its walker means is larger than its g says, so the errors see the "
                "spread of its walkers (0 = off; unused with bootstrap_blocks, which "
                "resamples whole walkers)"})
+    barrier_bias_correction: bool = doc(False, "subtract the bootstrap's estimate of the "
+                                               "barrier's bias (mean of the replicates "
+                                               "minus the estimate): the lowest of many "
+                                               "noisy bins sits below the true basin "
+                                               "bottom, so a barrier read off a noisy PMF "
+                                               "comes out high by a fraction of its error")
     diagonal_moves: bool = doc(False, "minimax paths on a 2D PMF may step diagonally "
                                       "(8-neighbourhood) instead of 4-neighbourhood")
     bootstrap_blocks: int = field(default=0, metadata={
@@ -216,7 +226,7 @@ class MBAREstimator(Estimator):
             # 1. decorrelation
             g_k, n_k, s_n, blocks, inflation = self._uncorrelated_samples(ds, walkers)
             # 2. MBAR
-            u_kn = _reduced_bias(s_n, centers, springs, periods) / kt
+            u_kn = _reduced_bias(s_n, centers, springs, periods, scale=1.0 / kt)
             mbar = _solve(u_kn, n_k)
             overlap = np.asarray(mbar.compute_overlap()["matrix"], float)
             # a window (or a few) MBAR cannot tie to the rest has no defined
@@ -263,6 +273,7 @@ class MBAREstimator(Estimator):
 
         # 5. bootstrap
         barrier_err = np.full((n_b, n_b), np.nan)
+        barrier_bias = np.full((n_b, n_b), np.nan)
         if self.n_bootstraps >= 2 and (n_b or n_cv == 2):
             boot_pmf, boot_bar, boot_delta = self._bootstrap(
                 u_kn, n_k, f_k, cell, counts.size, shape, labels_grid if n_b else None, n_b,
@@ -270,6 +281,9 @@ class MBAREstimator(Estimator):
                 inflation=inflation)
             if n_b:
                 barrier_err = _nanstd(boot_bar, barrier)
+                barrier_bias = _bootstrap_bias(boot_bar, barrier)
+                if self.barrier_bias_correction:
+                    barrier = barrier - np.nan_to_num(barrier_bias)
                 # blocks and inflated windows see what MBAR's covariance cannot
                 if self.bootstrap_blocks > 0:
                     delta_err = _nanstd(boot_delta, delta)
@@ -297,6 +311,11 @@ class MBAREstimator(Estimator):
                     basin_min[b] = [centers_1d[d][m[d]] for d in range(n_cv)]
             _add_basins(out, names, kt, basin_f, basin_df, delta, delta_err, barrier,
                         barrier_err, basin_min, str(ds.attrs["cv_units"]))
+            out["barrier_bias"] = (("basin_from", "basin_to"), barrier_bias * kt, {
+                "units": "eV", "long_name": "bootstrap estimate of the bias of barrier",
+                "description": "mean of the bootstrap barriers minus the uncorrected "
+                               "estimate; subtracted from barrier when "
+                               "barrier_bias_correction is on"})
         return out
 
     # ------------------------------------------------------------------
@@ -419,15 +438,17 @@ class MBAREstimator(Estimator):
                      for groups, n in zip(members, draws, strict=True)]
             n_b_k = np.array([sum(len(p) for p in ps) for ps in parts], dtype=np.int64)
             idx = np.concatenate([np.concatenate(ps) for ps in parts])
-            _, log_w = solve_unbiased_log_weights(u_kn[:, idx], n_b_k, f_k, hessian=hessian,
-                                                  tol=BOOTSTRAP_TOLERANCE)
-            pmf = histogram_free_energy(cell[idx], log_w, n_cells).reshape(shape)
+            # the draws as multiplicities: no copy of u_kn's drawn columns
+            counts = np.bincount(idx, minlength=u_kn.shape[1]).astype(float)
+            _, log_w = solve_unbiased_log_weights(u_kn, n_b_k, f_k, hessian=hessian,
+                                                  tol=BOOTSTRAP_TOLERANCE, weights=counts)
+            pmf = histogram_free_energy(cell, log_w, n_cells).reshape(shape)
             pmfs[b] = pmf
             if labels_grid is not None:
                 bars[b] = basin_barriers(pmf, labels_grid, n_b, diagonal=self.diagonal_moves,
                                          periodic=periodic)[0]
             if labels_n is not None:
-                f_basin = histogram_free_energy(np.where(labels_n[idx] >= 0, labels_n[idx], n_b),
+                f_basin = histogram_free_energy(np.where(labels_n >= 0, labels_n, n_b),
                                                 log_w, n_b + 1)[:n_b]
                 deltas[b] = f_basin[None, :] - f_basin[:, None]
         return pmfs, bars, deltas
@@ -667,19 +688,27 @@ def _block_ids(idx: np.ndarray, n: int, walkers: int, min_blocks: int) -> np.nda
 
 
 def _reduced_bias(s_n: np.ndarray, centers: np.ndarray, springs: np.ndarray,
-                  periods: np.ndarray) -> np.ndarray:
-    """(K, N) bias energies (eV) of all samples (N, d) in all windows (one
-    K x N temporary besides the result, whatever d)."""
-    out = np.zeros((len(centers), len(s_n)))
-    for d in range(s_n.shape[1]):
-        diff = s_n[None, :, d] - centers[:, d, None]
-        p = periods[d] if d < len(periods) else 0.0
-        if p > 0:
-            diff -= p * np.round(diff / p)
-        np.multiply(diff, diff, out=diff)
-        diff *= 0.5 * springs[:, d, None]
-        out += diff
+                  periods: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """(K, N) bias energies (eV, times ``scale``) of all samples (N, d) in
+    all windows (K): the result and temporaries of a few windows' rows."""
+    k = len(centers)
+    out = np.zeros((k, len(s_n)))
+    rows = max(1, REDUCED_BIAS_CHUNK // max(1, len(s_n)))
+    for lo in range(0, k, rows):
+        block = out[lo:lo + rows]
+        for d in range(s_n.shape[1]):
+            diff = s_n[None, :, d] - centers[lo:lo + rows, d, None]
+            p = periods[d] if d < len(periods) else 0.0
+            if p > 0:
+                diff -= p * np.round(diff / p)
+            np.multiply(diff, diff, out=diff)
+            diff *= 0.5 * scale * springs[lo:lo + rows, d, None]
+            block += diff
     return out
+
+
+#: elements of the temporaries of :func:`_reduced_bias` (~32 MB)
+REDUCED_BIAS_CHUNK = 4_000_000
 
 
 def _edges(values: np.ndarray, n_bins: int) -> np.ndarray:
@@ -798,6 +827,16 @@ def _nanstd(replicates: np.ndarray, central: np.ndarray) -> np.ndarray:
                       "values (empty bins); their errors use the defined replicates only",
                       RuntimeWarning, stacklevel=4)
     return sd
+
+
+def _bootstrap_bias(replicates: np.ndarray, central: np.ndarray) -> np.ndarray:
+    """Bootstrap estimate of the bias of ``central``: the mean of the finite
+    replicates (axis 0) minus it; NaN where fewer than 2 are finite."""
+    finite = np.isfinite(replicates)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(np.where(finite, replicates, np.nan), axis=0)
+    return np.where(finite.sum(axis=0) >= 2, mean - central, np.nan)
 
 
 def _neighbour_overlap(overlap: np.ndarray, centers: np.ndarray) -> tuple[float, float]:

@@ -14,11 +14,16 @@ of sample ``n`` in state ``k``; ``N_k[k]`` samples came from state ``k``;
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
 import numpy as np
 
 #: elements of ``u_kn`` processed at once: the K x chunk temporaries of every
-#: pass over the samples stay near 64 MB, whatever N is
-CHUNK_ELEMENTS = 8_000_000
+#: pass over the samples stay near 16 MB per thread, whatever N is
+CHUNK_ELEMENTS = 2_000_000
 
 
 def _column_chunks(u_kn: np.ndarray) -> list[slice]:
@@ -28,41 +33,82 @@ def _column_chunks(u_kn: np.ndarray) -> list[slice]:
 
 
 def _evaluate(u_kn: np.ndarray, log_n_k: np.ndarray, n_k: np.ndarray, f_k: np.ndarray,
-              hessian: bool = False) -> tuple[float, np.ndarray, np.ndarray, np.ndarray | None]:
+              hessian: bool = False, weights: np.ndarray | None = None
+              ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray | None]:
     """MBAR's convex objective and its derivatives in one chunked pass over
     the samples: ``(obj, log_den, expected, wwt)`` with ``log_den[n] = log
     sum_k N_k exp(f_k - u_kn)``, ``W[k, n] = N_k exp(f_k - u_kn - log_den[n])``
-    (columns sum to 1), ``expected = sum_n W[:, n]`` (K,) and, with
-    ``hessian``, ``wwt = W W^T`` (K, K) (else None)."""
+    (columns sum to 1), ``expected = sum_n c_n W[:, n]`` (K,) and, with
+    ``hessian``, ``wwt = W diag(c) W^T`` (K, K) (else None). ``weights``
+    (N,), default 1: ``c_n``, how many times sample n counts (a bootstrap
+    replicate as multiplicities: the same as repeating the columns; ``N_k``
+    must then be the weighted counts). The chunks run on :data:`THREADS`
+    threads; their partial sums are added in chunk order, so the result does
+    not depend on the threads."""
     shift = (f_k + log_n_k)[:, None]
-    log_den = np.empty(u_kn.shape[1])
-    expected = np.zeros(len(f_k))
-    wwt = np.zeros((len(f_k), len(f_k))) if hessian else None
-    for sl in _column_chunks(u_kn):
+    k = len(f_k)
+
+    def chunk(sl: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         a = shift - u_kn[:, sl]
         peak = a.max(axis=0)
         np.subtract(a, peak, out=a)
         np.exp(a, out=a)
         total = a.sum(axis=0)
-        log_den[sl] = peak + np.log(total)
+        log_den = peak + np.log(total)
         np.divide(a, total, out=a)
-        expected += a.sum(axis=1)
+        if weights is None:
+            return log_den, a.sum(axis=1), (a @ a.T if hessian else None)
+        c = weights[sl]
+        expected = a @ c
+        return log_den, expected, ((a * c) @ a.T if hessian else None)
+
+    log_den = np.empty(u_kn.shape[1])
+    expected = np.zeros(k)
+    wwt = np.zeros((k, k)) if hessian else None
+    for sl, (den, exp_part, wwt_part) in _map_chunks(chunk, _column_chunks(u_kn)):
+        log_den[sl] = den
+        expected += exp_part
         if wwt is not None:
-            wwt += a @ a.T
-    return float(log_den.sum() - n_k @ f_k), log_den, expected, wwt
+            wwt += wwt_part
+    obj = log_den.sum() if weights is None else float(weights @ log_den)
+    return float(obj - n_k @ f_k), log_den, expected, wwt
+
+
+#: threads that share the passes over the samples (numpy releases the GIL in
+#: exp, sums and matrix products); 1 = no pool
+THREADS = max(1, min(4, os.cpu_count() or 1))
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _map_chunks(fn: Callable[[slice], Any], chunks: list[slice]) -> list[tuple[slice, Any]]:
+    """``[(sl, fn(sl)) for sl in chunks]``, on :data:`THREADS` threads when
+    there is more than one chunk."""
+    global _POOL
+    if THREADS <= 1 or len(chunks) < 2:
+        return [(sl, fn(sl)) for sl in chunks]
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(THREADS, thread_name_prefix="mtcv-mbar")
+    return list(zip(chunks, _POOL.map(fn, chunks), strict=True))
 
 
 def log_sum_over_samples(u_kn: np.ndarray, log_w: np.ndarray) -> np.ndarray:
     """(K,) ``log sum_n exp(log_w[n] - u_kn[k, n])``, chunked over the samples
-    (no K x N temporary)."""
-    out = np.full(u_kn.shape[0], -np.inf)
-    for sl in _column_chunks(u_kn):
+    (no K x N temporary; ``log_w`` may be ``-inf``)."""
+    def chunk(sl: slice) -> np.ndarray:
         a = log_w[None, sl] - u_kn[:, sl]
         peak = a.max(axis=1)
         finite = np.isfinite(peak)
+        if finite.all():  # in place: no second K x chunk temporary
+            np.subtract(a, peak[:, None], out=a)
+            np.exp(a, out=a)
+            return peak + np.log(a.sum(axis=1))
         part = np.full(len(peak), -np.inf)
         part[finite] = peak[finite] + np.log(
             np.exp(a[finite] - peak[finite, None]).sum(axis=1))
+        return part
+
+    out = np.full(u_kn.shape[0], -np.inf)
+    for _, part in _map_chunks(chunk, _column_chunks(u_kn)):
         out = np.logaddexp(out, part)
     return out
 
@@ -123,8 +169,10 @@ def solve_mbar(u_kn: np.ndarray, N_k: np.ndarray, f_init: np.ndarray | None = No
 
 
 def _solve(u_kn: np.ndarray, N_k: np.ndarray, f_init: np.ndarray | None, tol: float,
-           max_iter: int, hessian: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(f_k, log_den) at the solution; see :func:`solve_mbar`."""
+           max_iter: int, hessian: np.ndarray | None, weights: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(f_k, log_den) at the solution; see :func:`solve_mbar` (``weights``:
+    sample multiplicities, :func:`_evaluate`)."""
     u_kn = np.asarray(u_kn, float)
     n_k = np.asarray(N_k, float)
     if np.any(n_k <= 0):
@@ -133,14 +181,15 @@ def _solve(u_kn: np.ndarray, N_k: np.ndarray, f_init: np.ndarray | None, tol: fl
     f = np.zeros(len(n_k)) if f_init is None else np.array(f_init, float)
     f -= f[0]
     fixed = hessian
-    obj, log_den, expected, wwt = _evaluate(u_kn, log_n_k, n_k, f, hessian=fixed is None)
+    obj, log_den, expected, wwt = _evaluate(u_kn, log_n_k, n_k, f, hessian=fixed is None,
+                                            weights=weights)
     for _ in range(max_iter):
         grad = expected - n_k
         if np.max(np.abs(grad / n_k)) < tol:
             break
         use_fixed = fixed is not None
         if not use_fixed and wwt is None:
-            wwt = _evaluate(u_kn, log_n_k, n_k, f, hessian=True)[3]
+            wwt = _evaluate(u_kn, log_n_k, n_k, f, hessian=True, weights=weights)[3]
         hess = fixed if use_fixed else np.diag(expected) - wwt
         try:
             step = np.linalg.solve(hess[1:, 1:], -grad[1:])
@@ -151,7 +200,7 @@ def _solve(u_kn: np.ndarray, N_k: np.ndarray, f_init: np.ndarray | None, tol: fl
         while t >= 1e-6:
             trial = f.copy()
             trial[1:] += t * step
-            obj_t, den_t, exp_t, _ = _evaluate(u_kn, log_n_k, n_k, trial)
+            obj_t, den_t, exp_t, _ = _evaluate(u_kn, log_n_k, n_k, trial, weights=weights)
             if obj_t <= obj + 1e-12 * max(1.0, abs(obj)):
                 accepted = True
                 break
@@ -168,8 +217,9 @@ def _solve(u_kn: np.ndarray, N_k: np.ndarray, f_init: np.ndarray | None, tol: fl
             # until Newton can take over again
             trial = f
             for _ in range(SELF_CONSISTENT_STEPS):
-                trial = _self_consistent_step(u_kn, log_den, trial)
-                obj_t, den_t, exp_t, _ = _evaluate(u_kn, log_n_k, n_k, trial)
+                trial = _self_consistent_step(u_kn, log_den, trial, weights)
+                obj_t, den_t, exp_t, _ = _evaluate(u_kn, log_n_k, n_k, trial,
+                                                   weights=weights)
                 log_den = den_t
             if not obj_t < obj - 1e-12 * max(1.0, abs(obj)):
                 break  # no further decrease at machine precision
@@ -181,10 +231,12 @@ def _solve(u_kn: np.ndarray, N_k: np.ndarray, f_init: np.ndarray | None, tol: fl
 SELF_CONSISTENT_STEPS = 10
 
 
-def _self_consistent_step(u_kn: np.ndarray, log_den: np.ndarray, f_k: np.ndarray) -> np.ndarray:
-    """One self-consistent MBAR update ``f_k' = -log sum_n exp(-u_kn -
-    log_den_n)`` (``log_den`` at ``f_k``), shifted so that ``f'_0 = 0``."""
-    f_new = -log_sum_over_samples(u_kn, -log_den)
+def _self_consistent_step(u_kn: np.ndarray, log_den: np.ndarray, f_k: np.ndarray,
+                          weights: np.ndarray | None = None) -> np.ndarray:
+    """One self-consistent MBAR update ``f_k' = -log sum_n c_n exp(-u_kn -
+    log_den_n)`` (``log_den`` at ``f_k``; ``c_n = weights``, default 1),
+    shifted so that ``f'_0 = 0``."""
+    f_new = -log_sum_over_samples(u_kn, -log_den + _log(weights))
     return f_new - f_new[0]
 
 
@@ -275,12 +327,26 @@ def unbiased_log_weights(u_kn: np.ndarray, N_k: np.ndarray, f_k: np.ndarray) -> 
 
 
 def solve_unbiased_log_weights(u_kn: np.ndarray, N_k: np.ndarray, f_init: np.ndarray, *,
-                               tol: float = 1e-8, hessian: np.ndarray | None = None
+                               tol: float = 1e-8, hessian: np.ndarray | None = None,
+                               weights: np.ndarray | None = None
                                ) -> tuple[np.ndarray, np.ndarray]:
     """Solve MBAR (as :func:`solve_mbar`) and return ``(f_k, log_w)`` with
-    the normalised unbiased-state log weights of :func:`unbiased_log_weights`."""
-    f, log_den = _solve(u_kn, N_k, f_init, tol, 100, hessian)
-    return f, _normalised(-log_den)
+    the normalised unbiased-state log weights of :func:`unbiased_log_weights`.
+
+    ``weights`` (N,): how many times each sample counts (a bootstrap
+    replicate as multiplicities, 0 = not drawn; ``N_k`` are then the drawn
+    counts per state); the log weights include them (``-inf`` for samples
+    not drawn). The same solution as ``u_kn`` with its columns repeated,
+    without the copy."""
+    f, log_den = _solve(u_kn, N_k, f_init, tol, 100, hessian, weights)
+    return f, _normalised(-log_den + _log(weights))
+
+
+def _log(weights: np.ndarray | None) -> np.ndarray | float:
+    if weights is None:
+        return 0.0
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(weights, float))
 
 
 def _normalised(log_w: np.ndarray) -> np.ndarray:
