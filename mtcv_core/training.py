@@ -372,7 +372,11 @@ def train(frames: xr.Dataset, config: TrainConfig | Mapping[str, Any] | None = N
         initial, scales, c_reg = _coefficient_scales(objective, data_tr, extras_tr, cfg)
         fixed = np.append(scales, c_reg)
 
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+        # foreach: one fused update over all parameter tensors instead of a
+        # Python loop over them (the small encoder's step cost as much as
+        # its backward pass)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8,
+                               foreach=True)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_every,
                                                 gamma=cfg.lr_decay)
         terms = [*names, "reg"]
@@ -466,15 +470,18 @@ def _epoch(model: MultitaskCV, objective: _Objective, opt: torch.optim.Optimizer
     per-term losses (heads, then the regulariser)."""
     model.train()
     sums = torch.zeros(len(coeff), dtype=torch.float64, device=coeff.device)
+    # one gather per epoch; the minibatches are then views
+    data = _slice(data, perm)
+    extras = {k: _slice(v, perm) for k, v in extras.items()}
     for start in range(0, len(perm), batch_size):
-        idx = perm[start:start + batch_size]
+        idx = slice(start, min(len(perm), start + batch_size))
         parts = torch.stack(objective.losses(_slice(data, idx),
                                              {k: _slice(v, idx) for k, v in extras.items()}))
         loss = (coeff * parts).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sums += parts.detach().double() * len(idx)
+        sums += parts.detach().double() * (idx.stop - idx.start)
     return (sums / len(perm)).cpu().numpy()
 
 
