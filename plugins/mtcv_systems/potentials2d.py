@@ -17,7 +17,7 @@ import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -104,12 +104,20 @@ class MullerBrown2D(Potential2D):
     bounds: Bounds = ((0.0, 60.0), (0.0, 44.0))
     search_grid: int = 24
 
+    @cached_property
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        """(A, a, b, c, x0, y0) as arrays, made once: MD calls :meth:`_terms`
+        every step on a few walkers, where converting the tuples cost as
+        much as the arithmetic."""
+        return tuple(np.array(v, float) for v in (self.A, self.a, self.b, self.c,
+                                                  self.x0, self.y0))
+
     def _terms(self, x: np.ndarray, y: np.ndarray):
         x = np.asarray(x, float)[..., None]
         y = np.asarray(y, float)[..., None]
-        a, b, c = np.array(self.a), np.array(self.b), np.array(self.c)
-        dx, dy = x - np.array(self.x0), y - np.array(self.y0)
-        t = np.array(self.A) * np.exp(a * dx * dx + b * dx * dy + c * dy * dy)
+        big_a, a, b, c, x0, y0 = self._arrays
+        dx, dy = x - x0, y - y0
+        t = big_a * np.exp(a * dx * dx + b * dx * dy + c * dy * dy)
         return t, a, b, c, dx, dy
 
     def energy(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
