@@ -17,7 +17,7 @@ from typing import Any, Literal
 from mtcv_core.config import ConfigError, doc, from_mapping, load_toml, positive
 from mtcv_core.errors import DiskFullError, Terminated
 from mtcv_core.io import DatasetError
-from mtcv_core.resources import PeakMemory
+from mtcv_core.resources import PeakMemory, release_free_memory
 from mtcv_core.runlock import RunLock
 from mtcv_core.stages.context import RunContext
 
@@ -188,6 +188,7 @@ def _run_stages(ctx: RunContext, summary: dict[str, Any], config: RunConfig,
                     raise DiskFullError(f"stage {stage}: {exc}; make room, then rerun with "
                                         "--resume (finished stages and parts are kept)"
                                         ) from exc.__cause__
+                release_free_memory()
                 summary["timings_s"][stage] = round(time.perf_counter() - t0, 3)
                 summary.setdefault("peak_rss_GB", {})[stage] = round(peak.bytes / 1e9, 3)
                 summary["stages_done"].append(stage)

@@ -61,4 +61,22 @@ class PeakMemory:
         self.bytes = max(self.bytes, tree_rss(self.pid))
 
 
-__all__ = ["tree_rss", "PeakMemory"]
+def release_free_memory() -> bool:
+    """Hand the C heap's free pages back to the system (glibc's
+    ``malloc_trim``; True when it ran). A stage's large temporaries (torch
+    tensors, numpy arrays below glibc's mmap threshold) are freed into the
+    heap, which otherwise keeps them resident for the rest of the run: about
+    0.1 GB after the quick demo's training. A no-op elsewhere than glibc."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+__all__ = ["tree_rss", "PeakMemory", "release_free_memory"]
