@@ -49,8 +49,7 @@ STAGES: dict[str, Callable[[RunContext], None]] = {
 #: idle workers do not hold memory through training, MBAR and the report
 STAGES_ON_WORKERS = frozenset({"sample", "umbrella", "ensemble"})
 
-__all__ = ["STAGES", "STAGES_ON_WORKERS", "RunContext", "validate", "write_json", "EstimateStageConfig",
-           "EnsembleConfig", "UmbrellaStageConfig", "reference_cv", "split_temperature",
-           "stored_part",
-           "run_sample", "run_train", "run_umbrella", "run_estimate", "run_ensemble",
-           "run_report"]
+__all__ = ["STAGES", "STAGES_ON_WORKERS", "RunContext", "validate", "write_json",
+           "EstimateStageConfig", "EnsembleConfig", "UmbrellaStageConfig", "reference_cv",
+           "split_temperature", "stored_part", "run_sample", "run_train", "run_umbrella",
+           "run_estimate", "run_ensemble", "run_report"]
