@@ -1,0 +1,141 @@
+"""Rate-theory kernels (mtcv_core.rates) against analytic results."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.special import ndtr
+
+from mtcv_ase.md import BatchLangevin, LangevinParams
+from mtcv_core.rates import (
+    FS_PER_S,
+    SQRT_EV_PER_AMU_IN_A_PER_FS,
+    committor,
+    first_passages,
+    mass_weighted_gradient_norm,
+    plateau,
+    transmission_coefficient,
+    tst_rate,
+)
+from mtcv_core.units import kT_eV
+
+
+def test_velocity_unit_is_ases():
+    from ase import units
+
+    assert SQRT_EV_PER_AMU_IN_A_PER_FS == pytest.approx(units.fs, rel=1e-15)
+
+
+def test_flux_term_of_a_linear_cv_matches_maxwell_boltzmann_velocities():
+    """xi = sum_i c_i . r_i: |grad xi|_M = sqrt(sum c_i^2 / m_i), and the mean
+    |d xi/dt| over Maxwell-Boltzmann velocities is sqrt(2 kT / pi) times it."""
+    rng = np.random.default_rng(0)
+    masses = np.array([1.0, 12.0, 16.0])
+    c = rng.normal(size=(3, 3))
+    grad = np.broadcast_to(c, (5, 3, 3))
+    norm = mass_weighted_gradient_norm(grad, masses)
+    np.testing.assert_allclose(norm, np.sqrt(np.sum(c**2 / masses[:, None])), rtol=1e-14)
+    kt = kT_eV(300.0)
+    v = rng.normal(size=(400_000, 3, 3)) * np.sqrt(kt / masses)[None, :, None]  # sqrt(eV/amu)
+    xi_dot = np.einsum("nij,ij->n", v, c) * SQRT_EV_PER_AMU_IN_A_PER_FS  # [xi]/fs
+    expected = math.sqrt(2 * kt / math.pi) * norm[0] * SQRT_EV_PER_AMU_IN_A_PER_FS
+    assert np.mean(np.abs(xi_dot)) == pytest.approx(expected, rel=0.005)
+    with pytest.raises(ValueError, match="masses"):
+        mass_weighted_gradient_norm(grad, masses[:2])
+
+
+def test_tst_rate_of_a_truncated_harmonic_well():
+    """1D particle, xi = x, reactant x < x*, F = k x^2 / 2: k_TST =
+    sqrt(kT / (2 pi m)) exp(-k x*^2 / 2kT) / (sqrt(2 pi kT / k) Phi(x* sqrt(k/kT)))."""
+    kt, k, m, x_star = kT_eV(300.0), 0.5, 12.0, 0.4
+    edges = np.linspace(-2.0, 0.8, 2801)
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    pmf = 0.5 * k * centers**2 + 3.0  # any constant
+    rate = tst_rate(pmf, centers, centers < x_star, x_star, 1 / math.sqrt(m), kt)
+    z = math.sqrt(2 * math.pi * kt / k) * ndtr(x_star * math.sqrt(k / kt))
+    exact = (math.sqrt(kt / (2 * math.pi * m)) * math.exp(-0.5 * k * x_star**2 / kt) / z
+             * SQRT_EV_PER_AMU_IN_A_PER_FS * FS_PER_S)
+    assert rate == pytest.approx(exact, rel=2e-3)
+    with pytest.raises(ValueError, match="reactant"):
+        tst_rate(pmf, centers, np.zeros(len(centers), bool), x_star, 1.0, kt)
+
+
+def _shots_on_inverted_parabola(friction_per_fs: float, n: int, steps: int, seed: int
+                                ) -> tuple[np.ndarray, np.ndarray]:
+    """Langevin shots (mtcv's batched engine) from the top of U = -k x^2/2
+    with Maxwell-Boltzmann velocities: (x_dot(0) (n,), x(t) (n, steps))."""
+    k, m, temp = 1.0, 1.0, 300.0
+
+    def energy_and_forces(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        f = np.zeros_like(x)
+        f[:, 0, 0] = k * x[:, 0, 0]
+        return -0.5 * k * x[:, 0, 0] ** 2, f
+
+    rng = np.random.default_rng(seed)
+    mask = np.array([[True, False, False]])
+    integ = BatchLangevin(energy_and_forces, np.array([m]),
+                          LangevinParams(temperature_K=temp, timestep_fs=0.5,
+                                         friction_per_fs=friction_per_fs), rng,
+                          dof_mask=mask)
+    x = np.zeros((n, 1, 3))
+    v = np.zeros((n, 1, 3))
+    v[:, 0, 0] = rng.normal(size=n) * math.sqrt(kT_eV(temp) / m)
+    v0 = v[:, 0, 0].copy()
+    _, f = integ.evaluate(x)
+    xs = np.empty((n, steps))
+    for t in range(steps):
+        x, v, f, _ = integ.step(x, v, f)
+        xs[:, t] = x[:, 0, 0]
+    return v0, xs
+
+
+@pytest.mark.parametrize("friction_per_fs", [0.0, 0.1])
+def test_transmission_coefficient_of_a_parabolic_barrier_is_kramers(friction_per_fs):
+    """On a parabolic barrier (frequency omega) with Langevin friction gamma
+    the plateau of kappa(t) is Kramers' exact
+    sqrt(1 + (gamma / 2 omega)^2) - gamma / (2 omega); 1 without friction."""
+    omega = 1.0 * SQRT_EV_PER_AMU_IN_A_PER_FS  # sqrt(k/m) in 1/fs
+    g = friction_per_fs / (2 * omega)
+    expected = math.sqrt(1 + g * g) - g
+    v0, xs = _shots_on_inverted_parabola(friction_per_fs, 4000, 160, seed=3)
+    kappa = transmission_coefficient(v0, xs, 0.0)
+    boot = np.random.default_rng(1).integers(0, len(v0), (100, len(v0)))
+    err = np.std([transmission_coefficient(v0[b], xs[b], 0.0) for b in boot], axis=0)
+    start, value, value_err = plateau(kappa, err)
+    assert kappa[0] > 0.95  # one 0.5 fs step: only the slowest shots can turn back
+    assert abs(value - expected) < 3 * value_err + 1e-9
+    if friction_per_fs == 0:
+        np.testing.assert_allclose(kappa, 1.0, atol=1e-12)
+    else:
+        assert start > 5 and value_err < 0.03
+    # B -> A: the same from the other side
+    back = transmission_coefficient(v0, xs, 0.0, towards=-1)
+    assert abs(back[-1] - expected) < 3 * err[-1] + 1e-9
+
+
+def test_plateau_starts_where_the_curve_settles():
+    y = np.concatenate([np.linspace(1.0, 0.5, 10), np.full(20, 0.5)])
+    start, value, err = plateau(y, np.full(30, 0.01))
+    assert start == 9 and value == pytest.approx(0.5) and err == 0.01
+
+
+def test_first_passages_count_by_the_state_last_visited():
+    #         -1 -1  A  A -1  B  B -1 -1  A  B  B -1  A
+    labels = [-1, -1, 0, 0, -1, 1, 1, -1, -1, 0, 1, 1, -1, 0]
+    counts, frames = first_passages(np.array(labels), 2)
+    assert counts.tolist() == [[0, 2], [2, 0]]
+    # last visited A at frames 2-4, 9, 13; B at 5-8, 10-12
+    assert frames.tolist() == [5, 7]
+    counts, frames = first_passages(np.full(4, -1), 3)
+    assert counts.sum() == 0 and frames.sum() == 0
+    with pytest.raises(ValueError, match="labels"):
+        first_passages(np.array([0, 2]), 2)
+
+
+def test_committor_is_the_fraction_of_shots_reaching_the_product():
+    r = np.array([[True, False, True, True], [False] * 4])
+    np.testing.assert_allclose(committor(r), [0.75, 0.0])
+    with pytest.raises(ValueError, match="n_configs, n_shots"):
+        committor(np.ones(3, bool))
