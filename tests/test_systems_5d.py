@@ -11,6 +11,7 @@ import pytest
 from ase import units
 from ase.md.langevin import Langevin
 
+from mtcv_core.units import kT_eV
 from mtcv_systems.embedded5d import DOF_MASK, MullerBrown5D, ThreeWell5D
 from mtcv_systems.potentials2d import KCAL_PER_MOL_IN_EV, steepest_descent
 
@@ -295,3 +296,25 @@ def test_plugin_is_discoverable():
     assert isinstance(registry.create("system", "three_well_5d", temperature_K=250.0),
                       ThreeWell5D)
     assert registry.get("system", "three_well_5d").plugin == "systems"
+
+
+@pytest.mark.parametrize("cls", [MullerBrown5D, ThreeWell5D])
+def test_energy_scale_scales_barriers_and_keeps_the_critical_points(cls):
+    """energy_scale multiplies V - const: same critical points, energy
+    barriers times the factor; at 0.2 the MB A -> B free-energy barrier
+    (quadrature) is 6-10 kT at 300 K, low enough to count transitions."""
+    full, low = cls(), cls(energy_scale=0.2)
+    for a, b in zip(full.critical_points().minima, low.critical_points().minima, strict=True):
+        assert (a.x, a.y) == pytest.approx((b.x, b.y), abs=1e-6)
+    for key, value in full.describe()["barriers_eV"].items():
+        assert low.describe()["barriers_eV"][key] == pytest.approx(0.2 * value, rel=1e-6)
+    x = low.embed(*low.minimum("A")[:2])
+    e_full, f_full = full.energy_and_forces(x)
+    e_low, f_low = low.energy_and_forces(x)
+    np.testing.assert_allclose(f_low, 0.2 * f_full, rtol=1e-10, atol=1e-14)
+    if cls is MullerBrown5D:
+        np.testing.assert_allclose(e_low, 0.2 * e_full, rtol=1e-12)
+        ab = next(r for r in low.reference_transitions(300.0) if (r["from"], r["to"]) == ("A", "B"))
+        assert 6.0 < ab["barrier_eV"] / kT_eV(300.0) < 10.0
+    with pytest.raises(ValueError, match="energy_scale"):
+        cls(energy_scale=0.0)

@@ -444,14 +444,26 @@ class MullerBrown5D(Embedded5DSystem):
     Basin A is the deepest minimum, B the second deepest (the paper's
     (41.98, 8.45) minimum); the third, intermediate minimum is unnamed, so
     frames near it are labelled -1.
+
+    Parameters
+    ----------
+    energy_scale : float
+        Factor on the potential's amplitudes (1: the paper's surface, A -> B
+        energy barrier 0.92 eV; 0.2: the authors' reduced-barrier variant,
+        A -> B free-energy barrier 7.9 kT at 300 K, where transitions are
+        frequent enough to count in plain MD). The critical points do not
+        move.
     """
 
     name: ClassVar[str] = "muller_brown_5d"
     basins: tuple[str, ...] = ("A", "B")
 
-    def __init__(self, *, temperature_K: float = 300.0, basin_fraction: float = 0.5) -> None:
-        super().__init__(MullerBrown2D(), temperature_K=temperature_K,
-                         basin_fraction=basin_fraction)
+    def __init__(self, *, temperature_K: float = 300.0, basin_fraction: float = 0.5,
+                 energy_scale: float = 1.0) -> None:
+        scale = _energy_scale(energy_scale)
+        super().__init__(MullerBrown2D(A=tuple(scale * a for a in MullerBrown2D().A)),
+                         temperature_K=temperature_K, basin_fraction=basin_fraction)
+        self.energy_scale = scale
 
     def _assign_basins(self, cp: CriticalPoints) -> dict[str, int]:
         if len(cp.minima) < 2:  # pragma: no cover - would be a search failure
@@ -465,20 +477,37 @@ class ThreeWell5D(Embedded5DSystem):
 
     A and B are the two deepest minima (A at smaller x~, B at larger x~), C
     the third (the upper well, at large y~).
+
+    Parameters
+    ----------
+    energy_scale : float
+        Factor on ``V - 2 eV`` (1: the paper's surface; 0.2 divides every
+        barrier by 5, so that transitions are frequent enough to count in
+        plain MD). The critical points do not move.
     """
 
     name: ClassVar[str] = "three_well_5d"
     basins: tuple[str, ...] = ("A", "B", "C")
 
-    def __init__(self, *, temperature_K: float = 300.0, basin_fraction: float = 0.5) -> None:
-        super().__init__(ThreeWell2D(), temperature_K=temperature_K,
-                         basin_fraction=basin_fraction)
+    def __init__(self, *, temperature_K: float = 300.0, basin_fraction: float = 0.5,
+                 energy_scale: float = 1.0) -> None:
+        scale = _energy_scale(energy_scale)
+        super().__init__(ThreeWell2D(energy_scale=scale * ThreeWell2D().energy_scale),
+                         temperature_K=temperature_K, basin_fraction=basin_fraction)
+        self.energy_scale = scale
 
     def _assign_basins(self, cp: CriticalPoints) -> dict[str, int]:
         if len(cp.minima) < 3:  # pragma: no cover - would be a search failure
             raise RuntimeError("three-well: fewer than three minima found")
         a, b = sorted((0, 1), key=lambda i: cp.minima[i].x)
         return {"A": a, "B": b, "C": 2}
+
+
+def _energy_scale(value: float) -> float:
+    scale = float(value)
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"energy_scale must be a positive number, got {value!r}")
+    return scale
 
 
 __all__ = ["DOF_MASK", "X5_WEIGHT", "RADIUS_EPS", "to_5d", "from_5d", "radial_cvs",
