@@ -697,3 +697,26 @@ def test_newton_solver_converges_where_newton_alone_stalls():
     assert _self_consistency(u, unbiased_log_weights(u, n_k, f), f) < 1e-8
     ref = pymbar.MBAR(u, n_k).f_k
     np.testing.assert_allclose(f - f[0], ref - ref[0], atol=1e-6)
+
+
+def test_the_solver_threads_work_in_a_forked_child():
+    """The chunk pool is made anew in a forked process (its threads do not
+    survive a fork): a solve there finishes with the parent's answer."""
+    import multiprocessing as mp
+
+    import mtcv_mbar.solver as solver
+
+    rng = np.random.default_rng(2)
+    centers = np.linspace(-1, 1, 4)
+    s = np.concatenate([rng.normal(c, 0.3, 50) for c in centers])
+    u_kn = 0.5 * 10 * (s[None, :] - centers[:, None]) ** 2
+    n_k = np.full(4, 50)
+    old = solver.CHUNK_ELEMENTS
+    solver.CHUNK_ELEMENTS = 40  # several chunks: the pool is used
+    try:
+        f = solver.solve_mbar(u_kn, n_k)  # the parent's pool now exists
+        with mp.get_context("fork").Pool(1) as pool:
+            f_child = pool.apply_async(solver.solve_mbar, (u_kn, n_k)).get(timeout=60)
+    finally:
+        solver.CHUNK_ELEMENTS = old
+    np.testing.assert_array_equal(f_child, f)

@@ -80,6 +80,15 @@ THREADS = max(1, min(4, os.cpu_count() or 1))
 _POOL: ThreadPoolExecutor | None = None
 
 
+def _forget_pool() -> None:
+    """In a forked child the pool's threads do not exist: make a new one."""
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _map_chunks(fn: Callable[[slice], Any], chunks: list[slice]) -> list[tuple[slice, Any]]:
     """``[(sl, fn(sl)) for sl in chunks]``, on :data:`THREADS` threads when
     there is more than one chunk."""
