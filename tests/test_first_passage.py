@@ -1,4 +1,4 @@
-"""Brute-force first-passage rates (mtcv_sampling.first_passage)."""
+"""Brute-force first-passage rates (mtcv_rates.first_passage)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from mtcv_sampling.first_passage import BruteForceRates, rates_dataset
+from mtcv_rates.first_passage import BruteForceRates, rates_dataset
 from mtcv_systems.embedded5d import MullerBrown5D
 
 

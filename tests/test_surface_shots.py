@@ -1,4 +1,4 @@
-"""Shots from a dividing surface (mtcv_sampling.surface_shots)."""
+"""Shots from a dividing surface (mtcv_rates.surface_shots)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mtcv_core.rates import transmission_coefficient
-from mtcv_sampling.surface_shots import SurfaceShots
+from mtcv_rates.surface_shots import SurfaceShots
 from mtcv_systems.embedded5d import MullerBrown5D, true_cv_module
 
 

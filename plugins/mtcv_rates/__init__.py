@@ -1,0 +1,18 @@
+"""Rate constants along a learned CV (issue #20, in progress).
+
+The rate theory itself (TST along a CV, the Bennett-Chandler transmission
+coefficient, first passages, the committor) is in :mod:`mtcv_core.rates`;
+this package runs the simulations it needs:
+
+* :class:`~mtcv_rates.first_passage.BruteForceRates`: brute-force rates from
+  many unbiased walkers, first passages counted by the basin last visited;
+* :class:`~mtcv_rates.surface_shots.SurfaceShots`: shots from
+  configurations on a dividing surface ``xi = xi*`` (kappa, committor).
+
+Not yet a pipeline stage: no plugin hooks are registered.
+"""
+
+from mtcv_rates.first_passage import BruteForceRates, rates_dataset
+from mtcv_rates.surface_shots import SurfaceShots
+
+__all__ = ["BruteForceRates", "SurfaceShots", "rates_dataset"]
