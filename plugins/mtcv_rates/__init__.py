@@ -6,6 +6,9 @@ this package runs the simulations it needs:
 
 * :class:`~mtcv_rates.first_passage.BruteForceRates`: brute-force rates from
   many unbiased walkers, first passages counted by the basin last visited;
+* :class:`~mtcv_rates.surface.SurfaceSampler`: configurations on a
+  dividing surface ``xi = xi*`` from restrained MD, weighted to undo the
+  restraint, with ``|grad xi|_M`` (the flux factor of TST);
 * :class:`~mtcv_rates.surface_shots.SurfaceShots`: shots from
   configurations on a dividing surface ``xi = xi*`` (kappa, committor).
 
@@ -13,6 +16,7 @@ Not yet a pipeline stage: no plugin hooks are registered.
 """
 
 from mtcv_rates.first_passage import BruteForceRates, rates_dataset
+from mtcv_rates.surface import SurfaceSampler
 from mtcv_rates.surface_shots import SurfaceShots
 
-__all__ = ["BruteForceRates", "SurfaceShots", "rates_dataset"]
+__all__ = ["BruteForceRates", "SurfaceSampler", "SurfaceShots", "rates_dataset"]
