@@ -80,6 +80,39 @@ def tst_rate(pmf_eV: np.ndarray, centers: np.ndarray, reactant: np.ndarray, xi_s
     return flux * surface / basin * FS_PER_S
 
 
+def dividing_surface(pmf_eV: np.ndarray, centers: np.ndarray, xi_from: float, xi_to: float
+                     ) -> tuple[float, np.ndarray]:
+    """The top of a 1D PMF between two basin minima and the reactant side.
+
+    pmf_eV, centers: (n_bins,) (NaN: no data); xi_from, xi_to: the basins'
+    minima ([xi]). Returns ``xi*`` (the centre of the highest finite bin
+    between them) and the (n_bins,) bool mask of the bins on ``xi_from``'s
+    side of it (the reactant region of :func:`tst_rate`)."""
+    f = np.asarray(pmf_eV, float)
+    c = np.asarray(centers, float)
+    lo, hi = sorted((float(xi_from), float(xi_to)))
+    between = (c >= lo) & (c <= hi) & np.isfinite(f)
+    if not between.any():
+        raise ValueError(f"dividing_surface: no finite PMF bin between {lo:g} and {hi:g}")
+    top = int(np.flatnonzero(between)[np.argmax(f[between])])
+    xi_star = float(c[top])
+    side = (c < xi_star) if xi_from < xi_star else (c > xi_star)
+    return xi_star, side
+
+
+def tst_rates(pmf_eV: np.ndarray, centers: np.ndarray, xi_a: float, xi_b: float,
+              mean_gradient_norm: float, kT_eV: float) -> tuple[float, float, float]:
+    """``(xi*, k_TST(A -> B), k_TST(B -> A))`` (1/s) across the top of the
+    PMF between the minima ``xi_a`` and ``xi_b`` (:func:`dividing_surface`,
+    :func:`tst_rate`). They obey detailed balance, ``k_AB P_A = k_BA P_B``
+    with ``P`` the populations of the two sides."""
+    xi_star, side_a = dividing_surface(pmf_eV, centers, xi_a, xi_b)
+    _, side_b = dividing_surface(pmf_eV, centers, xi_b, xi_a)
+    k_ab = tst_rate(pmf_eV, centers, side_a, xi_star, mean_gradient_norm, kT_eV)
+    k_ba = tst_rate(pmf_eV, centers, side_b, xi_star, mean_gradient_norm, kT_eV)
+    return xi_star, k_ab, k_ba
+
+
 def transmission_coefficient(xi_dot0: np.ndarray, xi_t: np.ndarray, xi_star: float, *,
                              weights: np.ndarray | None = None,
                              towards: int = 1) -> np.ndarray:
@@ -155,5 +188,6 @@ def committor(reached_product: np.ndarray) -> np.ndarray:
     return r.mean(axis=1)
 
 
-__all__ = ["mass_weighted_gradient_norm", "tst_rate", "transmission_coefficient", "plateau",
-           "first_passages", "committor", "SQRT_EV_PER_AMU_IN_A_PER_FS", "FS_PER_S"]
+__all__ = ["mass_weighted_gradient_norm", "tst_rate", "dividing_surface", "tst_rates",
+           "transmission_coefficient", "plateau", "first_passages", "committor",
+           "SQRT_EV_PER_AMU_IN_A_PER_FS", "FS_PER_S"]

@@ -139,3 +139,25 @@ def test_committor_is_the_fraction_of_shots_reaching_the_product():
     np.testing.assert_allclose(committor(r), [0.75, 0.0])
     with pytest.raises(ValueError, match="n_configs, n_shots"):
         committor(np.ones(3, bool))
+
+
+def test_tst_rates_across_the_top_of_a_double_well_obey_detailed_balance():
+    """Asymmetric double well F = 3kT (s^2 - 1)^2 + kT s / 2: xi* is the
+    top between the minima, and k_AB P_A = k_BA P_B (both sides' populations
+    from the same PMF)."""
+    from mtcv_core.rates import dividing_surface, tst_rates
+
+    kt = kT_eV(300.0)
+    centers = np.linspace(-2.0, 2.0, 801)
+    pmf = 3 * kt * (centers**2 - 1) ** 2 + 0.5 * kt * centers
+    pmf[:5] = np.nan  # no data at the edge
+    xi_star, k_ab, k_ba = tst_rates(pmf, centers, -1.0, 1.0, 0.5, kt)
+    assert xi_star == pytest.approx(1 / 24, abs=0.006)  # dF/ds = -12 kT s + kT/2 = 0
+    side_a = dividing_surface(pmf, centers, -1.0, 1.0)[1]
+    ok = np.isfinite(pmf)
+    p_a = np.sum(np.exp(-pmf[ok & side_a] / kt))
+    p_b = np.sum(np.exp(-pmf[ok & (centers > xi_star)] / kt))
+    assert k_ab * p_a == pytest.approx(k_ba * p_b, rel=1e-10)
+    assert k_ab < k_ba  # B is higher: it empties faster
+    with pytest.raises(ValueError, match="no finite PMF bin"):
+        dividing_surface(np.full(5, np.nan), np.arange(5.0), 0.0, 4.0)
