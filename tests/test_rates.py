@@ -1,4 +1,4 @@
-"""Rate-theory kernels (mtcv_core.rates) against analytic results."""
+"""Rate theory (mtcv_core.rates, mtcv_rates.analysis) against analytic results."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import xarray as xr
 from scipy.special import ndtr
 
 from mtcv_ase.md import BatchLangevin, LangevinParams
@@ -20,6 +21,7 @@ from mtcv_core.rates import (
     tst_rate,
 )
 from mtcv_core.units import kT_eV
+from mtcv_rates.analysis import committor_test, kappa_from_shots
 
 
 def test_velocity_unit_is_ases():
@@ -161,3 +163,51 @@ def test_tst_rates_across_the_top_of_a_double_well_obey_detailed_balance():
     assert k_ab < k_ba  # B is higher: it empties faster
     with pytest.raises(ValueError, match="no finite PMF bin"):
         dividing_surface(np.full(5, np.nan), np.arange(5.0), 0.0, 4.0)
+
+
+def test_kappa_from_shots_reproduces_kramers_with_a_calibrated_error():
+    """Shots on a parabolic barrier (gamma = 0.1/fs) grouped as 400
+    configurations x 10 shots: the plateau lies within 3 of its bootstrap
+    errors of Kramers' exact value, and that error is about the spread of
+    kappa over independent repetitions."""
+    omega = SQRT_EV_PER_AMU_IN_A_PER_FS
+    g = 0.1 / (2 * omega)
+    exact = math.sqrt(1 + g * g) - g
+    v0, xs = _shots_on_inverted_parabola(0.1, 4000, 160, seed=5)
+    shots = xr.Dataset({"xi_dot0": (("config", "shot"), v0.reshape(400, 10)),
+                        "xi": (("config", "shot", "time"), xs.reshape(400, 10, -1))},
+                       coords={"time": ("time", 0.5 * np.arange(1, 161))})
+    out = kappa_from_shots(shots, 0.0, n_bootstraps=100)
+    value, err = out.attrs["kappa_plateau"], out.attrs["kappa_plateau_err"]
+    assert abs(value - exact) < 3 * err
+    assert 0.005 < err < 0.03
+    assert out.attrs["plateau_start_fs"] > 0
+    # the error against the spread of independent repetitions (8 x 2000 shots)
+    values, errors = [], []
+    for rep in range(8):
+        v0, xs = _shots_on_inverted_parabola(0.1, 2000, 160, seed=10 + rep)
+        rep_shots = xr.Dataset(
+            {"xi_dot0": (("config", "shot"), v0.reshape(200, 10)),
+             "xi": (("config", "shot", "time"), xs.reshape(200, 10, -1))},
+            coords={"time": ("time", 0.5 * np.arange(1, 161))})
+        o = kappa_from_shots(rep_shots, 0.0, n_bootstraps=50)
+        values.append(o.attrs["kappa_plateau"])
+        errors.append(o.attrs["kappa_plateau_err"])
+    assert 0.5 < np.std(values, ddof=1) / np.mean(errors) < 2.0
+    back = kappa_from_shots(shots, 0.0, towards=-1, n_bootstraps=20)
+    assert abs(back.attrs["kappa_plateau"] - exact) < 3 * back.attrs["kappa_plateau_err"]
+    with pytest.raises(ValueError, match="weights"):
+        kappa_from_shots(shots, 0.0, weights=np.ones(3))
+
+
+def test_committor_test_counts_committed_shots():
+    committed = np.array([[1, 1, 0, -1], [0, 0, 0, 0], [1, -1, -1, -1], [-1, -1, -1, -1]])
+    res = committor_test(xr.Dataset({"committed": (("config", "shot"), committed)}),
+                         product=1, reactant=0, bins=4)
+    np.testing.assert_allclose(res["p_B"], [2 / 3, 0.0, 1.0])
+    assert res["n_configs"] == 3 and res["uncommitted_shots"] == 8
+    assert res["histogram"].tolist() == [1, 0, 1, 1]
+    assert res["mean"] == pytest.approx(5 / 9)
+    with pytest.raises(ValueError, match="no shot"):
+        committor_test(xr.Dataset({"committed": (("config", "shot"), -np.ones((2, 2)))}),
+                       product=1, reactant=0)

@@ -12,7 +12,9 @@ this package runs the simulations it needs:
 * :class:`~mtcv_rates.surface_shots.SurfaceShots`: shots from
   configurations on a dividing surface ``xi = xi*`` (kappa, committor).
 
-Not yet a pipeline stage: no plugin hooks are registered.
+:mod:`mtcv_rates.analysis` turns shots into kappa(t) with bootstrap errors
+and its plateau, and into the committor test. Not yet a pipeline stage: no
+plugin hooks are registered.
 """
 
 from mtcv_rates.first_passage import BruteForceRates, rates_dataset
