@@ -13,12 +13,15 @@ this package runs the simulations it needs:
   configurations on a dividing surface ``xi = xi*`` (kappa, committor).
 
 :mod:`mtcv_rates.analysis` turns shots into kappa(t) with bootstrap errors
-and its plateau, and into the committor test. Not yet a pipeline stage: no
-plugin hooks are registered.
+and its plateau, and into the committor test;
+:class:`~mtcv_rates.along_cv.RatesAlongCV` puts it all together for one
+transition along a 1D CV and its PMF. Not yet a pipeline stage: no plugin
+hooks are registered.
 """
 
+from mtcv_rates.along_cv import RatesAlongCV
 from mtcv_rates.first_passage import BruteForceRates, rates_dataset
 from mtcv_rates.surface import SurfaceSampler
 from mtcv_rates.surface_shots import SurfaceShots
 
-__all__ = ["BruteForceRates", "SurfaceSampler", "SurfaceShots", "rates_dataset"]
+__all__ = ["BruteForceRates", "RatesAlongCV", "SurfaceSampler", "SurfaceShots", "rates_dataset"]
