@@ -60,7 +60,7 @@ class SurfaceSampler:
             raise ValueError(f"surface sampler: starts must be (n, n_atoms, 3), got "
                              f"{starts.shape}")
         kt = kT_eV(self.temperature_K)
-        rng = task_rng(seed, "surface", float(xi_star))
+        rng = task_rng(seed, "surface", f"{float(xi_star):.12g}")
         x = starts[np.arange(self.walkers) % len(starts)].copy()
         masses = system.make_atoms(system.basins[0]).get_masses()
         v = maxwell_boltzmann(masses, self.temperature_K, rng, n=self.walkers,
