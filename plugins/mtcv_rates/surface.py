@@ -1,15 +1,15 @@
 """Configurations on a dividing surface ``xi = xi*``, from restrained MD.
 
-Walkers run Langevin MD under a stiff harmonic restraint ``k/2 (xi -
-xi*)^2`` on the 1D CV (:class:`mtcv_umbrella.bias.BatchedBias`, the umbrella
-sampler's fast path); after ``equilibration_steps`` their positions are
-recorded every ``stride`` steps. The configurations within ``slab`` thermal
-widths ``sqrt(kT/k)`` of the surface are kept, each with the weight
-``exp(+k/2 (xi - xi*)^2 / kT)`` that undoes the restraint: weighted, they
-sample the unbiased ensemble restricted to the slab, which tends to the
-surface ensemble as the slab narrows. From them: the flux factor
-``<|grad xi|_M>`` of transition-state theory and the starting points of the
-reactive-flux and committor shots (:mod:`mtcv_rates.surface_shots`).
+Walkers run Langevin MD (the batched engine) under a stiff harmonic
+restraint ``k/2 (xi - xi*)^2`` on the 1D CV (non-periodic); after
+``equilibration_steps`` their positions are recorded every ``stride``
+steps. The configurations within ``slab`` thermal widths ``sqrt(kT/k)`` of
+the surface are kept, each with the weight ``exp(+k/2 (xi - xi*)^2 / kT)``
+that undoes the restraint: weighted, they sample the unbiased ensemble
+restricted to the slab, which tends to the surface ensemble as the slab
+narrows. From them: the flux factor ``<|grad xi|_M>`` of transition-state
+theory and the starting points of the reactive-flux and committor shots
+(:mod:`mtcv_rates.surface_shots`).
 """
 
 from __future__ import annotations
@@ -51,8 +51,6 @@ class SurfaceSampler:
         used round-robin): ``positions`` (config, atom, xyz), ``xi``,
         ``weight`` (normalised) and ``grad_norm`` (``|grad xi|_M``) per
         configuration; attrs ``mean_grad_norm`` (weighted), ``xi_star``."""
-        from mtcv_umbrella.bias import BatchedBias
-
         if not self.spring > 0:
             raise ValueError(f"surface sampler: spring must be > 0, got {self.spring}")
         starts = np.asarray(starts, float)
@@ -65,8 +63,7 @@ class SurfaceSampler:
         masses = system.make_atoms(system.basins[0]).get_masses()
         v = maxwell_boltzmann(masses, self.temperature_K, rng, n=self.walkers,
                               dof_mask=system.dof_mask)
-        bias = BatchedBias(system, cv, np.full((self.walkers, 1), float(xi_star)),
-                           np.full((self.walkers, 1), float(self.spring)))
+        bias = _Restrained(system, cv, float(xi_star), float(self.spring))
         params = LangevinParams(temperature_K=self.temperature_K,
                                 timestep_fs=self.timestep_fs,
                                 friction_per_fs=self.friction_per_fs)
@@ -81,7 +78,7 @@ class SurfaceSampler:
             if step > self.equilibration_steps and (step - self.equilibration_steps) % \
                     self.stride == 0:
                 kept_x.append(x.copy())
-                kept_xi.append(bias.last_cv[:, 0].copy())
+                kept_xi.append(bias.last_cv.copy())
         pos = np.concatenate(kept_x)
         xi = np.concatenate(kept_xi)
         width = np.sqrt(kt / self.spring)
@@ -108,6 +105,29 @@ class SurfaceSampler:
                          mean_grad_norm=float(w @ norm),
                          n_recorded=int(len(inside)), n_kept=int(inside.sum()))
         return out
+
+
+class _Restrained:
+    """The system's energy (n,) eV and forces (n, n_atoms, 3) eV/angstrom
+    plus ``k/2 (xi - xi*)^2`` on a 1D CV, for a batch of walkers; the last
+    xi (n,) in :attr:`last_cv`."""
+
+    def __init__(self, system: System, cv: Any, xi_star: float, spring: float) -> None:
+        self.system = system
+        self.cv = cv.to(torch.float64) if hasattr(cv, "to") else cv
+        self.xi_star = xi_star
+        self.spring = spring
+        self.last_cv = np.zeros(0)
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        e0, f0 = self.system.energy_and_forces(x)
+        pos = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        with torch.enable_grad():
+            xi = self.cv(pos)[:, 0]
+            e_bias = 0.5 * self.spring * (xi - self.xi_star) ** 2
+            (grad,) = torch.autograd.grad(e_bias.sum(), pos)
+        self.last_cv = xi.detach().numpy()
+        return e0 + e_bias.detach().numpy(), f0 - grad.numpy()
 
 
 def _gradient(cv: Any, positions: np.ndarray) -> np.ndarray:
