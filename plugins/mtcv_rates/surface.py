@@ -26,6 +26,7 @@ from mtcv_core.execution import task_rng
 from mtcv_core.interfaces import System
 from mtcv_core.rates import mass_weighted_gradient_norm
 from mtcv_core.units import kT_eV
+from mtcv_rates.surface_shots import _xi_and_gradient
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class SurfaceSampler:
         log_w = 0.5 * self.spring * (xi - xi_star) ** 2 / kt
         w = np.exp(log_w - log_w.max())
         w /= w.sum()
-        grad = _gradient(cv, pos)
+        grad = _xi_and_gradient(bias.cv, pos)[1]
         norm = mass_weighted_gradient_norm(grad, masses)
         out = xr.Dataset(
             {"positions": (("config", "atom", "xyz"), pos, {"units": "angstrom"}),
@@ -128,13 +129,6 @@ class _Restrained:
             (grad,) = torch.autograd.grad(e_bias.sum(), pos)
         self.last_cv = xi.detach().numpy()
         return e0 + e_bias.detach().numpy(), f0 - grad.numpy()
-
-
-def _gradient(cv: Any, positions: np.ndarray) -> np.ndarray:
-    pos = torch.tensor(positions, dtype=torch.float64, requires_grad=True)
-    xi = cv.to(torch.float64)(pos) if hasattr(cv, "to") else cv(pos)
-    (g,) = torch.autograd.grad(xi[:, 0].sum(), pos)
-    return g.numpy()
 
 
 __all__ = ["SurfaceSampler"]
