@@ -58,6 +58,7 @@ FALLBACK: dict[str, str] = {
     "RunConfig.umbrella": "the [`[umbrella]`](#umbrella) table (empty: the stage does nothing)",
     "RunConfig.estimate": "the [`[estimate]`](#estimate) table (empty: the stage does "
                           "nothing)",
+    "RunConfig.rate": "the [`[rate]`](#rate) table (empty or `enabled = false`: no rates)",
     "RunConfig.ensemble": "the [`[ensemble]`](#ensemble) table (empty: one CV, no ensemble)",
     "SampleConfig.sources": "data source name -> its options "
                             "([`[sample.sources.NAME]`](#data-sources)); each source runs on "
@@ -323,13 +324,18 @@ def component_keys(comp: Any, missing: list[str],
 def sections() -> list[tuple[str, type]]:
     """(TOML table, dataclass) of the run-config schema, in page order."""
     from mtcv_core.pipeline import ExecutionConfig, RunConfig, SampleConfig
-    from mtcv_core.stages import EnsembleConfig, EstimateStageConfig, UmbrellaStageConfig
+    from mtcv_core.stages import (
+        EnsembleConfig,
+        EstimateStageConfig,
+        RateStageConfig,
+        UmbrellaStageConfig,
+    )
     from mtcv_core.training import TrainConfig
 
     return [("top level", RunConfig), ("execution", ExecutionConfig),
             ("sample", SampleConfig), ("train", TrainConfig),
             ("umbrella", UmbrellaStageConfig), ("estimate", EstimateStageConfig),
-            ("ensemble", EnsembleConfig)]
+            ("rate", RateStageConfig), ("ensemble", EnsembleConfig)]
 
 
 INTRO = """\
@@ -391,6 +397,11 @@ NOTES: dict[str, str] = {
                 "fall short, and the reference windows along the system's true CVs.",
     "estimate": "Free energies from the umbrella windows (along xi, and along the true CVs "
                 "when the reference ran).",
+    "rate": "Rate constants along a 1D xi after the estimate stage (`rates.nc`, "
+            "`summary.json[\"rates\"]`, the report's *Rates along xi* and `figures/rates.png`): "
+            "transition-state theory on the PMF times the transmission coefficient from "
+            "shots off the dividing surface, the committor test there, and optionally "
+            "brute-force MD as a reference. Off unless `enabled = true`.",
     "ensemble": "The CV's own uncertainty: more CVs trained with other seeds, umbrella + "
                 "estimate on each in `ensemble/member_k/`, every barrier and dF reported as "
                 "mean ± total with its statistical and CV-to-CV parts "
@@ -445,6 +456,10 @@ def generate() -> str:
     kind_section("estimator", "Estimators: `[estimate] options`", "estimators",
                  "`[estimate] estimator` names the estimator; `options` hold its options, "
                  "`reference_options` those that differ for the true-CV reference.")
+    kind_section("rate_estimator", "Rate estimators: `[rate] options`", "rate-estimators",
+                 "`[rate] estimator` names the rate estimator; `options` hold its options. "
+                 "Its MD runs at the run's temperature with `[sample]`'s `timestep_fs` and "
+                 "`friction_per_fs` unless its sub-tables set them.")
     kind_section("system", "Systems: `system_options`", "systems",
                  "The top-level `system` names the system; the top-level table "
                  "`system_options` holds its options.")

@@ -57,6 +57,11 @@ def mtcv_register_estimators(register: Register) -> None:
 
 
 @hookspec
+def mtcv_register_rate_estimators(register: Register) -> None:
+    """Register rate estimators (:class:`mtcv_core.interfaces.RateEstimator`)."""
+
+
+@hookspec
 def mtcv_register_thermo_heads(register: Register) -> None:
     """Register loss terms of temperature-dependent coarse-grained free
     energies A(R, T) (:class:`mtcv_core.interfaces.ThermoLossHead`)."""

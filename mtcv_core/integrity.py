@@ -23,6 +23,7 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "train": ("model.pt", "cv.ts", "training.nc"),
     "umbrella": ("umbrella.nc", "umbrella_reference.nc"),
     "estimate": ("fes.nc", "fes_reference.nc", "fes_exact.nc"),
+    "rate": ("rates.nc",),
     "ensemble": ("ensemble/members.json",),
     "report": ("report.md",),
 }

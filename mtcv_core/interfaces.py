@@ -484,6 +484,41 @@ class Estimator(ABC):
         transitions table reads."""
 
 
+class RateEstimator(ABC):
+    """Rate constants of transitions along a learned 1D CV, from its PMF.
+
+    The rate stage (``[rate] enabled = true``) builds a rate estimator from
+    ``[rate] options`` (``cls(**options)``), calls :meth:`check`, then
+    :meth:`rates` once, after the estimate stage, with the PMF along xi
+    (``fes.nc``). The estimator owns its method (reactive flux, ...) and
+    runs its own MD (``md``: the run's engine, time step and friction)."""
+
+    name: ClassVar[str]
+
+    def check(self, system: System) -> None:
+        """Raise :class:`mtcv_core.config.ConfigError` for options that do not
+        fit ``system``; called before any stage runs. Default: nothing."""
+        return None
+
+    @abstractmethod
+    def rates(self, system: System, cv: CollectiveVariable, fes: xr.Dataset, *,
+              frames: StartFrames, transitions: Sequence[tuple[int, int]], md: MDSettings,
+              seed: int, client: Any = None, store: Path | None = None,
+              progress: bool = False) -> xr.Dataset:
+        """The rates dataset (``mtcv.rates/1``, checked by
+        :func:`mtcv_core.schema_rates.validate_rates`) of every transition
+        in ``transitions`` and its reverse.
+
+        cv: the learned CV (1D); fes: its free-energy dataset (``mtcv.fes/1``
+        with basins: ``pmf``, ``pmf_err``, ``basin_minimum``, ``barrier_err``);
+        frames: the labelled training frames with their CV values (e.g.
+        transition-path frames near the top as starts); transitions: (basin
+        index, basin index) pairs; md: the run's MD settings; seed: the
+        run's seed (results must not depend on ``client``); store: a
+        directory of the estimator's own for partial results, so that an
+        interrupted run resumes (None: keep nothing)."""
+
+
 class ThermoLossHead(ABC):
     """A loss term for a temperature-dependent coarse-grained free energy
     A(R, T) (Duschatko et al.): force matching, the energy relation
@@ -511,6 +546,7 @@ class ThermoLossHead(ABC):
 
 
 __all__: Sequence[str] = ["System", "DataSource", "Featurizer", "LossHead",
-                          "Sampler", "Estimator", "ThermoLossHead", "BASIN_PROBABILITY",
+                          "Sampler", "Estimator", "RateEstimator", "ThermoLossHead",
+                          "BASIN_PROBABILITY",
                           "ENERGY", "PREDICTIONS", "MDSettings", "CollectiveVariable",
                           "StartFrames", "BasinOf", "Footprint"]

@@ -29,6 +29,7 @@ from mtcv_core.schema import (
     validate_frames,
     with_index_coords,
 )
+from mtcv_core.schema_rates import RATES_SCHEMA, validate_rates
 from mtcv_core.schema_umbrella import FES_SCHEMA, UMBRELLA_SCHEMA, validate_fes, validate_umbrella
 
 PathLike = str | os.PathLike[str]
@@ -38,6 +39,7 @@ VALIDATORS: dict[str, Callable[..., xr.Dataset]] = {
     FRAMES_SCHEMA: validate_frames,
     UMBRELLA_SCHEMA: validate_umbrella,
     FES_SCHEMA: validate_fes,
+    RATES_SCHEMA: validate_rates,
 }
 
 

@@ -1,5 +1,5 @@
 """The ``mtcv run`` pipeline: sample -> train -> umbrella -> estimate ->
-ensemble -> report.
+rate -> ensemble -> report.
 
 Each stage writes its output into the run directory atomically and records
 itself in ``DIR/summary.json``; ``--resume`` reuses the outputs of stages
@@ -22,7 +22,7 @@ from mtcv_core.runlock import RunLock
 from mtcv_core.stages.context import RunContext
 
 #: the stage names, in order (the runners: :data:`mtcv_core.stages.STAGES`)
-STAGES = ("sample", "train", "umbrella", "estimate", "ensemble", "report")
+STAGES = ("sample", "train", "umbrella", "estimate", "rate", "ensemble", "report")
 
 #: largest seed: seeds are stored as 32-bit netCDF attributes
 MAX_SEED = 2**31 - 1
@@ -92,6 +92,7 @@ class RunConfig:
     train: dict[str, Any] = field(default_factory=dict)
     umbrella: dict[str, Any] = field(default_factory=dict)
     estimate: dict[str, Any] = field(default_factory=dict)
+    rate: dict[str, Any] = field(default_factory=dict)
     ensemble: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

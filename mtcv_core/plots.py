@@ -225,6 +225,55 @@ def plot_fes(fes: xr.Dataset, path: str | os.PathLike[str] | None,
     return fig
 
 
+def plot_rates(rates: xr.Dataset, path: str | os.PathLike[str] | None) -> Figure:
+    """The rate stage's checks (``mtcv.rates/1``): left, kappa(t) of every
+    transition with its bootstrap band and its plateau value; right, the
+    committor histogram at xi* of each forward transition (an ideal
+    reaction coordinate peaks at 1/2)."""
+    fig = _figure(ncols=2, width=4.6, height=3.6)
+    left, right = fig.subplots(1, 2)
+    n = rates.sizes["transition"]
+    for i in range(n):
+        label = f"{rates['basin_from'].values[i]}->{rates['basin_to'].values[i]}"
+        if "kappa_t" in rates:
+            t = rates["time"].values
+            k = rates["kappa_t"].values[i]
+            e = rates["kappa_t_err"].values[i] if "kappa_t_err" in rates else 0 * k
+            left.plot(t, k, color=f"C{i}", label=f"{label}: kappa = "
+                      f"{float(rates['kappa'].values[i]):.2f}")
+            left.fill_between(t, k - e, k + e, color=f"C{i}", alpha=0.25)
+            left.axhline(float(rates["kappa"].values[i]), color=f"C{i}", ls=":", lw=1)
+            if "kappa_plateau_start" in rates:
+                left.axvline(float(rates["kappa_plateau_start"].values[i]), color=f"C{i}",
+                             ls="--", lw=0.8)
+    left.set_xlabel("t (fs)")
+    left.set_ylabel("kappa(t)")
+    left.set_ylim(0.0, 1.05)
+    left.legend(fontsize=7, frameon=False)
+    left.set_title("transmission coefficient (dashed: plateau start)", fontsize=8)
+    if "committor_counts" in rates:
+        edges = rates["p_B_edges"].values
+        shown = set()
+        for i in range(n):
+            pair = frozenset((str(rates["basin_from"].values[i]),
+                              str(rates["basin_to"].values[i])))
+            if pair in shown:
+                continue
+            shown.add(pair)
+            counts = rates["committor_counts"].values[i]
+            right.stairs(counts / max(1, counts.sum()), edges, fill=True, alpha=0.5,
+                         color=f"C{i}", label=f"p({rates['basin_to'].values[i]}), mean "
+                         f"{float(rates['committor_mean'].values[i]):.2f} ± sd "
+                         f"{float(rates['committor_std'].values[i]):.2f}")
+        right.axvline(0.5, color="k", ls="--", lw=0.8)
+        right.legend(fontsize=7, frameon=False)
+    right.set_xlabel("committor at xi*")
+    right.set_ylabel("fraction of configurations")
+    right.set_title("committor test (ideal: peaked at 1/2)", fontsize=8)
+    _save(fig, path)
+    return fig
+
+
 def _shade_basins(ax: Any, fes: xr.Dataset, basin_of: Any) -> None:
     """Shade the runs of bins each basin claims, named once."""
     x = fes["bin_center"].values

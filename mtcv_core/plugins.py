@@ -51,6 +51,7 @@ KINDS: dict[str, str] = {
     "loss_head": "mtcv_register_loss_heads",
     "sampler": "mtcv_register_samplers",
     "estimator": "mtcv_register_estimators",
+    "rate_estimator": "mtcv_register_rate_estimators",
     "thermo_head": "mtcv_register_thermo_heads",
 }
 

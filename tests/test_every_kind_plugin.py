@@ -95,7 +95,7 @@ def _builtin_names() -> set[str]:
 
 #: (module, name) pairs allowed in mtcv_core: defaults of config dataclasses
 DEFAULTS = {("training.py", "classifier"), ("training.py", "cartesian"),
-            ("estimate.py", "mbar"),
+            ("estimate.py", "mbar"), ("rate.py", "reactive_flux"),
             # core's own words that the systems "ase" and "openmm" happen to
             # share: the MD engine option ("fast" or "ase") and the ase and
             # openmm distributions' names in the recorded package versions

@@ -236,7 +236,7 @@ def test_all_stages_smoke(full_run):
                  "report.md", "figures/fes.png", "figures/data.png"):
         assert (out / name).exists(), name
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["stages_done"] == ["sample", "train", "umbrella", "estimate", "ensemble",
+    assert summary["stages_done"] == ["sample", "train", "umbrella", "estimate", "rate", "ensemble",
                                       "report"]
     assert "ensemble" not in summary  # one CV: no ensemble
     for key in ("test_accuracy", "test_energy_mae_eV", "n_train", "n_test", "transitions",
@@ -519,7 +519,7 @@ def test_resume_after_a_corrupted_fes_reruns_to_the_same_summary(full_run, tmp_p
     reliability_counts["corruptions_tried"] += 1
     res = mtcv("run", str(full_run / "full.toml"), "--out", str(out), "--resume", "--quiet")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "fes.nc" in res.stderr and "running estimate, ensemble, report again" in res.stderr
+    assert "fes.nc" in res.stderr and "running estimate, rate, ensemble, report again" in res.stderr
     reliability_counts["corruptions_detected"] += 1
     resumed = json.loads((out / "summary.json").read_text())
     uninterrupted = json.loads((full_run / "o" / "summary.json").read_text())

@@ -58,6 +58,11 @@ def run_report(ctx: RunContext) -> None:
             f"{_pm(r['true_cv_delta_F_eV'], r['true_cv_delta_F_err_eV'])} | "
             f"{_fmt(r['reference_delta_F_eV'], 3)} |")
     lines += _convergence_lines(s.get("transitions", []), s.get("drifting_windows"))
+    if (ctx.out / "rates.nc").exists() and s.get("rates"):
+        from mtcv_core.plots import plot_rates
+
+        plot_rates(read_dataset(ctx.out / "rates.nc"), figs / "rates.png")
+        lines += _rate_lines(s["rates"])
     lines += _ensemble_lines(s.get("ensemble"))
     lines += _spectator_lines(s.get("spectator_sensitivity"))
     lines += ["", "## Timings (s)", ""]
@@ -76,6 +81,9 @@ CAPTIONS = {
            "along the same CV where the system has quadrature, the basins as the run "
            "assigns them, the first transition's barrier and dF, and the reference "
            "barrier levels (quadrature, along the true CVs).",
+    "rates": "Rates along xi: kappa(t) of every transition with its bootstrap band, the "
+             "plateau (dotted) and where it starts (dashed); the committor at xi* over the "
+             "shot configurations (an ideal reaction coordinate peaks at 1/2).",
     "fes_reference": "Free energy along the system's true CVs (the reference umbrella run).",
     "data": "The sampled frames in the true CVs, by source and label.",
     "training_history": "Training and validation losses per epoch.",
@@ -125,6 +133,56 @@ def _convergence_lines(rows: list[dict[str, Any]], drifting: Any) -> list[str]:
     if drifting:
         lines += ["", f"Drifting windows: {', '.join(str(w) for w in drifting)}."]
     return lines
+
+
+def _rate_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The rate stage's table (:mod:`mtcv_core.stages.rate`)."""
+    lines = ["", "## Rates along xi", "",
+             "k = kappa k_TST: transition-state theory on the PMF along xi (flux from "
+             "<|grad xi|_M> on the dividing surface xi*) times the transmission "
+             "coefficient kappa from shots off the surface. Errors: kappa's bootstrap "
+             "over configurations and the PMF's barrier error, in quadrature. MFPT = 1/k. "
+             "Reference: brute-force MD first passages with their 95 % interval, where "
+             "the config asks for it.", "",
+             "| transition | xi* | k_TST (1/s) | kappa | k (1/s) | MFPT | reference (1/s) | "
+             "k / reference | committor at xi* |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ref = r.get("reference_rate_per_s")
+        ref_text = "-" if ref is None else (
+            f"{ref:.3g} [{_g(r.get('reference_rate_lo_per_s'))}, "
+            f"{_g(r.get('reference_rate_hi_per_s'))}]")
+        lines.append(
+            f"| {r['from']}->{r['to']} | {_fmt(r.get('xi_star'), 3)} | "
+            f"{_g(r['rate_tst_per_s'])} ± {_g(r.get('rate_tst_err_per_s'))} | "
+            f"{_pm(r['kappa'], r.get('kappa_err'))} | "
+            f"{_g(r['rate_per_s'])} ± {_g(r.get('rate_err_per_s'))} | "
+            f"{_duration(r.get('mfpt_s'))} | {ref_text} | "
+            f"{_fmt(r.get('ratio_to_reference'), 2)} | "
+            f"{_pm(r.get('committor_mean'), r.get('committor_std'))} |")
+    worst = max((abs((r.get("committor_mean") or 0.5) - 0.5) for r in rows), default=0.0)
+    spread = max((r.get("committor_std") or 0.0 for r in rows), default=0.0)
+    verdict = ("close to an ideal reaction coordinate" if worst <= 0.1 and spread <= 0.25
+               else "not an ideal reaction coordinate")
+    lines += ["", f"Committor test: at xi* the mean committor is off 1/2 by {worst:.2f} "
+                  f"and its spread over configurations is {spread:.2f} (ideal: 0 and "
+                  f"narrow; a coordinate that misses a slow mode gives a flat or "
+                  f"bimodal histogram): {verdict}."]
+    return lines
+
+
+def _g(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _duration(seconds: Any) -> str:
+    """A time in the unit that reads best (fs to s)."""
+    if seconds is None:
+        return "n/a"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9), ("ps", 1e-12)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-15:.3g} fs"
 
 
 def _ensemble_lines(ens: dict[str, Any] | None) -> list[str]:

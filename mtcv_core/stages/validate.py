@@ -7,6 +7,7 @@ from typing import Any
 from mtcv_core.stages.context import RunContext
 from mtcv_core.stages.ensemble import ensemble_config
 from mtcv_core.stages.estimate import build_estimator, estimate_config
+from mtcv_core.stages.rate import build_rate_estimator, rate_config
 from mtcv_core.stages.sample import build_sources
 from mtcv_core.stages.train import check_train
 from mtcv_core.stages.umbrella import build_sampler, reference_cv, umbrella_config
@@ -45,6 +46,15 @@ def validate(ctx: RunContext, *, allow_large: bool = False) -> None:
         build_estimator(ctx, ecfg)
         build_estimator(ctx, ecfg, reference=True)
         ctx.estimate = ecfg
+    if cfg.rate:
+        rcfg = rate_config(ctx)
+        if rcfg.enabled:
+            if ctx.train is not None and ctx.train.latent_dim != 1:
+                from mtcv_core.config import ConfigError
+
+                raise ConfigError(f"rate.enabled: rates along xi need a 1D CV, but "
+                                  f"train.latent_dim = {ctx.train.latent_dim}")
+            build_rate_estimator(ctx, rcfg)
     if cfg.ensemble:
         ensemble_config(ctx)
     if not allow_large:

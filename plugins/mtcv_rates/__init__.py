@@ -15,13 +15,28 @@ this package runs the simulations it needs:
 :mod:`mtcv_rates.analysis` turns shots into kappa(t) with bootstrap errors
 and its plateau, and into the committor test;
 :class:`~mtcv_rates.along_cv.RatesAlongCV` puts it all together for one
-transition along a 1D CV and its PMF. Not yet a pipeline stage: no plugin
-hooks are registered.
+transition along a 1D CV and its PMF, and
+:class:`~mtcv_rates.estimator.ReactiveFluxRates` (registered as the rate
+estimator ``reactive_flux``) does it for every transition of a run in the
+rate stage (``[rate] enabled = true``).
 """
 
+from collections.abc import Callable
+from typing import Any
+
+from mtcv_core import hookimpl
 from mtcv_rates.along_cv import RatesAlongCV
+from mtcv_rates.estimator import ReactiveFluxRates
 from mtcv_rates.first_passage import BruteForceRates, rates_dataset
 from mtcv_rates.surface import SurfaceSampler
 from mtcv_rates.surface_shots import SurfaceShots
 
-__all__ = ["BruteForceRates", "RatesAlongCV", "SurfaceSampler", "SurfaceShots", "rates_dataset"]
+
+@hookimpl
+def mtcv_register_rate_estimators(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register the reactive-flux rate estimator."""
+    register("reactive_flux", ReactiveFluxRates)
+
+
+__all__ = ["BruteForceRates", "RatesAlongCV", "ReactiveFluxRates",
+           "mtcv_register_rate_estimators", "SurfaceSampler", "SurfaceShots", "rates_dataset"]

@@ -35,6 +35,7 @@ class RatesAlongCV:
     shots: dict[str, Any] = field(default_factory=dict)
     max_configs: int = 64
     seed: int = 0
+    committor_bins: int = 10
 
     def run(self, system: System, cv: torch.nn.Module, pmf_eV: np.ndarray,
             centers: np.ndarray, xi_a: float, xi_b: float, starts: np.ndarray, *,
@@ -43,9 +44,11 @@ class RatesAlongCV:
         indices of ``system.basins``); ``xi_a``/``xi_b`` the reactant's and
         the product's minima along the CV, ``pmf_eV``/``centers`` its PMF,
         ``starts`` configurations near the top (e.g. transition-path frames).
-        Returns a JSON-able dict (rates in 1/s; ``k_*_err_per_s`` is
-        kappa's error times k_TST: the PMF's own error is not propagated
-        yet)."""
+        Returns a dict of numbers (rates in 1/s; ``k_*_err_per_s`` is
+        kappa's error times k_TST: the PMF's error is the caller's to add)
+        and, under ``"curves"``, kappa(t) both ways (``"forward"``,
+        ``"backward"``: :func:`kappa_from_shots` datasets) and the
+        committor test (``"committor"``: :func:`committor_test`'s dict)."""
         kt = kT_eV(self.temperature_K)
         centers = np.asarray(centers, float)
         width = float(np.mean(np.diff(centers)))
@@ -66,7 +69,8 @@ class RatesAlongCV:
                                   seed=self.seed)
         kap_ba = kappa_from_shots(shots, xi_star, towards=-towards, weights=weights,
                                   seed=self.seed)
-        committor = committor_test(shots, product=product, reactant=reactant)
+        committor = committor_test(shots, product=product, reactant=reactant,
+                                   bins=self.committor_bins)
         out = {"xi_star": xi_star, "spring": spring, "mean_grad_norm": grad_norm,
                "n_surface_configs": int(surf.sizes["config"]), "n_shot_configs": int(n),
                "k_tst_forward_per_s": k_ab, "k_tst_backward_per_s": k_ba}
@@ -80,7 +84,9 @@ class RatesAlongCV:
             out[f"k_{tag}_err_per_s"] = err * k_tst
         out.update(committor_mean=committor["mean"], committor_std=committor["std"],
                    committor_histogram=[int(h) for h in committor["histogram"]],
-                   committor_uncommitted_shots=committor["uncommitted_shots"])
+                   committor_uncommitted_shots=committor["uncommitted_shots"],
+                   shots_engine=str(shots.attrs["engine"]))
+        out["curves"] = {"forward": kap_ab, "backward": kap_ba, "committor": committor}
         return out
 
 

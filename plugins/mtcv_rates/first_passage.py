@@ -24,6 +24,10 @@ from mtcv_ase.md import LangevinParams, make_propagator, maxwell_boltzmann
 from mtcv_core.execution import map_tasks, task_rng
 from mtcv_core.interfaces import System
 from mtcv_core.rates import FS_PER_S
+from mtcv_core.schema import SCHEMA_ATTR
+
+#: the schema name of :func:`rates_dataset`'s datasets
+FIRST_PASSAGE_SCHEMA = "mtcv.first_passages/1"
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,8 @@ def rates_dataset(counts: np.ndarray, time_fs: np.ndarray, basins: list[str]) ->
          "rate_hi": (pair, hi, {"units": "1/s", "long_name": "95 % interval, upper end "
                                                             "(Poisson)"}),
          "mfpt": (pair, mfpt, {"units": "s", "long_name": "mean first-passage time 1/rate"})},
-        coords={"basin_from": ("basin_from", names), "basin_to": ("basin_to", names)})
+        coords={"basin_from": ("basin_from", names), "basin_to": ("basin_to", names)},
+        attrs={SCHEMA_ATTR: FIRST_PASSAGE_SCHEMA})
 
 
 __all__ = ["BruteForceRates", "rates_dataset"]

@@ -30,7 +30,11 @@ class SurfaceShots:
     """``shots`` shots of ``n_steps`` steps (``timestep_fs``, friction
     ``friction_per_fs``, ``temperature_K``) from each configuration, xi and
     the basin recorded every ``record_every`` steps; ``configs_per_task``
-    configurations (all their shots together) in one task."""
+    configurations (all their shots together) in one task. ``antithetic``:
+    the shots of a configuration come in pairs with opposite velocities (the
+    forward and the backward trajectory of one velocity draw), so that the
+    initial flux averages to zero exactly and kappa's noise from it
+    cancels; ``shots`` must then be even."""
 
     temperature_K: float
     shots: int = 10
@@ -39,6 +43,7 @@ class SurfaceShots:
     friction_per_fs: float = 0.01
     record_every: int = 10
     configs_per_task: int = 32
+    antithetic: bool = True
 
     def run(self, system: System, cv: torch.nn.Module, configurations: np.ndarray, *,
             seed: int, client: Any = None, progress: bool = False) -> xr.Dataset:
@@ -55,12 +60,15 @@ class SurfaceShots:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"surface shots: {name} must be >= 1, got "
                                  f"{getattr(self, name)}")
+        if self.antithetic and self.shots % 2:
+            raise ValueError(f"surface shots: antithetic shots come in pairs (v, -v); shots "
+                             f"must be even, got {self.shots}")
         params = LangevinParams(temperature_K=self.temperature_K, timestep_fs=self.timestep_fs,
                                 friction_per_fs=self.friction_per_fs)
         cv_bytes = _script_bytes(cv)
         specs = [dict(system=system, cv=cv_bytes, x=x[i:i + self.configs_per_task],
                       shots=self.shots, n_steps=self.n_steps, every=self.record_every,
-                      params=params, seed=seed, task=t)
+                      params=params, seed=seed, task=t, antithetic=bool(self.antithetic))
                  for t, i in enumerate(range(0, len(x), self.configs_per_task))]
         parts = map_tasks(_shots_task, specs, client=client, progress=progress,
                           desc="surface shots")
@@ -81,6 +89,7 @@ class SurfaceShots:
                          timestep_fs=float(self.timestep_fs),
                          friction_per_fs=float(self.friction_per_fs),
                          basins=" ".join(system.basins), seed=int(seed),
+                         antithetic=int(bool(self.antithetic)),
                          engine="batched Langevin (mtcv_ase.md, ASE's Langevin scheme)")
         return out
 
@@ -121,7 +130,13 @@ def _shots_task(spec: dict[str, Any]) -> dict[str, np.ndarray]:
     rng = task_rng(spec["seed"], "surface_shots", spec["task"])
     x0 = np.repeat(configs, shots, axis=0)
     masses = system.make_atoms(system.basins[0]).get_masses()
-    v0 = maxwell_boltzmann(masses, params.temperature_K, rng, n=n, dof_mask=system.dof_mask)
+    if spec.get("antithetic", False):
+        half = maxwell_boltzmann(masses, params.temperature_K, rng, n=n // 2,
+                                 dof_mask=system.dof_mask).reshape(m, shots // 2, -1, 3)
+        v0 = np.stack([half, -half], axis=2).reshape(n, -1, 3)
+    else:
+        v0 = maxwell_boltzmann(masses, params.temperature_K, rng, n=n,
+                               dof_mask=system.dof_mask)
     xi0, grad = _xi_and_gradient(cv, x0)
     xi_dot0 = np.einsum("nij,nij->n", grad, v0) * SQRT_EV_PER_AMU_IN_A_PER_FS
     prop = make_propagator(system, params, rng, n, True, on_blow_up="drop")
