@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mtcv_core.pipeline import STAGES
@@ -67,7 +68,7 @@ def test_every_kind_the_pipeline_uses_comes_from_the_package(run_dir):
     listed = json.loads(res.stdout)["components"]
     ours = {c["kind"] for c in listed if c["plugin"] == "every_kind"}
     assert ours == {"system", "data_source", "featurizer", "loss_head", "sampler",
-                    "estimator"}
+                    "estimator", "rate_estimator"}
 
 
 def test_run_reaches_the_report_with_the_transitions_table(run_dir):
@@ -83,6 +84,30 @@ def test_run_reaches_the_report_with_the_transitions_table(run_dir):
     assert abs(row["barrier_eV"] - 0.04) < max(0.012, 4 * row["barrier_err_eV"]), row
     assert abs(row["delta_F_eV"]) < max(0.012, 4 * row["delta_F_err_eV"]), row
     assert "| left->right |" in (out / "report.md").read_text()
+
+
+def test_rates_from_the_packages_tst_estimator_match_tst_along_x(run_dir):
+    """TST does not depend on how the CV is parametrised: the package's TST
+    along the learned xi (its histogram PMF, the flux factor through the
+    CV's gradient) against TST along x by quadrature of the double well,
+    k = sqrt(kT / 2 pi m) exp(-V(0)/kT) / int_{x<0} exp(-V(x)/kT) dx; the
+    symmetric well gives the same rate both ways."""
+    from mtcv_core.rates import FS_PER_S, SQRT_EV_PER_AMU_IN_A_PER_FS
+    from mtcv_core.units import kT_eV
+
+    out, _ = run_dir
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {(r["from"], r["to"]): r for r in summary["rates"]}
+    assert set(rows) == {("left", "right"), ("right", "left")}
+    kt, a_ev, mass = kT_eV(300.0), 0.04, 1.008
+    x = np.linspace(-3.0, 0.0, 30001)
+    basin = np.trapezoid(np.exp(-a_ev * (x**2 - 1) ** 2 / kt), x)
+    exact = (np.sqrt(kt / (2 * np.pi * mass)) * SQRT_EV_PER_AMU_IN_A_PER_FS
+             * np.exp(-a_ev / kt) / basin * FS_PER_S)
+    for r in rows.values():
+        assert r["kappa"] == 1.0
+        assert r["rate_per_s"] == pytest.approx(exact, rel=0.1), (r, exact)
+    assert "## Rates along xi" in (out / "report.md").read_text()
 
 
 def _builtin_names() -> set[str]:

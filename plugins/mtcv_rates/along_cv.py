@@ -62,7 +62,9 @@ class RatesAlongCV:
         n = min(self.max_configs, surf.sizes["config"])
         pick = np.linspace(0, surf.sizes["config"] - 1, n).astype(int)
         weights = surf["weight"].values[pick]
-        shots = SurfaceShots(temperature_K=self.temperature_K, **self.shots).run(
+        shot_options = {"states": (system.basins[reactant], system.basins[product]),
+                        **self.shots}
+        shots = SurfaceShots(temperature_K=self.temperature_K, **shot_options).run(
             system, cv, surf["positions"].values[pick], seed=self.seed, client=client)
         towards = 1 if xi_b > xi_star else -1
         kap_ab = kappa_from_shots(shots, xi_star, towards=towards, weights=weights,
@@ -85,7 +87,8 @@ class RatesAlongCV:
         out.update(committor_mean=committor["mean"], committor_std=committor["std"],
                    committor_histogram=[int(h) for h in committor["histogram"]],
                    committor_uncommitted_shots=committor["uncommitted_shots"],
-                   shots_engine=str(shots.attrs["engine"]))
+                   shots_engine=str(shots.attrs["engine"]),
+                   shots_per_config=int(shots.sizes["shot"]))
         out["curves"] = {"forward": kap_ab, "backward": kap_ba, "committor": committor}
         return out
 

@@ -167,7 +167,10 @@ class ReactiveFluxRates(RateEstimator):
         out = xr.concat(parts, dim="transition", data_vars="minimal", coords="minimal",
                         join="outer", compat="equals", combine_attrs="drop_conflicts")
         if self.brute_force is not None:
-            _add_reference(out, self._brute_force(system, md, seed, client, store, progress))
+            ends = {i for pair in pairs for i in pair}
+            states = tuple(b for i, b in enumerate(names) if i in ends)
+            _add_reference(out, self._brute_force(system, md, seed, client, store, progress,
+                                                  states))
         out.attrs.update({SCHEMA_ATTR: RATES_SCHEMA, "temperature_K": float(md.temperature_K),
                           "method": "TST along xi from the PMF x Bennett-Chandler kappa "
                                     "(reactive flux)",
@@ -182,11 +185,16 @@ class ReactiveFluxRates(RateEstimator):
         return out
 
     def _brute_force(self, system: System, md: MDSettings, seed: int, client: Any,
-                     store: Path | None, progress: bool) -> xr.Dataset:
+                     store: Path | None, progress: bool, states: tuple[str, ...]
+                     ) -> xr.Dataset:
+        """The brute-force reference; by default it counts the basins at the
+        ends of the transitions (another basin, e.g. an intermediate, is in
+        transit, as the shots see it)."""
         path = None if store is None else store / "brute_force.nc"
         if path is not None and path.exists():
             return read_dataset(path)
-        opts = self._md(md, dict(self.brute_force or {}))
+        opts = self._md(md, {"states": states, **(self.brute_force or {})})
+        opts["states"] = tuple(opts["states"]) if opts["states"] is not None else None
         ref = BruteForceRates(**opts).run(system, seed=seed, client=client, progress=progress)
         if path is not None:
             write_dataset(ref, path)
@@ -265,6 +273,13 @@ def _pair_dataset(res: dict[str, Any], fes: xr.Dataset, na: str, nb: str,
         coords={"basin_from": ("transition", np.array([na, nb], dtype=object)),
                 "basin_to": ("transition", np.array([nb, na], dtype=object)),
                 "time": ("time", time, {"units": "fs"})})
+    n_shots = int(res["n_shot_configs"]) * int(res["shots_per_config"])
+    uncommitted = int(res["committor_uncommitted_shots"])
+    if n_shots and uncommitted > 0.1 * n_shots:
+        warnings.warn(f"reactive_flux: {uncommitted} of {n_shots} shots from xi* of {na}<->{nb} "
+                      "reached neither basin within shots.n_steps; the committor leaves them "
+                      "out (biased towards the nearer basin) and kappa(t) may not have "
+                      "settled: raise shots.n_steps", RuntimeWarning, stacklevel=3)
     out.attrs.update(n_surface_configs=int(res["n_surface_configs"]),
                      n_shot_configs=int(res["n_shot_configs"]), spring=float(res["spring"]),
                      committor_uncommitted_shots=int(res["committor_uncommitted_shots"]),

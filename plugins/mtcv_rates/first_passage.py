@@ -35,7 +35,10 @@ class BruteForceRates:
     """Plain MD of ``walkers`` walkers for ``n_steps`` each (fs steps of
     ``timestep_fs``, Langevin friction ``friction_per_fs`` 1/fs, at
     ``temperature_K``), labelled every ``check_every`` steps;
-    ``walkers_per_task`` advanced together in one task."""
+    ``walkers_per_task`` advanced together in one task. ``states``: the
+    basins counted (default all); a walker in another basin is in transit,
+    as outside every basin (an intermediate that a rate A -> B passes
+    through), and walkers start only in these."""
 
     temperature_K: float
     walkers: int = 256
@@ -44,6 +47,7 @@ class BruteForceRates:
     friction_per_fs: float = 0.01
     check_every: int = 10
     walkers_per_task: int = 64
+    states: tuple[str, ...] | None = None
 
     def run(self, system: System, *, seed: int, client: Any = None,
             progress: bool = False) -> xr.Dataset:
@@ -52,6 +56,13 @@ class BruteForceRates:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"brute-force rates: {name} must be >= 1, got "
                                  f"{getattr(self, name)}")
+        states = None
+        if self.states is not None:
+            unknown = [b for b in self.states if b not in system.basins]
+            if unknown or len(set(self.states)) < 2:
+                raise ValueError(f"brute-force rates: states must be two or more of the "
+                                 f"basins {list(system.basins)}, got {list(self.states)}")
+            states = [system.basins.index(b) for b in self.states]
         params = LangevinParams(temperature_K=self.temperature_K,
                                 timestep_fs=self.timestep_fs,
                                 friction_per_fs=self.friction_per_fs)
@@ -60,7 +71,7 @@ class BruteForceRates:
             count = min(self.walkers_per_task, self.walkers - start)
             specs.append(dict(system=system, params=params, count=count, seed=seed,
                               task=task, first=start, n_steps=self.n_steps,
-                              check_every=self.check_every))
+                              check_every=self.check_every, states=states))
         results = map_tasks(_first_passage_task, specs, client=client, progress=progress,
                             desc="brute-force rates")
         counts = sum(r["counts"] for r in results)
@@ -71,6 +82,8 @@ class BruteForceRates:
                          n_steps=int(self.n_steps), timestep_fs=float(self.timestep_fs),
                          friction_per_fs=float(self.friction_per_fs),
                          check_every=int(self.check_every), blown_walkers=blown,
+                         states=" ".join(system.basins[i] for i in states)
+                         if states is not None else " ".join(system.basins),
                          engine="batched Langevin (mtcv_ase.md, ASE's Langevin scheme)",
                          seed=int(seed))
         return out
@@ -85,7 +98,9 @@ def _first_passage_task(spec: dict[str, Any]) -> dict[str, Any]:
     rng = task_rng(spec["seed"], "first_passage", spec["task"])
     basins = list(system.basins)
     n_b = len(basins)
-    start = [basins[(spec["first"] + w) % n_b] for w in range(count)]
+    states = spec.get("states")
+    counted = list(range(n_b)) if states is None else list(states)
+    start = [basins[counted[(spec["first"] + w) % len(counted)]] for w in range(count)]
     x0 = np.concatenate([system.start_positions(b, 1, rng=rng, split="train")
                          for b in start])
     masses = system.make_atoms(basins[0]).get_masses()
@@ -107,6 +122,8 @@ def _first_passage_task(spec: dict[str, Any]) -> dict[str, Any]:
         steps_done += block
         np.add.at(time_fs, last[alive], block * params.timestep_fs)
         lab = system.basin_index(x)
+        if states is not None:
+            lab = np.where(np.isin(lab, counted), lab, -1)
         moved = alive & (lab >= 0) & (lab != last)
         np.add.at(counts, (last[moved], lab[moved]), 1)
         last[moved] = lab[moved]

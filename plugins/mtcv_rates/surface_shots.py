@@ -34,7 +34,9 @@ class SurfaceShots:
     the shots of a configuration come in pairs with opposite velocities (the
     forward and the backward trajectory of one velocity draw), so that the
     initial flux averages to zero exactly and kappa's noise from it
-    cancels; ``shots`` must then be even."""
+    cancels; ``shots`` must then be even. ``states``: the basins a shot
+    commits to (default all; others are passed through, e.g. an
+    intermediate between the two ends of a transition)."""
 
     temperature_K: float
     shots: int = 10
@@ -44,6 +46,7 @@ class SurfaceShots:
     record_every: int = 10
     configs_per_task: int = 32
     antithetic: bool = True
+    states: tuple[str, ...] | None = None
 
     def run(self, system: System, cv: torch.nn.Module, configurations: np.ndarray, *,
             seed: int, client: Any = None, progress: bool = False) -> xr.Dataset:
@@ -68,7 +71,9 @@ class SurfaceShots:
         cv_bytes = _script_bytes(cv)
         specs = [dict(system=system, cv=cv_bytes, x=x[i:i + self.configs_per_task],
                       shots=self.shots, n_steps=self.n_steps, every=self.record_every,
-                      params=params, seed=seed, task=t, antithetic=bool(self.antithetic))
+                      params=params, seed=seed, task=t, antithetic=bool(self.antithetic),
+                      states=None if self.states is None
+                      else [system.basins.index(b) for b in self.states])
                  for t, i in enumerate(range(0, len(x), self.configs_per_task))]
         parts = map_tasks(_shots_task, specs, client=client, progress=progress,
                           desc="surface shots")
@@ -152,6 +157,8 @@ def _shots_task(spec: dict[str, Any]) -> dict[str, np.ndarray]:
             alive &= ~prop.last_blown
         xi[:, r] = np.where(alive, _xi(cv, x), np.nan)
         lab = system.basin_index(x)
+        if spec.get("states") is not None:
+            lab = np.where(np.isin(lab, spec["states"]), lab, -1)
         first = alive & (committed < 0) & (lab >= 0)
         committed[first] = lab[first]
     return {"xi_dot0": xi_dot0.reshape(m, shots), "xi": xi.reshape(m, shots, n_rec),

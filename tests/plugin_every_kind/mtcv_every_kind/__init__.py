@@ -10,6 +10,7 @@ featurizer         ``ek_position``      the atom's (x, y, z)
 loss_head          ``ek_logistic``      logistic basin classifier on xi
 sampler            ``ek_plain_md``      unbiased MD recording xi (no bias)
 estimator          ``ek_histogram``     histogram PMF, basin free energies, barriers
+rate_estimator     ``ek_tst``           transition-state theory along xi (kappa = 1)
 =================  ===================  ==========================================
 """
 
@@ -23,6 +24,7 @@ from mtcv_every_kind.components import (
     PlainMD,
     PositionFeatures,
     RegionMD,
+    TSTRates,
 )
 
 
@@ -54,3 +56,8 @@ def mtcv_register_samplers(register):
 @hookimpl
 def mtcv_register_estimators(register):
     register("ek_histogram", HistogramPMF)
+
+
+@hookimpl
+def mtcv_register_rate_estimators(register):
+    register("ek_tst", TSTRates)

@@ -20,10 +20,12 @@ from mtcv_core.interfaces import (
     Featurizer,
     LossHead,
     MDSettings,
+    RateEstimator,
     Sampler,
     StartFrames,
     System,
 )
+from mtcv_core.rates import mass_weighted_gradient_norm, tst_rates
 from mtcv_core.schema import make_frames
 from mtcv_core.schema_umbrella import make_umbrella_dataset
 from mtcv_core.units import kT_eV
@@ -250,5 +252,45 @@ class HistogramPMF(Estimator):
         return float(np.max(f[lo:hi + 1]) - f[i])
 
 
+@dataclass
+class TSTRates(RateEstimator):
+    """Transition-state theory along the learned CV, no dynamics (kappa = 1):
+    the dividing surface at the top of the PMF between the basins' typical
+    xi (median over their labelled frames), the flux factor <|grad xi|_M>
+    over the ``n_near`` frames nearest to it."""
+
+    name = "ek_tst"
+    n_near: int = 200
+
+    def rates(self, system, cv, fes, *, frames, transitions, md, seed, client=None,
+              store=None, progress=False):
+        kT = kT_eV(md.temperature_K)
+        pmf, centers = fes["pmf"].values, fes["bin_center"].values
+        xi = frames.cv_values[:, 0]
+        rows = []
+        for a, b in transitions:
+            xa, xb = (float(np.median(xi[frames.labels == i])) for i in (a, b))
+            xi_star = tst_rates(pmf, centers, xa, xb, 1.0, kT)[0]
+            near = np.argsort(np.abs(xi - xi_star))[:self.n_near]
+            pos = torch.tensor(frames.positions[near], dtype=torch.float64, requires_grad=True)
+            (grad,) = torch.autograd.grad(cv.module(pos)[:, 0].sum(), pos)
+            flux = float(np.mean(mass_weighted_gradient_norm(grad.numpy(), frames.masses)))
+            _, k_ab, k_ba = tst_rates(pmf, centers, xa, xb, flux, kT)
+            names = system.basins
+            rows += [(names[a], names[b], k_ab, xi_star), (names[b], names[a], k_ba, xi_star)]
+        k = np.array([r[2] for r in rows])
+        per_s = {"units": "1/s"}
+        return xr.Dataset(
+            {"rate": ("transition", k, per_s), "rate_err": ("transition", 0 * k, per_s),
+             "rate_tst": ("transition", k, per_s),
+             "kappa": ("transition", np.ones_like(k), {"units": "1"}),
+             "xi_star": ("transition", [r[3] for r in rows])},
+            coords={"basin_from": ("transition", [r[0] for r in rows]),
+                    "basin_to": ("transition", [r[1] for r in rows])},
+            attrs={"mtcv_schema": "mtcv.rates/1", "temperature_K": md.temperature_K,
+                   "method": "TST along xi (no recrossings)"})
+
+
 __all__: Mapping[str, Any] | list[str] = ["DoubleWell", "RegionMD", "PositionFeatures",
-                                           "LogisticHead", "PlainMD", "HistogramPMF"]
+                                           "LogisticHead", "PlainMD", "HistogramPMF",
+                                           "TSTRates"]
