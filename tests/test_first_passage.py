@@ -43,3 +43,24 @@ def test_brute_force_walkers_on_a_low_barrier_muller_brown():
     xr.testing.assert_identical(short.run(system, seed=4), short.run(system, seed=4))
     with pytest.raises(ValueError, match="walkers"):
         BruteForceRates(temperature_K=300.0, walkers=0).run(system, seed=0)
+
+
+def test_brute_force_states_pass_through_an_intermediate_basin():
+    """``states = ("A", "B")`` on the three-well: C (the shallow well between)
+    is in transit, so no transition into or out of C is counted, no time is
+    spent in C, and every walker starts in A or B."""
+    from mtcv_rates.first_passage import BruteForceRates
+    from mtcv_systems import ThreeWell5D
+
+    system = ThreeWell5D(energy_scale=0.05)
+    all_states = BruteForceRates(temperature_K=300.0, walkers=16, n_steps=3000,
+                                 walkers_per_task=16).run(system, seed=2)
+    ab = BruteForceRates(temperature_K=300.0, walkers=16, n_steps=3000, walkers_per_task=16,
+                         states=("A", "B")).run(system, seed=2)
+    c = system.basins.index("C")
+    assert all_states["count"].values[:, c].sum() + all_states["count"].values[c].sum() > 0
+    assert ab["count"].values[:, c].sum() == 0 and ab["count"].values[c].sum() == 0
+    assert ab["time_in_state"].values[c] == 0.0
+    assert ab["count"].values.sum() > 0 and ab.attrs["states"] == "A B"
+    with pytest.raises(ValueError, match="states must be two or more"):
+        BruteForceRates(temperature_K=300.0, states=("A", "Z")).run(system, seed=0)

@@ -63,3 +63,28 @@ def test_shots_from_the_saddle_commit_and_start_with_kappa_one(system):
     assert kappa[0] > 0.8 and kappa[-1] < kappa[0]
     with pytest.raises(ValueError, match="configurations"):
         SurfaceShots(temperature_K=300.0).run(system, _XTilde(), x[0], seed=0)
+
+
+def test_antithetic_shots_pair_each_velocity_with_its_reverse(system):
+    """Antithetic shots (the default) come in pairs v, -v: their initial CV
+    velocities cancel exactly, so kappa(t) towards either side is the same
+    curve (the Bennett-Chandler numerators differ by sum(w xi_dot0) = 0);
+    without them the two estimates differ by that sum's noise. An odd
+    number of antithetic shots is refused."""
+    from mtcv_rates.analysis import kappa_from_shots
+
+    saddle = min(system.critical_points().saddles, key=lambda s: s.energy)
+    x = np.concatenate([system.embed(saddle.x, saddle.y, phi12=p, phi34=-p)
+                        for p in (0.1, 0.5, 0.9)])
+    shots = SurfaceShots(temperature_K=300.0, shots=6, n_steps=400, record_every=20).run(
+        system, _XTilde(), x, seed=3)
+    v = shots["xi_dot0"].values
+    np.testing.assert_allclose(v[:, 0::2], -v[:, 1::2], rtol=1e-12, atol=1e-15)
+    up = kappa_from_shots(shots, saddle.x, towards=1, n_bootstraps=0)["kappa"].values
+    down = kappa_from_shots(shots, saddle.x, towards=-1, n_bootstraps=0)["kappa"].values
+    np.testing.assert_allclose(up, down, rtol=1e-12)
+    plain = SurfaceShots(temperature_K=300.0, shots=6, n_steps=400, record_every=20,
+                         antithetic=False).run(system, _XTilde(), x, seed=3)
+    assert abs(plain["xi_dot0"].values.sum()) > 1e-6
+    with pytest.raises(ValueError, match="shots must be even"):
+        SurfaceShots(temperature_K=300.0, shots=5).run(system, _XTilde(), x, seed=3)
