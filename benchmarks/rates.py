@@ -137,8 +137,8 @@ def rate_row(summary: dict[str, Any], a: str, b: str) -> dict[str, Any]:
 def true_cv_rates(system: Any, run: Path, seed: int) -> dict[str, Any]:
     """k_TST and kappa along x~ (a true CV) with its exact PMF by
     quadrature; starts from the run's frames nearest to the top."""
-    from mtcv_core.export import SelectCV
     from mtcv_core.exact_pmf import exact_pmf
+    from mtcv_core.export import SelectCV
     from mtcv_core.io import read_frames
     from mtcv_core.rates import dividing_surface
     from mtcv_rates.along_cv import RatesAlongCV
