@@ -208,6 +208,12 @@ def test_committor_test_counts_committed_shots():
     assert res["n_configs"] == 3 and res["uncommitted_shots"] == 8
     assert res["histogram"].tolist() == [1, 0, 1, 1]
     assert res["mean"] == pytest.approx(5 / 9)
+    # default bins: one per value k / 4 a fully committed configuration can take,
+    # each centred on it (3 / 10 computed as 0.30000000000000004 stays in its bin)
+    centred = committor_test(xr.Dataset({"committed": (("config", "shot"), committed)}),
+                             product=1, reactant=0)
+    np.testing.assert_allclose(centred["edges"], [-0.125, 0.125, 0.375, 0.625, 0.875, 1.125])
+    assert centred["histogram"].tolist() == [1, 0, 0, 1, 1]
     with pytest.raises(ValueError, match="no shot"):
         committor_test(xr.Dataset({"committed": (("config", "shot"), -np.ones((2, 2)))}),
                        product=1, reactant=0)

@@ -35,7 +35,7 @@ class RatesAlongCV:
     shots: dict[str, Any] = field(default_factory=dict)
     max_configs: int = 64
     seed: int = 0
-    committor_bins: int = 10
+    committor_bins: int | None = None
 
     def run(self, system: System, cv: torch.nn.Module, pmf_eV: np.ndarray,
             centers: np.ndarray, xi_a: float, xi_b: float, starts: np.ndarray, *,

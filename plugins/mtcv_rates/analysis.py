@@ -61,11 +61,13 @@ def kappa_from_shots(shots: xr.Dataset, xi_star: float, *, towards: int = 1,
 
 
 def committor_test(shots: xr.Dataset, product: int, reactant: int, *,
-                   bins: int = 10) -> dict[str, object]:
+                   bins: int | None = None) -> dict[str, object]:
     """The committor test: p_B of each configuration over its shots that
     reached the reactant or the product (shots that reached neither within
     the run are left out and counted), its mean, standard deviation and
-    histogram on ``bins`` equal bins of [0, 1]. An ideal reaction
+    histogram on ``bins`` equal bins of [0, 1] (None: one bin centred on
+    each value k / n_shots that a configuration whose shots all committed can
+    take, so that no value falls on a bin edge). An ideal reaction
     coordinate gives a histogram peaked at 1/2."""
     c = np.asarray(shots["committed"].values)
     to_b = (c == product).sum(axis=1)
@@ -75,7 +77,12 @@ def committor_test(shots: xr.Dataset, product: int, reactant: int, *,
     if not ok.any():
         raise ValueError("committor_test: no shot reached either basin; run the shots longer")
     p_b = to_b[ok] / n[ok]
-    hist, edges = np.histogram(p_b, bins=bins, range=(0.0, 1.0))
+    if bins is None:
+        n_s = c.shape[1]
+        edges = np.linspace(-0.5 / n_s, 1.0 + 0.5 / n_s, n_s + 2)
+        hist, edges = np.histogram(p_b, bins=edges)
+    else:
+        hist, edges = np.histogram(p_b, bins=bins, range=(0.0, 1.0))
     return {"p_B": p_b, "mean": float(np.mean(p_b)), "std": float(np.std(p_b)),
             "histogram": hist, "edges": edges, "n_configs": int(ok.sum()),
             "uncommitted_shots": int(c.size - n.sum())}

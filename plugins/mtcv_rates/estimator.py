@@ -82,7 +82,9 @@ class ReactiveFluxRates(RateEstimator):
                                     "surface samples)")
     n_starts: int = positive(16, "training frames nearest to xi* that start the surface "
                                  "walkers")
-    committor_bins: int = positive(10, "bins of the committor histogram on [0, 1]")
+    committor_bins: int | None = field(default=None, metadata={
+        "gt": 0, "doc": "bins of the committor histogram on [0, 1] (none: one per value "
+                        "k / shots a configuration can take)"})
     brute_force: dict[str, Any] | None = field(default=None, metadata={
         "doc": "options of a brute-force reference (walkers, n_steps, check_every, "
                "walkers_per_task); none: no reference"})
