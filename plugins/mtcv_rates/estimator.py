@@ -138,12 +138,24 @@ class ReactiveFluxRates(RateEstimator):
         if store is not None:
             store.mkdir(parents=True, exist_ok=True)
         parts = []
+        labels = np.asarray(frames.labels)
+        for i, n in enumerate(names):
+            if math.isfinite(minimum.get(n, math.nan)):
+                continue
+            mine = xi_frames[labels == i]
+            if len(mine) == 0:
+                continue
+            minimum[n] = float(np.median(mine))
+            warnings.warn(f"reactive_flux: the PMF along xi has no bin in basin {n!r} (the "
+                          f"CV's basins do not separate there); its typical xi is the median "
+                          f"over its labelled frames instead ({minimum[n]:.3g})",
+                          RuntimeWarning, stacklevel=2)
         for a, b in pairs:
             na, nb = names[a], names[b]
-            if na not in minimum or nb not in minimum or not (
-                    math.isfinite(minimum[na]) and math.isfinite(minimum[nb])):
-                raise ValueError(f"reactive_flux: fes.nc locates no minimum of basin {na!r} "
-                                 f"or {nb!r} along xi")
+            if not (math.isfinite(minimum.get(na, math.nan))
+                    and math.isfinite(minimum.get(nb, math.nan))):
+                raise ValueError(f"reactive_flux: neither fes.nc nor the labelled frames "
+                                 f"locate basin {na!r} or {nb!r} along xi")
             path = None if store is None else store / f"transition_{na}_{nb}.nc"
             if path is not None and path.exists():
                 parts.append(read_dataset(path))
