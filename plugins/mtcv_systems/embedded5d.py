@@ -70,8 +70,10 @@ def from_5d(x: np.ndarray) -> np.ndarray:
 def radial_cvs(positions: np.ndarray) -> np.ndarray:
     """(..., 2, 3) angstrom -> (..., 2): ``(x~, y~)``, angstrom."""
     x = to_5d(positions)
-    xt = np.sqrt(x[..., 0] ** 2 + x[..., 1] ** 2 + X5_WEIGHT * x[..., 4] ** 2)
-    yt = np.sqrt(x[..., 2] ** 2 + x[..., 3] ** 2)
+    x1, x2, x3, x4, x5 = (x[..., k] for k in range(5))
+    # the same operations, in the same order, as energy_and_forces: the same bits
+    xt = np.sqrt(x1 * x1 + x2 * x2 + X5_WEIGHT * x5 * x5)
+    yt = np.sqrt(x3 * x3 + x4 * x4)
     return np.stack([xt, yt], -1)
 
 
@@ -281,6 +283,9 @@ class Embedded5DSystem(System):
         xt = np.sqrt(x1 * x1 + x2 * x2 + X5_WEIGHT * x5 * x5)
         yt = np.sqrt(x3 * x3 + x4 * x4)
         e, gx, gy = self.potential.energy_and_gradient(xt, yt)
+        # MD asks for the basin of the configurations it just evaluated: keep
+        # (x~, y~, V) for basin_index (one tuple, replaced atomically)
+        self._cache["last_evaluated"] = (np.array(positions, float), xt, yt, e)
         fx = -gx / np.maximum(xt, RADIUS_EPS)
         fy = -gy / np.maximum(yt, RADIUS_EPS)
         f = np.zeros((*x.shape[:-1], 6))
@@ -350,17 +355,26 @@ class Embedded5DSystem(System):
         positions: (n, 2, 3) angstrom -> (n,) int, index into
         :attr:`basins` or -1.
         """
+        last = self._cache.get("last_evaluated")
+        if last is not None and last[0].shape == np.shape(positions) \
+                and np.array_equal(last[0], positions):
+            # the configurations energy_and_forces just evaluated (the MD
+            # loops' case): their x~, y~ and energy, the same numbers
+            return self._basin_of(last[1], last[2], last[3])
         xy = radial_cvs(positions)
         return self.basin_index_2d(xy[..., 0], xy[..., 1])
 
     def basin_index_2d(self, x_tilde: np.ndarray, y_tilde: np.ndarray) -> np.ndarray:
         """Basin label of points of the ``(x~, y~)`` plane (broadcast shape)."""
-        mins, label, bound = self._basin_tables()
         x, y = np.broadcast_arrays(np.asarray(x_tilde, float), np.asarray(y_tilde, float))
+        return self._basin_of(x, y, self.potential.energy(x, y))
+
+    def _basin_of(self, x: np.ndarray, y: np.ndarray, energy: np.ndarray) -> np.ndarray:
+        """Basin label of plane points with their 2D energy (same shapes)."""
+        mins, label, bound = self._basin_tables()
         d2 = (x[..., None] - mins[:, 0]) ** 2 + (y[..., None] - mins[:, 1]) ** 2
         near = np.argmin(d2, axis=-1)
-        inside = self.potential.energy(x, y) < bound[near]
-        return np.where(inside, label[near], -1).astype(int)
+        return np.where(energy < bound[near], label[near], -1).astype(int)
 
     def true_cv_module(self) -> torch.nn.Module:
         """(x~, y~) as a TorchScript module, positions (n, 2, 3) -> (n, 2) angstrom."""
