@@ -236,6 +236,11 @@ def _pair_dataset(res: dict[str, Any], fes: xr.Dataset, na: str, nb: str,
                           "coordinate; its rate is left undefined (NaN)", RuntimeWarning,
                           stacklevel=3)
             k = math.nan
+        elif math.isfinite(kappa_err) and kappa < 2 * kappa_err:
+            warnings.warn(f"reactive_flux: kappa({frm}->{to}) = {kappa:.3g} ± {kappa_err:.3g} "
+                          "is not resolved from zero: trajectories recross xi* many times "
+                          "(xi is far from a reaction coordinate there) or the shots are "
+                          "too few", RuntimeWarning, stacklevel=3)
         rows.append(dict(frm=frm, to=to, k=k, k_err=abs(k) * math.hypot(rel_tst, rel_kappa),
                          k_tst=k_tst, k_tst_err=k_tst * rel_tst, kappa=kappa,
                          kappa_err=kappa_err, plateau=res[f"kappa_{tag}_plateau_fs"],
