@@ -22,6 +22,7 @@ from test_pipeline import TINY, mtcv
 from mtcv_core.io import read_dataset
 from mtcv_core.schema import SchemaError
 from mtcv_core.schema_rates import rates_table, validate_rates
+from mtcv_core.units import kT_eV
 from mtcv_systems import MullerBrown5D
 
 RATE = """
@@ -81,7 +82,7 @@ def test_rate_stage_writes_rates_summary_report_and_figure(rate_run):
     c, f = fes["bin_center"].values, fes["pmf"].values
     xs = float(rates["xi_star"].values[0])
     ok = np.isfinite(f)
-    kt = 8.617333262e-5 * 300.0
+    kt = kT_eV(300.0)
     w = np.exp(-(f[ok] - np.nanmin(f)) / kt)
     side_a = w[c[ok] < xs].sum()
     side_b = w[c[ok] > xs].sum()
@@ -103,12 +104,58 @@ def test_rate_stage_resumes_from_its_parts(rate_run, tmp_path):
     shutil.copytree(rate_run / "o", out)
     before = read_dataset(out / "rates.nc")
     parts = sorted(p.name for p in (out / "rate_parts").iterdir())
-    assert parts == ["brute_force.nc", "transition_A_B.nc"]
+    assert [p.rsplit("_", 1)[0] for p in parts] == ["brute_force", "transition_A_B"]
     (out / "rates.nc").unlink()
     res = mtcv("run", str(rate_run / "rate.toml"), "--out", str(out), "--resume", "--quiet")
     assert res.returncode == 0, res.stderr[-3000:]
     after = read_dataset(out / "rates.nc")
     xr.testing.assert_identical(before, after)
+    assert sorted(p.name for p in (out / "rate_parts").iterdir()) == parts  # reused
+
+
+def test_a_rate_part_from_other_inputs_is_not_reused(rate_run, tmp_path):
+    """The stored parts are keyed by what they were computed from: the
+    estimator called on the run's store with another PMF (shifted on one
+    side of xi*) computes the transition afresh, k_TST changes by exactly the
+    shift's Boltzmann factor one way, and the brute-force reference (which
+    does not depend on the PMF) is reused."""
+    from mtcv_core.export import load_cv
+    from mtcv_core.interfaces import CollectiveVariable, MDSettings, StartFrames
+    from mtcv_core.io import read_frames
+    from mtcv_core.pipeline import load_config
+    from mtcv_core.stages.common import evaluate_cv, split
+    from mtcv_rates import ReactiveFluxRates
+
+    store = tmp_path / "parts"
+    shutil.copytree(rate_run / "o" / "rate_parts", store)
+    before = read_dataset(rate_run / "o" / "rates.nc")
+    fes = read_dataset(rate_run / "o" / "fes.nc")
+    xs = float(before["xi_star"].values[0])
+    shifted = fes.copy()
+    shifted["pmf"] = fes["pmf"] - 0.01 * (fes["bin_center"] > xs + 1e-9)
+    cfg, _ = load_config(rate_run / "rate.toml")
+    train = split(read_frames(rate_run / "o" / "data.nc"), "train")
+    cv = load_cv(rate_run / "o" / "cv.ts").to(torch.float64)
+    frames = StartFrames(train["coordinates"].values,
+                         evaluate_cv(cv, train["coordinates"].values),
+                         train["label"].values, train["masses"].values)
+    system = MullerBrown5D(energy_scale=0.2)
+    after = ReactiveFluxRates(**cfg.rate["options"]).rates(
+        system, CollectiveVariable(cv, ("xi",)), shifted, frames=frames,
+        transitions=[(0, 1)], md=MDSettings(300.0), seed=cfg.seed, store=store)
+    parts = sorted(p.name for p in store.iterdir())
+    assert len([p for p in parts if p.startswith("transition_A_B")]) == 2
+    assert len([p for p in parts if p.startswith("brute_force")]) == 1
+    np.testing.assert_array_equal(after["reference_rate"].values,
+                                  before["reference_rate"].values)
+    # B's side lowered: the top (xi*) stays, the surface configurations too
+    # (same seed), so k_TST(A->B) is unchanged and k_TST(B->A) drops by
+    # exactly exp(-0.01 eV / kT)
+    kt = kT_eV(300.0)
+    assert float(after["xi_star"].values[0]) == xs
+    assert after["rate_tst"].values[0] == pytest.approx(before["rate_tst"].values[0], rel=1e-12)
+    assert after["rate_tst"].values[1] / before["rate_tst"].values[1] == pytest.approx(
+        np.exp(-0.01 / kt), rel=1e-9)
 
 
 def test_a_disabled_rate_stage_does_nothing(tmp_path):

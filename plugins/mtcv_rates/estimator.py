@@ -21,7 +21,9 @@ learned 1D CV:
 With ``brute_force`` options, many unbiased walkers count first passages
 between the same basins (:class:`~mtcv_rates.first_passage.BruteForceRates`)
 as a reference. Partial results go to the stage's store: an interrupted
-stage resumes with the transitions and the reference already done.
+stage resumes with the transitions and the reference already done (parts are keyed by a
+hash of the PMF, the options, the seed and the MD settings: a part computed
+from other inputs is never reused).
 """
 
 from __future__ import annotations
@@ -111,6 +113,13 @@ class ReactiveFluxRates(RateEstimator):
                               f"System.energy_and_forces, which {system.name!r} does not "
                               "provide") from None
 
+    def options_json(self) -> str:
+        """The options, as recorded in ``rates.nc`` and keyed into the store."""
+        import dataclasses
+
+        return json.dumps({f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                          sort_keys=True)
+
     def _md(self, md: MDSettings, given: dict[str, Any]) -> dict[str, Any]:
         return {"temperature_K": md.temperature_K, "timestep_fs": md.timestep_fs,
                 "friction_per_fs": md.friction_per_fs, **given}
@@ -156,7 +165,9 @@ class ReactiveFluxRates(RateEstimator):
                     and math.isfinite(minimum.get(nb, math.nan))):
                 raise ValueError(f"reactive_flux: neither fes.nc nor the labelled frames "
                                  f"locate basin {na!r} or {nb!r} along xi")
-            path = None if store is None else store / f"transition_{na}_{nb}.nc"
+            key = _fingerprint(pmf, centers, minimum[na], minimum[nb], self.options_json(),
+                               seed, md)
+            path = None if store is None else store / f"transition_{na}_{nb}_{key}.nc"
             if path is not None and path.exists():
                 parts.append(read_dataset(path))
                 continue
@@ -188,11 +199,7 @@ class ReactiveFluxRates(RateEstimator):
         out.attrs.update({SCHEMA_ATTR: RATES_SCHEMA, "temperature_K": float(md.temperature_K),
                           "method": "TST along xi from the PMF x Bennett-Chandler kappa "
                                     "(reactive flux)",
-                          "options": json.dumps({"surface": self.surface, "shots": self.shots,
-                                                 "max_configs": self.max_configs,
-                                                 "n_starts": self.n_starts,
-                                                 "brute_force": self.brute_force},
-                                                sort_keys=True),
+                          "options": self.options_json(),
                           "timestep_fs": float(md.timestep_fs),
                           "friction_per_fs": float(md.friction_per_fs),
                           "thermostat": "Langevin", "seed": int(seed)})
@@ -204,15 +211,35 @@ class ReactiveFluxRates(RateEstimator):
         """The brute-force reference; by default it counts the basins at the
         ends of the transitions (another basin, e.g. an intermediate, is in
         transit, as the shots see it)."""
-        path = None if store is None else store / "brute_force.nc"
-        if path is not None and path.exists():
-            return read_dataset(path)
         opts = self._md(md, {"states": states, **(self.brute_force or {})})
         opts["states"] = tuple(opts["states"]) if opts["states"] is not None else None
+        key = _fingerprint(json.dumps(opts, sort_keys=True), seed, md)
+        path = None if store is None else store / f"brute_force_{key}.nc"
+        if path is not None and path.exists():
+            return read_dataset(path)
         ref = BruteForceRates(**opts).run(system, seed=seed, client=client, progress=progress)
         if path is not None:
             write_dataset(ref, path)
         return ref
+
+
+def _fingerprint(*parts: Any) -> str:
+    """A short hash of what a stored part was computed from (arrays by their
+    bytes): a part is reused only for the same PMF, options, seed and MD, so
+    a stage rerun after its inputs changed computes it afresh."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(np.ascontiguousarray(p, float).tobytes())
+        elif isinstance(p, MDSettings):
+            h.update(repr((p.temperature_K, p.timestep_fs, p.friction_per_fs,
+                           p.engine)).encode())
+        else:
+            h.update(repr(p).encode())
+        h.update(b"|")
+    return h.hexdigest()[:12]
 
 
 def _pair_dataset(res: dict[str, Any], fes: xr.Dataset, na: str, nb: str,
