@@ -109,7 +109,7 @@ def tw_config(out: Path) -> Path:
                   '\\1transitions = [["A", "B"]]\nreference = false', text)
     text = re.sub(r"\[umbrella.sampler_options\].*?(?=\n\[umbrella.reference)",
                   "[umbrella.sampler_options]\nn_windows = 24\nrefine_overlap = 0.02\n"
-                  "walkers_per_window = 16\nn_steps = 10000\nequilibration_steps = 1000\n"
+                  "walkers_per_window = 16\nn_steps = 30000\nequilibration_steps = 2000\n"
                   "stride = 10\nwindows_per_task = 12\nspectator_moves = 100\n", text,
                   flags=re.S)
     text = re.sub(r"options = \{ n_bins = 40, n_bootstraps = 30, max_samples_per_window = "
