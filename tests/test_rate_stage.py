@@ -158,6 +158,39 @@ def test_a_rate_part_from_other_inputs_is_not_reused(rate_run, tmp_path):
         np.exp(-0.01 / kt), rel=1e-9)
 
 
+def test_a_basin_the_pmf_does_not_reach_is_located_by_its_frames(rate_run, tmp_path):
+    """A CV along which the estimator found no bin of basin A (basin_minimum
+    NaN): the rate estimator places A at the median xi of its labelled
+    frames, says so, and still gives rates."""
+    from mtcv_core.export import load_cv
+    from mtcv_core.interfaces import CollectiveVariable, MDSettings, StartFrames
+    from mtcv_core.io import read_frames
+    from mtcv_core.pipeline import load_config
+    from mtcv_core.stages.common import evaluate_cv, split
+    from mtcv_rates import ReactiveFluxRates
+
+    fes = read_dataset(rate_run / "o" / "fes.nc")
+    fes["basin_minimum"].values[0, 0] = np.nan
+    cfg, _ = load_config(rate_run / "rate.toml")
+    options = {**cfg.rate["options"], "brute_force": None}
+    train = split(read_frames(rate_run / "o" / "data.nc"), "train")
+    cv = load_cv(rate_run / "o" / "cv.ts").to(torch.float64)
+    xi = evaluate_cv(cv, train["coordinates"].values)
+    frames = StartFrames(train["coordinates"].values, xi, train["label"].values,
+                         train["masses"].values)
+    with pytest.warns(RuntimeWarning, match=r"no bin in basin 'A'.*median over its labelled "
+                                            r"frames"):
+        rates = ReactiveFluxRates(**options).rates(
+            MullerBrown5D(energy_scale=0.2), CollectiveVariable(cv, ("xi",)), fes,
+            frames=frames, transitions=[(0, 1)], md=MDSettings(300.0), seed=cfg.seed,
+            store=tmp_path)
+    validate_rates(rates)
+    assert np.all(rates["rate"].values > 0)
+    median_a = np.median(xi[train["label"].values == 0, 0])
+    lo, hi = sorted((median_a, float(fes["basin_minimum"].values[1, 0])))
+    assert lo < float(rates["xi_star"].values[0]) < hi
+
+
 def test_a_disabled_rate_stage_does_nothing(tmp_path):
     from mtcv_core.pipeline import STAGES
 
