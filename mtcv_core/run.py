@@ -37,6 +37,7 @@ DATASETS = {
     "fes": ("fes.nc", "estimate"),
     "fes_reference": ("fes_reference.nc", "estimate (with reference = true)"),
     "fes_exact": ("fes_exact.nc", "estimate (systems with quadrature)"),
+    "rates": ("rates.nc", "rate (with [rate] enabled = true)"),
 }
 
 
@@ -96,6 +97,12 @@ class Run:
     def transitions(self) -> list[dict[str, Any]]:
         """The transitions table of summary.json (empty before estimate)."""
         return list(self.summary.get("transitions", []))
+
+    @property
+    def rate_table(self) -> list[dict[str, Any]]:
+        """The rates table of summary.json: k, k_TST, kappa, MFPT, committor per
+        transition, 1/s and s (empty without the rate stage)."""
+        return list(self.summary.get("rates", []))
 
     # ---------------------------------------------------------------- CV
     def file(self, name: str, stage: str) -> Path:
@@ -174,6 +181,12 @@ class Run:
     def fes_exact(self) -> xr.Dataset:
         """``fes_exact.nc``: the exact PMF along xi by quadrature."""
         return self._dataset("fes_exact")
+
+    @cached_property
+    def rates(self) -> xr.Dataset:
+        """``rates.nc``: rate constants along xi, kappa(t), the committor
+        histogram (``mtcv.rates/1``)."""
+        return self._dataset("rates")
 
     @property
     def figures(self) -> dict[str, Path]:

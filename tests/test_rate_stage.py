@@ -95,6 +95,11 @@ def test_rate_stage_writes_rates_summary_report_and_figure(rate_run):
     assert "## Rates along xi" in report and "| A->B |" in report
     assert "Committor test: at xi*" in report
     assert (out / "figures" / "rates.png").stat().st_size > 10_000
+    from mtcv_core.run import Run
+
+    run = Run(out)
+    xr.testing.assert_identical(run.rates, rates)
+    assert run.rate_table == rows and "rates" in run.figures
 
 
 def test_rate_stage_resumes_from_its_parts(rate_run, tmp_path):
