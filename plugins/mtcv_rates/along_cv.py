@@ -39,7 +39,8 @@ class RatesAlongCV:
 
     def run(self, system: System, cv: torch.nn.Module, pmf_eV: np.ndarray,
             centers: np.ndarray, xi_a: float, xi_b: float, starts: np.ndarray, *,
-            product: int, reactant: int, client: Any = None) -> dict[str, Any]:
+            product: int, reactant: int, client: Any = None,
+            progress: bool = False) -> dict[str, Any]:
         """Rates of ``reactant -> product`` and back along ``cv`` (basin
         indices of ``system.basins``); ``xi_a``/``xi_b`` the reactant's and
         the product's minima along the CV, ``pmf_eV``/``centers`` its PMF,
@@ -65,7 +66,8 @@ class RatesAlongCV:
         shot_options = {"states": (system.basins[reactant], system.basins[product]),
                         **self.shots}
         shots = SurfaceShots(temperature_K=self.temperature_K, **shot_options).run(
-            system, cv, surf["positions"].values[pick], seed=self.seed, client=client)
+            system, cv, surf["positions"].values[pick], seed=self.seed, client=client,
+            progress=progress)
         towards = 1 if xi_b > xi_star else -1
         kap_ab = kappa_from_shots(shots, xi_star, towards=towards, weights=weights,
                                   seed=self.seed)

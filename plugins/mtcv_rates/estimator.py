@@ -70,7 +70,11 @@ def _option_names(cls: type) -> set[str]:
 @dataclass
 class ReactiveFluxRates(RateEstimator):
     """Rates along xi by transition-state theory on the PMF times the
-    Bennett-Chandler transmission coefficient (module docstring)."""
+    Bennett-Chandler transmission coefficient (module docstring). Its MD
+    (restrained surface walkers, shots, brute force) always runs on the
+    batched Langevin engine through ``System.energy_and_forces``, at the
+    run's temperature, time step and friction, whatever ``[sample] engine``
+    says; ``rates.nc`` records the engine and the thermostat."""
 
     name: ClassVar[str] = "reactive_flux"
 
@@ -182,7 +186,7 @@ class ReactiveFluxRates(RateEstimator):
                                committor_bins=self.committor_bins)
             res = run.run(system, cv.module, pmf, centers, minimum[na], minimum[nb],
                           np.asarray(frames.positions)[near], product=b, reactant=a,
-                          client=client)
+                          client=client, progress=progress)
             part = _pair_dataset(res, fes, na, nb, kt)
             part.attrs.update({SCHEMA_ATTR: RATES_SCHEMA,
                                "temperature_K": float(md.temperature_K)})
