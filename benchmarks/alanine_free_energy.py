@@ -126,29 +126,46 @@ def _rates(run: Path, summary: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     shutil.copyfile(run / "figures" / "rates.png", ROOT / "docs" / "figures" /
                     "alanine_rates.png")
 
+    def _factor(v: Any, ln_err: Any) -> str:
+        import math
+
+        return "-" if v is None else (f"{v:.3g}" if ln_err is None
+                                      else f"{v:.2g} ×/÷ {math.exp(ln_err):.2g}")
+
     def g(v: Any, e: Any = None) -> str:
         return "-" if v is None else (f"{v:.3g}" if e is None else f"{v:.3g} ± {e:.2g}")
 
     table_rows = [{"transition": f"{r['from']}->{r['to']}", "xi*": fmt(r["xi_star"]),
-                   "k_TST (1/s)": g(r["rate_tst_per_s"], r["rate_tst_err_per_s"]),
+                   "k_TST (1/s)": _factor(r["rate_tst_per_s"], (r["rate_tst_err_per_s"] or 0)
+                                          / r["rate_tst_per_s"]),
                    "kappa": fmt(r["kappa"], r["kappa_err"], 2),
-                   "k (1/s)": g(r["rate_per_s"], r["rate_err_per_s"]),
-                   "MFPT (s)": g(r["mfpt_s"], r.get("mfpt_err_s")),
+                   "k (1/s)": _factor(r["rate_per_s"], r.get("rate_ln_err")),
+                   "MFPT (s)": _factor(r["mfpt_s"], r.get("rate_ln_err")),
                    "committor at xi* (mean ± sd)": fmt(r["committor_mean"],
                                                       r["committor_std"], 2)}
                   for r in rows]
     fwd = next(r for r in rows if (r["from"], r["to"]) == ("C7eq", "C7ax"))
+    import math
+
+    from mtcv_core.units import kT_eV
+
+    kt = kT_eV(float(summary["temperature_K"]))
+    b_err = float(row_of(summary)["barrier_err_eV"])
     text = f"""Rates along xi at 50 K (the rate stage, `reactive_flux`: k_TST on the PMF along xi
 with <|grad xi|_M> measured on the dividing surface, kappa from 10 antithetic shots of
 2 ps from each of 64 surface configurations; errors: kappa's bootstrap and the PMF's
-barrier error in quadrature). No brute-force reference is possible here: the barrier is
-~70 kT at 50 K, so no unbiased trajectory crosses; the committor test is the check of the
-CV (an ideal reaction coordinate gives p_B peaked at 1/2).
+barrier error in quadrature, as a factor on k: at 50 K the barrier's {b_err:.4f} eV
+bootstrap error is {b_err / kt:.1f} kT, so k is known to a factor of
+{math.exp(b_err / kt):.1f} from the PMF alone, whatever kappa's precision). No brute-force
+reference is possible here: the barrier is {float(row_of(summary)["barrier_eV"]) / kt:.0f} kT
+at 50 K, so no unbiased trajectory crosses; the committor test is the check of the CV (an
+ideal reaction coordinate gives p_B peaked at 1/2).
 
 {table(table_rows, list(table_rows[0]))}
 
 ![alanine rates](figures/alanine_rates.png)"""
     return text, {"alanine_kappa": fwd["kappa"], "alanine_kappa_err": fwd["kappa_err"],
+                  "alanine_rate_ln_err": fwd.get("rate_ln_err"),
                   "alanine_rate_per_s": fwd["rate_per_s"],
                   "alanine_rate_err_per_s": fwd["rate_err_per_s"],
                   "alanine_committor_mean": fwd["committor_mean"],
@@ -168,7 +185,9 @@ def _figures(run: Path, summary: dict[str, Any]) -> str:
         sys.path.pop(0)
     shown = []
     with tempfile.TemporaryDirectory() as tmp:
-        made = {p.name: p for p in figures(run, summary, Path(tmp))}
+        from mtcv_core.run import Run
+
+        made = {p.name: p for p in figures(Run(run), Path(tmp))}
         for name in ("fes.png", "xi_phi_psi.png"):
             if name in made:
                 target = ROOT / "docs" / "figures" / f"alanine_{name}"

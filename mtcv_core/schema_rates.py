@@ -9,6 +9,8 @@ variable                  units   meaning
 ========================  ======  ============================================
 ``rate``                  1/s     k = kappa k_TST (required; NaN: unresolved)
 ``rate_err``              1/s     its standard error (required)
+``rate_ln_err``           1       standard error of ln k (k known within a
+                                  factor exp(rate_ln_err))
 ``rate_tst``              1/s     the transition-state-theory rate (required)
 ``rate_tst_err``          1/s     its error (the PMF's)
 ``kappa``                 1       transmission coefficient (required)
@@ -44,7 +46,7 @@ RATES_SCHEMA = "mtcv.rates/1"
 #: required per-transition variables -> units
 REQUIRED = {"rate": "1/s", "rate_err": "1/s", "rate_tst": "1/s", "kappa": "1"}
 #: optional per-transition variables -> units
-OPTIONAL = {"rate_tst_err": "1/s", "kappa_err": "1", "xi_star": None,
+OPTIONAL = {"rate_ln_err": "1", "rate_tst_err": "1/s", "kappa_err": "1", "xi_star": None,
             "committor_mean": "1", "committor_std": "1", "reference_rate": "1/s",
             "reference_rate_lo": "1/s", "reference_rate_hi": "1/s"}
 
@@ -115,7 +117,7 @@ def rates_table(ds: xr.Dataset) -> list[dict[str, Any]]:
                                "to": str(ds["basin_to"].values[i])}
         for name in (*REQUIRED, *OPTIONAL):
             key = name if name in ("kappa", "kappa_err", "xi_star", "committor_mean",
-                                   "committor_std") else f"{name}_per_s"
+                                   "committor_std", "rate_ln_err") else f"{name}_per_s"
             row[key] = _value(ds, name, i)
         k = row["rate_per_s"]
         row["mfpt_s"] = 1.0 / k if k else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from mtcv_core.io import atomic_path, read_dataset
@@ -141,7 +142,8 @@ def _rate_lines(rows: list[dict[str, Any]]) -> list[str]:
              "k = kappa k_TST: transition-state theory on the PMF along xi (flux from "
              "<|grad xi|_M> on the dividing surface xi*) times the transmission "
              "coefficient kappa from shots off the surface. Errors: kappa's bootstrap "
-             "over configurations and the PMF's barrier error, in quadrature. MFPT = 1/k. "
+             "over configurations and the PMF's barrier error, in quadrature (as a factor "
+             "×/÷ exp(sigma_ln k) when that is above 0.3). MFPT = 1/k. "
              "Reference: brute-force MD first passages with their 95 % interval, where "
              "the config asks for it.", "",
              "| transition | xi* | k_TST (1/s) | kappa | k (1/s) | MFPT | reference (1/s) | "
@@ -154,9 +156,9 @@ def _rate_lines(rows: list[dict[str, Any]]) -> list[str]:
             f"{_g(r.get('reference_rate_hi_per_s'))}]")
         lines.append(
             f"| {r['from']}->{r['to']} | {_fmt(r.get('xi_star'), 3)} | "
-            f"{_g(r['rate_tst_per_s'])} ± {_g(r.get('rate_tst_err_per_s'))} | "
+            f"{_rate(r, 'rate_tst')} | "
             f"{_pm(r['kappa'], r.get('kappa_err'))} | "
-            f"{_g(r['rate_per_s'])} ± {_g(r.get('rate_err_per_s'))} | "
+            f"{_rate(r)} | "
             f"{_duration(r.get('mfpt_s'))} | {ref_text} | "
             f"{_fmt(r.get('ratio_to_reference'), 2)} | "
             f"{_pm(r.get('committor_mean'), r.get('committor_std'))} |")
@@ -169,6 +171,17 @@ def _rate_lines(rows: list[dict[str, Any]]) -> list[str]:
                   f"narrow; a coordinate that misses a slow mode gives a flat or "
                   f"bimodal histogram): {verdict}."]
     return lines
+
+
+def _rate(row: dict[str, Any], name: str = "rate") -> str:
+    """k ± err, or k ×/÷ factor when the relative error is large (above 0.3:
+    the PMF's part of it is an error of ln k)."""
+    k, err = row.get(f"{name}_per_s"), row.get(f"{name}_err_per_s")
+    ln_err = row.get("rate_ln_err") if name == "rate" else (
+        err / k if k and err is not None else None)
+    if ln_err is not None and ln_err > 0.3 and k is not None:
+        return f"{_g(k)} ×/÷ {math.exp(ln_err):.2g}"
+    return f"{_g(k)} ± {_g(err)}"
 
 
 def _g(value: Any) -> str:

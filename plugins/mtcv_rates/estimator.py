@@ -273,6 +273,7 @@ def _pair_dataset(res: dict[str, Any], fes: xr.Dataset, na: str, nb: str,
                           "(xi is far from a reaction coordinate there) or the shots are "
                           "too few", RuntimeWarning, stacklevel=3)
         rows.append(dict(frm=frm, to=to, k=k, k_err=abs(k) * math.hypot(rel_tst, rel_kappa),
+                         ln_err=math.hypot(rel_tst, rel_kappa),
                          k_tst=k_tst, k_tst_err=k_tst * rel_tst, kappa=kappa,
                          kappa_err=kappa_err, plateau=res[f"kappa_{tag}_plateau_fs"],
                          curve=curves[tag]))
@@ -292,6 +293,9 @@ def _pair_dataset(res: dict[str, Any], fes: xr.Dataset, na: str, nb: str,
          "rate_err": var("k_err", "1/s", "its error: kappa's (bootstrap over surface "
                                          "configurations) and k_TST's (the PMF's barrier "
                                          "error / kT) in quadrature"),
+         "rate_ln_err": var("ln_err", "1", "standard error of ln k: k is known to within "
+                                           "a factor exp(rate_ln_err), the honest form "
+                                           "when it is large"),
          "rate_tst": var("k_tst", "1/s", "transition-state-theory rate along xi"),
          "rate_tst_err": var("k_tst_err", "1/s", "k_TST x barrier_err / kT"),
          "kappa": var("kappa", "1", "transmission coefficient (plateau of kappa(t))"),
