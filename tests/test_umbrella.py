@@ -261,6 +261,29 @@ def test_refinement_stiffens_where_the_first_pass_fell_short():
     assert c2.size == 0
 
 
+def test_a_superseded_window_does_not_hide_a_gap():
+    """The quick demo's failure (0.1 eV off along xi): a soft window on the
+    barrier top was bimodal, so a stiffer window took its place at its centre
+    and the estimator left the soft one out; but its wide samples were the
+    only ones on the steep flank next to it, so the refiner saw no gap there
+    and MBAR got a bottleneck (overlap 0.005). Superseded windows now cover
+    nothing: the flank gets windows."""
+    from mtcv_umbrella.windows import refine_line_centers
+
+    kT, k0 = 0.025, 1.6  # thermal width 0.125
+    rng = np.random.default_rng(6)
+    centers = np.array([0.0, 0.25, 1.25, 1.5, 0.5, 0.5])
+    k = np.array([k0, k0, k0, k0, k0, 4 * k0])
+    samples = [rng.normal(c, 0.12, 2000) for c in centers[:4]]
+    # the soft window at 0.5: its walkers spread over the whole flank
+    samples.append(rng.uniform(0.3, 1.1, 2000))
+    samples.append(rng.normal(0.5, 0.06, 2000))  # the stiff one: 0.5 +- 0.06 only
+    c_new, k_new = refine_line_centers(centers, k, samples, walkers=4, kT=kT,
+                                       overlap_threshold=0.0, k_max=np.inf)
+    assert np.any((c_new > 0.65) & (c_new < 0.95)), c_new
+    assert np.all(k_new >= 4 * k0 - 1e-12)
+
+
 def test_a_stretch_seen_only_in_a_slow_tail_is_a_gap():
     """Raw samples reach [0.6, 1.4] only through one window's slowly
     decorrelating tail (an AR(1) series, g ~ 2000): plenty of raw samples,

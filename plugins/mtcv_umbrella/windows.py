@@ -132,6 +132,10 @@ def refine_line_centers(centers: np.ndarray, k: np.ndarray, samples: list[np.nda
     *gap*) and the window's walkers disagree. Three rules, applied to the
     windows whose walkers agree (:func:`consistent_windows`):
 
+    Windows that the estimator leaves out (superseded by a stiffer window,
+    :func:`mtcv_core.ergodicity.superseded_windows`) count as covering
+    nothing.
+
     1. every gap (:func:`coverage_gaps`: too few samples, or fewer than two
        independent ones, per half a typical window width) is filled with
        windows four times stiffer than the stiffest window around it, spaced
@@ -145,13 +149,21 @@ def refine_line_centers(centers: np.ndarray, k: np.ndarray, samples: list[np.nda
        stiffer of the two.
 
     Springs never exceed ``k_max`` (the integrator's stability limit); a
-    place that already has a window at ``k_max`` gets nothing more.
+    place that already has a window at ``k_max`` gets no second one (a gap
+    wider than one k_max window still gets k_max windows two thermal widths
+    apart across it).
     centers, k: (n,) CV units and eV / unit^2; samples: (n_i,) series,
     walker-major.
     """
+    from mtcv_core.ergodicity import superseded_windows, unstable_windows
+
     centers = np.asarray(centers, float)
     k = np.asarray(k, float)
     ok = consistent_windows(samples, walkers, tolerance)
+    # a window the estimator leaves out (a stiffer one stands in for it) covers
+    # nothing: its samples must not hide a gap or a missing overlap
+    ok &= ~superseded_windows(centers[:, None], k[:, None], kT,
+                              unstable=unstable_windows(samples, k[:, None], walkers, kT))
     widths = [float(np.std(s)) for s, good in zip(samples, ok, strict=True) if good and s.size]
     width = 0.5 * float(np.median(widths)) if widths else float(np.sqrt(kT / k.max()))
     good_samples = [s for s, good in zip(samples, ok, strict=True) if good]
@@ -175,8 +187,10 @@ def refine_line_centers(centers: np.ndarray, k: np.ndarray, samples: list[np.nda
     for g0, g1 in gaps:
         near = np.abs(centers - np.clip(centers, g0, g1)) <= 2 * width
         k_here = float(k[near].max()) if near.any() else float(k.max())
-        if np.any(near & (centers > g0) & (centers < g1) & (k >= 0.999 * k_max)):
-            continue
+        # at the spring cap the gap still gets windows, spaced two thermal
+        # widths: one k_max window inside a gap wider than it (a steep flank
+        # that pushed the softer windows' samples away) leaves the rest
+        # unvisited; windows already there at k_max are not added twice
         k_new = min(4.0 * k_here, k_max)
         m = int(np.clip(np.ceil((g1 - g0) / (2 * np.sqrt(kT / k_new))), 1, max_new))
         for c in g0 + (g1 - g0) * (np.arange(m) + 0.5) / m:
