@@ -79,6 +79,25 @@ def test_spectators_round_trip_and_keep_energy_and_basin(mb):
     np.testing.assert_array_equal(mb.basin_index(moved), mb.basin_index(pos))
 
 
+def test_spectators_at_their_cap_are_allowed(mb):
+    """x5 beyond x~ / sqrt(1e-7) is clipped to the cap, where r^2 = x~^2 -
+    1e-7 x5^2 is 0 up to rounding (a few ulps either side): the spectator
+    augmentation of training hit it ("need x~^2 >= 1e-7 x5^2") once x~ was
+    computed in another order. At the cap x1 = x2 = 0 and x~ is kept."""
+    rng = np.random.default_rng(3)
+    pos = mb.embed(rng.uniform(20, 45, 2000), rng.uniform(5, 32, 2000),
+                   x5=rng.normal(0, 100, 2000))
+    new = np.stack([np.full(2000, 1e9), rng.uniform(0, 2 * np.pi, 2000),
+                    rng.uniform(0, 2 * np.pi, 2000)], axis=1)
+    moved = mb.with_spectators(pos, new)
+    from mtcv_systems.embedded5d import radial_cvs
+
+    np.testing.assert_allclose(radial_cvs(moved), radial_cvs(pos), rtol=1e-12)
+    assert np.all(np.abs(moved[:, 0, :2]) < 1e-3)
+    with pytest.raises(ValueError, match="need x~"):
+        mb.embed(20.0, 10.0, x5=1.01 * 20.0 / np.sqrt(1e-7))
+
+
 def test_spectator_sensitivity_is_zero_for_a_cv_of_the_radii_alone(mb):
     rng = np.random.default_rng(1)
     train = mb.embed(rng.uniform(20, 45, 200), rng.uniform(5, 32, 200),

@@ -185,9 +185,11 @@ class Embedded5DSystem(System):
         xt, yt, p12, p34, x5 = (np.ravel(np.asarray(v, float)) for v in
                                 np.broadcast_arrays(x_tilde, y_tilde, phi12, phi34, x5))
         r2 = xt**2 - X5_WEIGHT * x5**2
-        if np.any(r2 < 0) or np.any(yt < 0):
+        # x5 at its cap x~ / sqrt(1e-7) (with_spectators clips there) gives r2
+        # of a few ulps either side of 0: that is r = 0, not an error
+        if np.any(r2 < -1e-12 * xt**2) or np.any(yt < 0):
             raise ValueError("need x~^2 >= 1e-7 x5^2 and y~ >= 0")
-        r = np.sqrt(r2)
+        r = np.sqrt(np.maximum(r2, 0.0))
         x = np.stack([r * np.cos(p12), r * np.sin(p12), yt * np.cos(p34),
                       yt * np.sin(p34), x5], -1)
         return from_5d(x)
