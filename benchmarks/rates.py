@@ -295,6 +295,8 @@ def main() -> None:
         figures[f"{key}_committor_std"] = fwd["committor_std"]
         figures[f"{key}_test_accuracy"] = summary.get("test_accuracy")
         figures[f"{key}_true_cv_committor_mean"] = true["committor_mean"]
+        figures[f"{key}_true_cv_kappa"] = true["kappa_forward"]
+        figures[f"{key}_true_cv_kappa_err"] = true["kappa_forward_err"]
         figures[f"{key}_true_cv_committor_std"] = true["committor_std"]
         committors.append({"system": key, "CV": "multitask xi",
                            "test accuracy": f"{summary.get('test_accuracy', 0):.3f}",
@@ -378,13 +380,16 @@ interval. *x~*: the same rate estimate along the true CV x~ with its exact PMF
 
 k along xi over brute force ({verdict}): {len(inside)} of {len(ratios)} within the
 acceptance band [0.67, 1.5]. The committor at xi* of the multitask CV on Muller-Brown:
-mean {mb_c:.2f} (acceptance: within 0.1 of 1/2). kappa corrects k_TST by a factor ~3 on
-both models; k_TST with the exact PMF along the same xi shows what sampling the PMF costs
-(on the three-well the PMF's top along xi came out ~0.01 eV high, about 0.4 kT, moving
-k by ~30 %: with 10 ps windows instead of 30 ps the ratios were 0.85 / 0.54). Along x~
-on Muller-Brown kappa is not resolved from zero: the curved channel crosses x~* again and
-again, and its committor (0.80 ± 0.23 at the top of the PMF along x~) says x~ is no
-reaction coordinate there; k along x~ is not a rate estimate in that case.
+mean {mb_c:.2f} (acceptance: within 0.1 of 1/2). kappa corrects k_TST by a factor
+{1 / figures['mb_kappa']:.1f} on Muller-Brown and {1 / figures['tw_kappa']:.1f} on the
+three-well; k_TST with the exact PMF along the same xi shows what sampling the PMF costs
+(an earlier run of the three-well with 10 ps windows instead of 30 ps had the PMF's top
+~0.01 eV, 0.4 kT, high and gave ratios 0.85 / 0.54). Along x~ on Muller-Brown kappa
+({figures['mb_true_cv_kappa']:.3f} ± {figures['mb_true_cv_kappa_err']:.3f}) is not
+resolved from zero: the curved channel crosses x~* again and again, and its committor
+({figures['mb_true_cv_committor_mean']:.2f} ± {figures['mb_true_cv_committor_std']:.2f} at
+the top of the PMF along x~) says x~ is no reaction coordinate there; k along x~ is not a
+rate estimate in that case.
 
 Committor test at xi* (Muller-Brown A->B, p_B over 128 configurations x 10 shots; an ideal
 reaction coordinate gives p_B peaked at 1/2). The baselines are trained on the same frames
