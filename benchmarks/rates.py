@@ -403,6 +403,18 @@ and run through the same umbrella, MBAR and rate stages along their own xi.
 and the committor histogram at xi*.*
 
 ![rates along xi, three-well](figures/rates_tw.png)
+
+*Three-well, multitask xi (A <-> B, C passed through).*
+
+![rates along the classifier-only xi](figures/rates_mb_classifier.png)
+
+*Muller-Brown, classifier-only baseline: its xi* sits on A's side (mean committor below
+1/2).*
+
+![rates along the autoencoder xi](figures/rates_mb_autoencoder.png)
+
+*Muller-Brown, autoencoder baseline: its xi does not separate A from B; kappa(t) decays to
+zero and no configuration at its xi* commits to B.*
 """
 
 
