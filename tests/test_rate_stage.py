@@ -216,3 +216,19 @@ def test_rates_schema_names_what_is_wrong():
     table = rates_table(ds)
     assert table[0]["rate_per_s"] == -1.0 and table[0]["kappa"] == 0.5
     assert table[0]["reference_rate_per_s"] is None and not math.isnan(table[0]["mfpt_s"])
+
+
+def test_the_committor_verdict_reads_a_committor_of_zero():
+    """A CV whose xi* sends every shot back to A (mean 0, spread 0: the
+    autoencoder baseline of benchmarks/rates.py) is no reaction coordinate;
+    a mean of 0 is a number, not a missing value."""
+    from mtcv_core.stages.report import _rate_lines
+
+    row = {"from": "A", "to": "B", "rate_per_s": 1.0, "rate_err_per_s": 0.1,
+           "rate_tst_per_s": 2.0, "rate_tst_err_per_s": 0.2, "kappa": 0.5,
+           "kappa_err": 0.1, "committor_mean": 0.0, "committor_std": 0.0}
+    text = "\n".join(_rate_lines([row, {**row, "from": "B", "to": "A",
+                                        "committor_mean": 1.0}]))
+    assert "off 1/2 by 0.50" in text and "not an ideal reaction coordinate" in text
+    good = "\n".join(_rate_lines([{**row, "committor_mean": 0.45, "committor_std": 0.1}]))
+    assert "close to an ideal reaction coordinate" in good

@@ -162,8 +162,12 @@ def _rate_lines(rows: list[dict[str, Any]]) -> list[str]:
             f"{_duration(r.get('mfpt_s'))} | {ref_text} | "
             f"{_fmt(r.get('ratio_to_reference'), 2)} | "
             f"{_pm(r.get('committor_mean'), r.get('committor_std'))} |")
-    worst = max((abs((r.get("committor_mean") or 0.5) - 0.5) for r in rows), default=0.0)
-    spread = max((r.get("committor_std") or 0.0 for r in rows), default=0.0)
+    means = [r["committor_mean"] for r in rows if r.get("committor_mean") is not None]
+    if not means:
+        return lines
+    worst = max(abs(m - 0.5) for m in means)
+    spread = max((r["committor_std"] for r in rows if r.get("committor_std") is not None),
+                 default=0.0)
     verdict = ("close to an ideal reaction coordinate" if worst <= 0.1 and spread <= 0.25
                else "not an ideal reaction coordinate")
     lines += ["", f"Committor test: at xi* the mean committor is off 1/2 by {worst:.2f} "
