@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,18 @@ def fmt(value: float | None, err: float | None = None, digits: int = 3) -> str:
     if value is None:
         return "-"
     return f"{value:.{digits}f}" if err is None else f"{value:.{digits}f} ± {err:.{digits}f}"
+
+
+def reuse_sample_stage(src: Path, dst: Path) -> None:
+    """Start run ``dst`` from the sample stage of run ``src`` (same data, so
+    the baselines train on exactly the multitask CV's frames)."""
+    if (dst / "summary.json").exists():
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / "data.nc", dst / "data.nc")
+    summary = json.loads((src / "summary.json").read_text())
+    keep = ("system", "temperature_K", "n_train", "n_test", "frame_counts")
+    state = {k: summary[k] for k in keep if k in summary}
+    state.update(stages_done=["sample"], timings_s={"sample": summary["timings_s"]["sample"]},
+                 sample_reused_from=str(src))
+    (dst / "summary.json").write_text(json.dumps(state, indent=2))

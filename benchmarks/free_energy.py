@@ -26,16 +26,22 @@ run's ``estimate_fraction`` (estimate stage / all stages) and ``peak_rss_GB``
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import ROOT, emit, fmt, machine, table, write_section  # noqa: E402
+from _results import (  # noqa: E402
+    ROOT,
+    emit,
+    fmt,
+    machine,
+    reuse_sample_stage,
+    table,
+    write_section,
+)
 
 from mtcv_core.pipeline import run_pipeline
 
@@ -71,21 +77,6 @@ def baseline_config(key: str, out: Path) -> Path:
     path = out / f"{key}.toml"
     path.write_text(text)
     return path
-
-
-def reuse_sample_stage(src: Path, dst: Path) -> None:
-    """Start run ``dst`` from the sample stage of run ``src`` (same data, so
-    the baselines train on exactly the multitask CV's frames)."""
-    if (dst / "summary.json").exists():
-        return
-    dst.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src / "data.nc", dst / "data.nc")
-    summary = json.loads((src / "summary.json").read_text())
-    keep = ("system", "temperature_K", "n_train", "n_test", "frame_counts")
-    state = {k: summary[k] for k in keep if k in summary}
-    state.update(stages_done=["sample"], timings_s={"sample": summary["timings_s"]["sample"]},
-                 sample_reused_from=str(src))
-    (dst / "summary.json").write_text(json.dumps(state, indent=2))
 
 
 def row_of(summary: dict[str, Any]) -> dict[str, Any]:

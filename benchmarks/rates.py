@@ -31,7 +31,6 @@ docs/figures/rates_mb.png, rates_tw.png.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import sys
@@ -43,7 +42,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import ROOT, emit, machine, table, write_section  # noqa: E402
+from _results import ROOT, emit, machine, reuse_sample_stage, table, write_section  # noqa: E402
 
 from mtcv_core.pipeline import run_pipeline
 
@@ -122,21 +121,6 @@ def tw_config(out: Path) -> Path:
     path = out / "tw.toml"
     path.write_text(text)
     return path
-
-
-def reuse_sample_stage(src: Path, dst: Path) -> None:
-    """Start run ``dst`` from the sample stage of run ``src`` (the baselines
-    train on exactly the multitask CV's frames)."""
-    if (dst / "summary.json").exists():
-        return
-    dst.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src / "data.nc", dst / "data.nc")
-    summary = json.loads((src / "summary.json").read_text())
-    keep = ("system", "temperature_K", "n_train", "n_test", "frame_counts")
-    state = {k: summary[k] for k in keep if k in summary}
-    state.update(stages_done=["sample"], timings_s={"sample": summary["timings_s"]["sample"]},
-                 sample_reused_from=str(src))
-    (dst / "summary.json").write_text(json.dumps(state, indent=2))
 
 
 def rate_row(summary: dict[str, Any], a: str, b: str) -> dict[str, Any]:

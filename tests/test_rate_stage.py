@@ -118,17 +118,31 @@ def test_rate_stage_resumes_from_its_parts(rate_run, tmp_path):
     assert sorted(p.name for p in (out / "rate_parts").iterdir()) == parts  # reused
 
 
+def _run_inputs(rate_run):
+    """The run's config, its CV (float64) and its training frames with xi, as
+    the rate stage hands them to the estimator."""
+    from mtcv_core.export import load_cv
+    from mtcv_core.interfaces import StartFrames
+    from mtcv_core.io import read_frames
+    from mtcv_core.pipeline import load_config
+    from mtcv_core.stages.common import evaluate_cv, split
+
+    cfg, _ = load_config(rate_run / "rate.toml")
+    train = split(read_frames(rate_run / "o" / "data.nc"), "train")
+    cv = load_cv(rate_run / "o" / "cv.ts").to(torch.float64)
+    frames = StartFrames(train["coordinates"].values,
+                         evaluate_cv(cv, train["coordinates"].values),
+                         train["label"].values, train["masses"].values)
+    return cfg, cv, frames
+
+
 def test_a_rate_part_from_other_inputs_is_not_reused(rate_run, tmp_path):
     """The stored parts are keyed by what they were computed from: the
     estimator called on the run's store with another PMF (shifted on one
     side of xi*) computes the transition afresh, k_TST changes by exactly the
     shift's Boltzmann factor one way, and the brute-force reference (which
     does not depend on the PMF) is reused."""
-    from mtcv_core.export import load_cv
-    from mtcv_core.interfaces import CollectiveVariable, MDSettings, StartFrames
-    from mtcv_core.io import read_frames
-    from mtcv_core.pipeline import load_config
-    from mtcv_core.stages.common import evaluate_cv, split
+    from mtcv_core.interfaces import CollectiveVariable, MDSettings
     from mtcv_rates import ReactiveFluxRates
 
     store = tmp_path / "parts"
@@ -138,12 +152,7 @@ def test_a_rate_part_from_other_inputs_is_not_reused(rate_run, tmp_path):
     xs = float(before["xi_star"].values[0])
     shifted = fes.copy()
     shifted["pmf"] = fes["pmf"] - 0.01 * (fes["bin_center"] > xs + 1e-9)
-    cfg, _ = load_config(rate_run / "rate.toml")
-    train = split(read_frames(rate_run / "o" / "data.nc"), "train")
-    cv = load_cv(rate_run / "o" / "cv.ts").to(torch.float64)
-    frames = StartFrames(train["coordinates"].values,
-                         evaluate_cv(cv, train["coordinates"].values),
-                         train["label"].values, train["masses"].values)
+    cfg, cv, frames = _run_inputs(rate_run)
     system = MullerBrown5D(energy_scale=0.2)
     after = ReactiveFluxRates(**cfg.rate["options"]).rates(
         system, CollectiveVariable(cv, ("xi",)), shifted, frames=frames,
@@ -167,22 +176,14 @@ def test_a_basin_the_pmf_does_not_reach_is_located_by_its_frames(rate_run, tmp_p
     """A CV along which the estimator found no bin of basin A (basin_minimum
     NaN): the rate estimator places A at the median xi of its labelled
     frames, says so, and still gives rates."""
-    from mtcv_core.export import load_cv
-    from mtcv_core.interfaces import CollectiveVariable, MDSettings, StartFrames
-    from mtcv_core.io import read_frames
-    from mtcv_core.pipeline import load_config
-    from mtcv_core.stages.common import evaluate_cv, split
+    from mtcv_core.interfaces import CollectiveVariable, MDSettings
     from mtcv_rates import ReactiveFluxRates
 
     fes = read_dataset(rate_run / "o" / "fes.nc")
     fes["basin_minimum"].values[0, 0] = np.nan
-    cfg, _ = load_config(rate_run / "rate.toml")
+    cfg, cv, frames = _run_inputs(rate_run)
     options = {**cfg.rate["options"], "brute_force": None}
-    train = split(read_frames(rate_run / "o" / "data.nc"), "train")
-    cv = load_cv(rate_run / "o" / "cv.ts").to(torch.float64)
-    xi = evaluate_cv(cv, train["coordinates"].values)
-    frames = StartFrames(train["coordinates"].values, xi, train["label"].values,
-                         train["masses"].values)
+    xi = frames.cv_values
     with pytest.warns(RuntimeWarning, match=r"no bin in basin 'A'.*median over its labelled "
                                             r"frames"):
         rates = ReactiveFluxRates(**options).rates(
@@ -191,7 +192,7 @@ def test_a_basin_the_pmf_does_not_reach_is_located_by_its_frames(rate_run, tmp_p
             store=tmp_path)
     validate_rates(rates)
     assert np.all(rates["rate"].values > 0)
-    median_a = np.median(xi[train["label"].values == 0, 0])
+    median_a = np.median(xi[frames.labels == 0, 0])
     lo, hi = sorted((median_a, float(fes["basin_minimum"].values[1, 0])))
     assert lo < float(rates["xi_star"].values[0]) < hi
 
