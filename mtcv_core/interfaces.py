@@ -405,9 +405,18 @@ class Sampler(ABC):
     system's true CVs (with ``reference_sampler_options`` on top). The
     sampler owns its whole algorithm: where to put windows or walkers,
     where they start, whether to refine.
+
+    The samples' schema is declared in :attr:`samples_schema`; validation
+    refuses a run whose estimator does not list it in
+    :attr:`Estimator.accepts`, before anything runs.
     """
 
     name: ClassVar[str]
+    #: the schema of the dataset :meth:`run` returns: ``"mtcv.umbrella/1"``
+    #: (:mod:`mtcv_core.schema_umbrella`, fixed windows) or ``"mtcv.biased/1"``
+    #: (:mod:`mtcv_core.schema_biased`, walkers under a time-dependent bias
+    #: with their reweighting factors), or a schema of the plugin's own
+    samples_schema: ClassVar[str] = "mtcv.umbrella/1"
 
     def check(self, system: System) -> None:
         """Raise :class:`mtcv_core.config.ConfigError` for options that do not
@@ -442,6 +451,15 @@ class Sampler(ABC):
         ``windows_disagreeing`` (JSON list of objects with at least
         ``window``: still disagreeing when the sampler gave up)."""
 
+    def companion_files(self, samples: xr.Dataset, cv_module: Any) -> Mapping[str, bytes]:
+        """Optional: extra files for the user, name -> content, that the
+        umbrella stage writes (atomically) beside ``umbrella.nc`` after
+        :meth:`run` along the learned CV, e.g. an input for another MD
+        engine. ``samples``: what :meth:`run` returned; ``cv_module``: the
+        learned CV (positions (n, n_atoms, 3) angstrom -> (n, d)). Names are
+        plain file names. Default: none."""
+        return {}
+
     def bias_calculator(self, calc: Any, cv: Any, *, center: np.ndarray,
                         spring_constant: np.ndarray, period: np.ndarray | None = None) -> Any:
         """Optional: an ASE calculator adding this sampler's bias of one
@@ -468,13 +486,15 @@ class Estimator(ABC):
     CVs)."""
 
     name: ClassVar[str]
+    #: the sample schemas :meth:`estimate` reads (:attr:`Sampler.samples_schema`)
+    accepts: ClassVar[tuple[str, ...]] = ("mtcv.umbrella/1",)
 
     @abstractmethod
     def estimate(self, samples: xr.Dataset, *, basin_of: BasinOf | None = None,
                  basin_names: Sequence[str] | None = None) -> xr.Dataset:
         """The free-energy dataset (``mtcv.fes/1``, checked by
-        :func:`mtcv_core.schema_umbrella.validate_fes`) of ``samples``
-        (``mtcv.umbrella/1``, at its ``temperature_K``).
+        :func:`mtcv_core.schema_umbrella.validate_fes`) of ``samples`` (in
+        one of the schemas of :attr:`accepts`, at its ``temperature_K``).
 
         basin_of: maps CV values to basins (the learned CV's classifier, or
         the system's regions for true CVs); basin_names: the names of the

@@ -29,6 +29,7 @@ from mtcv_core.schema import (
     validate_frames,
     with_index_coords,
 )
+from mtcv_core.schema_biased import BIASED_SCHEMA, validate_biased
 from mtcv_core.schema_rates import RATES_SCHEMA, validate_rates
 from mtcv_core.schema_umbrella import FES_SCHEMA, UMBRELLA_SCHEMA, validate_fes, validate_umbrella
 
@@ -40,6 +41,7 @@ VALIDATORS: dict[str, Callable[..., xr.Dataset]] = {
     UMBRELLA_SCHEMA: validate_umbrella,
     FES_SCHEMA: validate_fes,
     RATES_SCHEMA: validate_rates,
+    BIASED_SCHEMA: validate_biased,
 }
 
 

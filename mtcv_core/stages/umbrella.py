@@ -129,7 +129,8 @@ def run_umbrella(ctx: RunContext) -> None:
     ctx.summary["umbrella_windows_added"] = int(result.attrs.get("windows_added", 0))
     note_reseeding(ctx, "umbrella", result)
     write_dataset(result, ctx.out / "umbrella.nc")
-    ctx.summary["umbrella_windows"] = int(result.sizes["window"])
+    write_companions(ctx, build_sampler(ctx, cfg), result, cv)
+    note_sample_counts(ctx, "umbrella", result)
     if not cfg.reference:
         return
     try:
@@ -151,9 +152,39 @@ def run_umbrella(ctx: RunContext) -> None:
             store=windows / "true_cv", progress=ctx.progress)
     note_blow_ups(ctx, "umbrella_reference", blow_ups(ref))
     write_dataset(ref, ctx.out / "umbrella_reference.nc")
-    ctx.summary["umbrella_reference_windows"] = int(ref.sizes["window"])
+    note_sample_counts(ctx, "umbrella_reference", ref)
     ctx.summary["umbrella_reference_windows_added"] = int(ref.attrs.get("windows_added", 0))
     note_reseeding(ctx, "umbrella_reference", ref)
+
+
+def note_sample_counts(ctx: RunContext, key: str, result: Any) -> None:
+    """``summary[key + "_windows"]`` for windowed samples, ``..._walkers``
+    for walkers under one bias (whatever dimensions the samples have)."""
+    if "window" in result.sizes:
+        ctx.summary[f"{key}_windows"] = int(result.sizes["window"])
+    if "walker" in result.sizes:
+        ctx.summary[f"{key}_walkers"] = int(result.sizes["walker"])
+
+
+def write_companions(ctx: RunContext, sampler: Sampler, result: Any, cv: Any) -> None:
+    """The sampler's extra files (:meth:`Sampler.companion_files`, e.g. a
+    PLUMED input) written atomically beside ``umbrella.nc``; their names go
+    to ``summary["umbrella_files"]``."""
+    from pathlib import PurePath
+
+    from mtcv_core.io import atomic_path
+
+    files = sampler.companion_files(result, cv) or {}
+    written = []
+    for name, content in files.items():
+        if PurePath(name).name != name or name in ("umbrella.nc", "summary.json"):
+            raise PluginError(f"sampler {type(sampler).__name__}: companion file {name!r} "
+                              "must be a plain file name other than the run's own files")
+        with atomic_path(ctx.out / name) as tmp:
+            tmp.write_bytes(content if isinstance(content, bytes) else str(content).encode())
+        written.append(name)
+    if written:
+        ctx.summary["umbrella_files"] = written
 
 
 def note_reseeding(ctx: RunContext, key: str, result: Any) -> None:
@@ -181,4 +212,4 @@ def note_reseeding(ctx: RunContext, key: str, result: Any) -> None:
 
 
 __all__ = ["UmbrellaStageConfig", "umbrella_config", "build_sampler", "reference_cv",
-           "run_umbrella"]
+           "run_umbrella", "note_sample_counts", "write_companions"]

@@ -43,9 +43,11 @@ def validate(ctx: RunContext, *, allow_large: bool = False) -> None:
         ctx.umbrella = ucfg
     if cfg.estimate:
         ecfg = estimate_config(ctx)
-        build_estimator(ctx, ecfg)
+        estimator = build_estimator(ctx, ecfg)
         build_estimator(ctx, ecfg, reference=True)
         ctx.estimate = ecfg
+        if samplers:
+            check_schemas(ctx, samplers[0][1], estimator)
     if cfg.rate:
         rcfg = rate_config(ctx)
         if rcfg.enabled:
@@ -59,6 +61,28 @@ def validate(ctx: RunContext, *, allow_large: bool = False) -> None:
         ensemble_config(ctx)
     if not allow_large:
         _check_sizes(ctx, sources, samplers)
+
+
+def check_schemas(ctx: RunContext, sampler: Any, estimator: Any) -> None:
+    """ConfigError unless the estimator reads what the sampler writes
+    (:attr:`Sampler.samples_schema` in :attr:`Estimator.accepts`), naming
+    the registered estimators that would."""
+    from mtcv_core.config import ConfigError
+
+    produced = getattr(sampler, "samples_schema", "mtcv.umbrella/1")
+    accepted = tuple(getattr(estimator, "accepts", ("mtcv.umbrella/1",)))
+    if produced in accepted:
+        return
+    fitting = []
+    for name in ctx.registry.names("estimator"):
+        factory = ctx.registry.get("estimator", name).factory
+        if produced in tuple(getattr(factory, "accepts", ("mtcv.umbrella/1",))):
+            fitting.append(name)
+    hint = (f"estimators that read it: {', '.join(repr(n) for n in fitting)}" if fitting
+            else "no registered estimator reads it")
+    raise ConfigError(f"estimate.estimator: {ctx.estimate.estimator!r} reads "
+                      f"{', '.join(accepted)} samples, but the sampler "
+                      f"{ctx.umbrella.sampler!r} writes {produced} ({hint})")
 
 
 def _check_sizes(ctx: RunContext, sources: dict[str, Any],
@@ -79,4 +103,4 @@ def _check_sizes(ctx: RunContext, sources: dict[str, Any],
     check_footprints(items, ctx.out)
 
 
-__all__ = ["validate"]
+__all__ = ["validate", "check_schemas"]
