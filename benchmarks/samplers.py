@@ -1,0 +1,262 @@
+"""A second sampler on the learned CV: OPES-metaD and well-tempered
+metadynamics (``mtcv_opes``) against umbrella sampling, side by side on the
+same CV of the 5D Muller-Brown quick demo (issue #21).
+
+1. The quick demo's sample and train stages (``examples/quick.toml --until
+   train``) once, in ``DIR/base`` (or ``--base RUN``: a finished run whose
+   ``data.nc``, ``model.pt`` and ``cv.ts`` are reused).
+2. On that CV, each sampler through the pipeline, as a user would: the
+   quick config with ``[umbrella] sampler = ...`` and ``[estimate]
+   estimator = ...`` (``reweight`` for the history-dependent biases,
+   ``mbar`` for umbrella), no true-CV reference. The estimate stage gives
+   the exact barrier and dF along the same CV by quadrature.
+3. Time to accuracy: the wall time after which |barrier - exact| and
+   |dF - exact| stay under 0.05 eV. For OPES and metaD from the estimator's
+   record of both against simulated time (the sampler's wall time scaled by
+   the fraction of the run, plus the estimate's); for umbrella, runs with
+   ``n_steps`` of 2500, 5000 and 10000 per walker (the demo's), the first
+   that is within 0.05 eV (its umbrella + estimate wall time).
+
+Usage: python benchmarks/samplers.py [--out DIR] [--base RUN] [--only opes,metad,umbrella]
+Writes the "samplers" section of docs/results.md and docs/figures/samplers_convergence.png.
+Last line: JSON with ``mb_opes_barrier_err_eV``, ``mb_opes_dF_err_eV``,
+``mb_metad_barrier_err_eV``, ``mb_metad_dF_err_eV``, ``opes_time_to_accuracy_s``,
+``metad_time_to_accuracy_s``, ``umbrella_time_to_accuracy_s`` (None: not reached),
+``ala_opes_barrier_err_eV`` (None: alanine not run here) and the wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import ROOT, emit, fmt, machine, table, write_section  # noqa: E402
+
+from mtcv_core.pipeline import run_pipeline  # noqa: E402
+
+QUICK = ROOT / "mtcv_core" / "examples" / "quick.toml"
+TOLERANCE = 0.05
+#: the history-dependent samplers' options (16 walkers, 200 ps each)
+HISTORY = {
+    "metad": {"n_walkers": 16, "n_steps": 200000, "pace": 200, "stride": 50,
+              "biasfactor": 20.0, "sigma": 0.05, "starts": "basins"},
+    "opes": {"n_walkers": 16, "n_steps": 200000, "pace": 200, "stride": 50,
+             "barrier_eV": 1.0, "sigma": 0.05, "starts": "basins"},
+}
+UMBRELLA_STEPS = (2500, 5000, 10000)
+
+
+def base_text() -> str:
+    """The quick config up to its [umbrella] table."""
+    return QUICK.read_text().split("\n[umbrella]")[0]
+
+
+def config_text(sampler: str, options: dict[str, Any]) -> str:
+    """The quick config with ``sampler`` along xi and its estimator."""
+    text = base_text() + '\n[umbrella]\ntransitions = [["A", "B"]]\nreference = false\n'
+    text += f'sampler = "{sampler}"\n\n[umbrella.sampler_options]\n'
+    for k, v in options.items():
+        text += f"{k} = {json.dumps(v)}\n"
+    if sampler == "umbrella":
+        text += '\n[estimate]\nestimator = "mbar"\noptions = { n_bins = 50, n_bootstraps = 20 }\n'
+    else:
+        text += '\n[estimate]\nestimator = "reweight"\noptions = { n_bins = 50 }\n'
+    return text
+
+
+def umbrella_options(n_steps: int) -> dict[str, Any]:
+    """The quick demo's umbrella options with ``n_steps`` per walker."""
+    import tomllib
+
+    opts = dict(tomllib.loads(QUICK.read_text())["umbrella"]["sampler_options"])
+    opts["n_steps"] = n_steps
+    opts["equilibration_steps"] = min(int(opts.get("equilibration_steps", 1000)), n_steps // 5)
+    return opts
+
+
+def reuse(base: Path, dst: Path) -> None:
+    """Start ``dst`` from ``base``'s sample and train stages."""
+    if (dst / "summary.json").exists():
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("data.nc", "model.pt", "cv.ts", "training.nc"):
+        shutil.copy2(base / name, dst / name)
+    s = json.loads((base / "summary.json").read_text())
+    keep = ("system", "temperature_K", "n_train", "n_test", "frame_counts", "test_accuracy",
+            "test_energy_mae_eV")
+    state = {k: s[k] for k in keep if k in s}
+    state.update(stages_done=["sample", "train"],
+                 timings_s={k: s["timings_s"][k] for k in ("sample", "train")},
+                 reused_from=str(base))
+    (dst / "summary.json").write_text(json.dumps(state, indent=2))
+
+
+def run_case(base: Path, out: Path, sampler: str, options: dict[str, Any]) -> dict[str, Any]:
+    reuse(base, out)
+    cfg = out.with_suffix(".toml")
+    cfg.write_text(config_text(sampler, options))
+    summary = run_pipeline(cfg, out=out, until="estimate", resume=True, progress=False)
+    row = summary["transitions"][0]
+    return {"summary": summary, "row": row, "out": out,
+            "wall": summary["timings_s"]["umbrella"] + summary["timings_s"]["estimate"],
+            "barrier_err": row["barrier_eV"] - row["exact_barrier_eV"]
+            if row["barrier_eV"] is not None else None,
+            "dF_err": row["delta_F_eV"] - row["exact_delta_F_eV"]
+            if row["delta_F_eV"] is not None else None}
+
+
+def time_to_accuracy(case: dict[str, Any]) -> float | None:
+    """Wall time after which both errors stay under the tolerance, from the
+    estimator's record against simulated time."""
+    import xarray as xr
+
+    row = case["row"]
+    with xr.open_dataset(case["out"] / "fes.nc") as fes:
+        if "convergence_time" not in fes.coords:
+            return None
+        sel = {"basin_from": row["from"], "basin_to": row["to"]}
+        t = fes["convergence_time"].values
+        b = fes["convergence_barrier"].sel(sel).values - row["exact_barrier_eV"]
+        d = fes["convergence_delta_F"].sel(sel).values - row["exact_delta_F_eV"]
+    with xr.open_dataset(case["out"] / "umbrella.nc") as samples:
+        t_end = float(samples["time"].values[-1])
+    ok = np.isfinite(b) & np.isfinite(d) & (np.abs(b) < TOLERANCE) & (np.abs(d) < TOLERANCE)
+    if not ok[-1]:
+        return None
+    first = len(ok) - int(np.argmin(ok[::-1])) if not ok.all() else 0
+    timings = case["summary"]["timings_s"]
+    return float(timings["umbrella"] * t[first] / t_end + timings["estimate"])
+
+
+def figure(cases: dict[str, dict[str, Any]], path: Path) -> None:
+    """Barrier and dF against simulated time for the history-dependent samplers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import xarray as xr
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    for name, case in cases.items():
+        path_fes = case["out"] / "fes.nc"
+        if not path_fes.exists():
+            continue
+        row = case["row"]
+        with xr.open_dataset(path_fes) as fes:
+            if "convergence_time" not in fes.coords:
+                continue
+            sel = {"basin_from": row["from"], "basin_to": row["to"]}
+            t = fes["convergence_time"].values / 1000.0
+            axes[0].plot(t, fes["convergence_barrier"].sel(sel).values, "o-", label=name)
+            axes[1].plot(t, fes["convergence_delta_F"].sel(sel).values, "o-", label=name)
+    any_row = next(iter(cases.values()))["row"]
+    for ax, key, title in ((axes[0], "exact_barrier_eV", "barrier A->B"),
+                           (axes[1], "exact_delta_F_eV", "F_B - F_A")):
+        exact = any_row[key]
+        ax.axhline(exact, color="k", lw=1, label="exact along xi")
+        ax.axhspan(exact - TOLERANCE, exact + TOLERANCE, color="0.9")
+        ax.set_xlabel("simulated time per walker (ps)")
+        ax.set_ylabel("eV")
+        ax.set_title(title)
+    axes[0].legend()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "runs" / "bench_samplers"))
+    parser.add_argument("--base", default=None,
+                        help="a finished quick run to take data and CV from (default: "
+                             "DIR/base, run here)")
+    parser.add_argument("--only", default="metad,opes,umbrella")
+    args = parser.parse_args()
+    out = Path(args.out)
+    only = args.only.split(",")
+    if args.base:
+        base = Path(args.base)
+    else:
+        base = out / "base"
+        run_pipeline(QUICK, out=base, until="train", resume=True, progress=False)
+    cases: dict[str, dict[str, Any]] = {}
+    for name in ("metad", "opes"):
+        if name in only:
+            cases[name] = run_case(base, out / name, name, HISTORY[name])
+            cases[name]["time_to_accuracy"] = time_to_accuracy(cases[name])
+    umbrella_runs = []
+    if "umbrella" in only:
+        for n in UMBRELLA_STEPS:
+            c = run_case(base, out / f"umbrella_{n}", "umbrella", umbrella_options(n))
+            c["n_steps"] = n
+            umbrella_runs.append(c)
+        reached = [c for c in umbrella_runs if c["barrier_err"] is not None
+                   and abs(c["barrier_err"]) < TOLERANCE and abs(c["dF_err"]) < TOLERANCE]
+        cases["umbrella"] = umbrella_runs[-1]
+        cases["umbrella"]["time_to_accuracy"] = reached[0]["wall"] if reached else None
+    rows = []
+    for name, c in cases.items():
+        r = c["row"]
+        label = name if name != "umbrella" else f"umbrella ({UMBRELLA_STEPS[-1]} steps)"
+        rows.append({"sampler": label,
+                     "barrier (eV)": fmt(r["barrier_eV"], r["barrier_err_eV"]),
+                     "exact barrier": fmt(r["exact_barrier_eV"]),
+                     "dF (eV)": fmt(r["delta_F_eV"], r["delta_F_err_eV"]),
+                     "exact dF": fmt(r["exact_delta_F_eV"]),
+                     "wall (s)": f"{c['wall']:.0f}",
+                     "time to 0.05 eV (s)": ("not reached" if c["time_to_accuracy"] is None
+                                             else f"{c['time_to_accuracy']:.0f}")})
+    for c in umbrella_runs[:-1]:
+        r = c["row"]
+        rows.append({"sampler": f"umbrella ({c['n_steps']} steps)",
+                     "barrier (eV)": fmt(r["barrier_eV"], r["barrier_err_eV"]),
+                     "exact barrier": fmt(r["exact_barrier_eV"]),
+                     "dF (eV)": fmt(r["delta_F_eV"], r["delta_F_err_eV"]),
+                     "exact dF": fmt(r["exact_delta_F_eV"]), "wall (s)": f"{c['wall']:.0f}",
+                     "time to 0.05 eV (s)": "-"})
+    fig_path = ROOT / "docs" / "figures" / "samplers_convergence.png"
+    figure({k: v for k, v in cases.items() if k != "umbrella"}, fig_path)
+    t_umb = cases.get("umbrella", {}).get("time_to_accuracy")
+    ratios = []
+    for name in ("metad", "opes"):
+        t = cases.get(name, {}).get("time_to_accuracy")
+        if t is not None and t_umb:
+            ratios.append(f"{name} / umbrella {t / t_umb:.2f}")
+    ratio_text = "; ".join(ratios) or "no ratio: a sampler did not reach it"
+    text = f"""`python benchmarks/samplers.py` ({machine()}): the quick demo's CV (5D
+Muller-Brown, 300 K), sampled along xi by each sampler through the pipeline
+(`[umbrella] sampler = ...`), against the exact barrier and dF along the same CV
+by quadrature. metaD and OPES: {HISTORY['metad']['n_walkers']} walkers sharing one
+bias, {HISTORY['metad']['n_steps'] // 1000} ps each, estimator `reweight`; umbrella:
+the demo's windows with {', '.join(str(n) for n in UMBRELLA_STEPS)} steps per walker,
+MBAR. Wall times are the umbrella and estimate stages on 2 cores. Time to accuracy:
+both errors under {TOLERANCE} eV from then on ({ratio_text}).
+
+{table(rows, list(rows[0]))}
+
+![barrier and dF against simulated time](figures/samplers_convergence.png)"""
+    write_section("samplers", "## Samplers on the learned CV: OPES, metaD, umbrella\n\n" + text)
+
+    def err(name: str, key: str) -> float | None:
+        v = cases.get(name, {}).get(key)
+        return None if v is None else round(float(v), 4)
+
+    emit({"mb_opes_barrier_err_eV": err("opes", "barrier_err"),
+          "mb_opes_dF_err_eV": err("opes", "dF_err"),
+          "mb_metad_barrier_err_eV": err("metad", "barrier_err"),
+          "mb_metad_dF_err_eV": err("metad", "dF_err"),
+          "opes_time_to_accuracy_s": err("opes", "time_to_accuracy"),
+          "metad_time_to_accuracy_s": err("metad", "time_to_accuracy"),
+          "umbrella_time_to_accuracy_s": err("umbrella", "time_to_accuracy"),
+          "ala_opes_barrier_err_eV": None,
+          "wall_s": {k: round(v["wall"], 1) for k, v in cases.items()}})
+
+
+if __name__ == "__main__":
+    main()
