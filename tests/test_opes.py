@@ -218,7 +218,7 @@ from mtcv_core.interfaces import CollectiveVariable, MDSettings
 from mtcv_core.io import write_dataset
 from mtcv_opes import OpesSampler
 cv = CollectiveVariable(torch.jit.script(XCoordinate()), ("x",), "angstrom")
-s = OpesSampler(n_walkers=3, n_steps=40000, pace=100, stride=20, barrier_eV=0.2,
+s = OpesSampler(n_walkers=3, n_steps=24000, pace=100, stride=20, barrier_eV=0.2,
                 checkpoint_every=2000)
 ds = s.run(DoubleWell(), cv, frames=start_frames(), transitions=[(0, 1)],
            md=MDSettings(300.0, 2.0, 0.01), seed=11, store={store!r})
@@ -245,7 +245,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
         if checkpoint.exists():
             with np.load(checkpoint) as data:
                 step = json.loads(str(data["meta"]))["step"]
-            if step >= 10000:
+            if step >= 8000:
                 break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
@@ -254,7 +254,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert not (tmp_path / "killed.nc").exists()
     with np.load(checkpoint) as data:   # the checkpoint on disk is whole
         killed_at = json.loads(str(data["meta"]))["step"]
-    assert 10000 <= killed_at < 40000
+    assert 8000 <= killed_at < 24000
     again = subprocess.run(script(store, tmp_path / "resumed.nc"), env=env,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -349,3 +349,15 @@ options = { n_bins = 20, n_bootstraps = 10 }
                                                for i in range(5)]),
                                cv(pos).detach().numpy(), rtol=1e-10, atol=1e-12)
     assert (out / "report.md").exists()
+
+
+def test_spectator_moves_need_periodic_spectators_and_the_batched_engine():
+    from mtcv_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="spectator_moves: system 'double_well_1d' declares "
+                                          "no periodic spectator"):
+        OpesSampler(spectator_moves=10).check(DoubleWell())
+    from mtcv_core.plugins import build_component, load_plugins
+
+    mb = build_component(load_plugins(), "system", "muller_brown_5d", {}, "system")
+    OpesSampler(spectator_moves=10).check(mb)   # the 5D models have two periodic angles

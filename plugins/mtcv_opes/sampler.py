@@ -81,6 +81,8 @@ class _BatchEngine:
     def __init__(self, system: Any, cv: Any, bias: HistoryBias, params: LangevinParams,
                  rngs: list[np.random.Generator], x0: np.ndarray, v0: np.ndarray) -> None:
         self.rng = rngs[0]
+        #: the spectator moves' stream (set by the sampler)
+        self.mc_rng = np.random.default_rng(0)
         self.forces = BiasedForces(system, cv, bias)
         masses = system.make_atoms().get_masses()
         self.integ = BatchLangevin(self.forces, masses, params, self.rng,
@@ -109,6 +111,23 @@ class _BatchEngine:
             self.integ.hold(self.x, self.v, self.f, ~self.alive, self.held)
         return bad
 
+    def spectator_move(self, system: Any, rng: np.random.Generator, kT: float) -> None:
+        """One Monte Carlo move of every live walker's periodic spectators
+        (accepted with min(1, exp(-(V_new - V_old) / kT)) on the bias V)."""
+        from mtcv_core.spectators import redraw_periodic
+
+        old = self.forces.last_bias.copy()
+        proposal = redraw_periodic(system, self.x, rng)
+        u = rng.uniform(size=len(self.x))
+        with torch.no_grad():
+            s_new = self.forces.cv(torch.as_tensor(proposal, dtype=torch.float64)).numpy()
+        new, _ = self.forces.bias.evaluate(s_new)
+        with np.errstate(over="ignore"):
+            accept = self.alive & (u < np.exp(-(new - old) / kT))
+        if accept.any():
+            self.x = np.where(accept[:, None, None], proposal, self.x)
+            self.refresh()
+
     @property
     def cv(self) -> np.ndarray:
         return self.forces.last_cv
@@ -123,12 +142,14 @@ class _BatchEngine:
 
     def state(self) -> dict[str, Any]:
         return {"x": self.x, "v": self.v, "alive": self.alive, "held": self.held,
-                "rng": [json.dumps(self.rng.bit_generator.state)]}
+                "rng": [json.dumps(self.rng.bit_generator.state),
+                        json.dumps(self.mc_rng.bit_generator.state)]}
 
     def set_state(self, st: dict[str, Any]) -> None:
         self.x, self.v = np.array(st["x"], float), np.array(st["v"], float)
         self.alive, self.held = np.array(st["alive"], bool), np.array(st["held"], float)
         self.rng.bit_generator.state = json.loads(str(st["rng"][0]))
+        self.mc_rng.bit_generator.state = json.loads(str(st["rng"][1]))
         self.refresh()
 
 
@@ -232,11 +253,26 @@ class HistorySampler(MDOptions, Sampler):
                                       "estimator discards (transient_fs in the samples)"})
     checkpoint_every: int = positive(20000, "with a store: write the whole state every this "
                                             "many steps (a killed run resumes there)")
+    spectator_moves: int = field(default=0, metadata={
+        "min": 0, "doc": "every this many steps one Monte Carlo move per walker: the "
+                         "system's periodic spectator coordinates redrawn uniformly, accepted "
+                         "by Metropolis on the bias (exact between updates: the potential "
+                         "does not depend on spectators), as the umbrella sampler's option "
+                         "of the same name. 0: off; batched engine only"})
     record_true_cvs: bool = field(default=True, metadata={
         "doc": "record the system's true CVs (when it has them) as observables, for "
                "reweighting along them"})
 
     # ------------------------------------------------------------------ API
+    def check(self, system: Any) -> None:
+        if self.spectator_moves:
+            from mtcv_core.spectators import periodic_spectators
+
+            if not len(periodic_spectators(system)):
+                raise ConfigError(f"{self.name}.spectator_moves: system "
+                                  f"{getattr(system, 'name', system)!r} declares no periodic "
+                                  "spectator coordinates to redraw; set it to 0")
+
     def make_bias(self, *, dim: int, kT: float, sigma: np.ndarray, periods: np.ndarray,
                   cv_range: np.ndarray) -> HistoryBias:
         """The bias this sampler deposits (``cv_range`` (2, d): the span of the
@@ -279,8 +315,12 @@ class HistorySampler(MDOptions, Sampler):
         v0 = np.stack([maxwell_boltzmann(masses, params.temperature_K, r,
                                          dof_mask=system.dof_mask) for r in rngs])
         fast = self.use_fast(system, md)
+        if self.spectator_moves and not fast:
+            raise ConfigError(f"{self.name}.spectator_moves: needs the batched engine "
+                              f"(engine = 'fast' and a system with energy_and_forces)")
         engine = (_BatchEngine if fast else _AseEngine)(system, module, bias, params, rngs,
                                                         x0, v0)
+        engine.mc_rng = task_rng(seed, self.name, "spectators")
         observe = self._observer(system)
         n_rec = self.n_steps // self.stride
         n_w = self.n_walkers
@@ -309,6 +349,8 @@ class HistorySampler(MDOptions, Sampler):
                     raise SimulationError(f"{self.name}: every walker blew up (the last at "
                                           f"step {step}, seed {seed}); lower timestep_fs or "
                                           "the barrier / height of the bias")
+                if self.spectator_moves and step % self.spectator_moves == 0:
+                    engine.spectator_move(system, engine.mc_rng, kT)
                 if step % self.stride == 0:
                     r = step // self.stride - 1
                     live = engine.alive
