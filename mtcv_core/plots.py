@@ -194,7 +194,7 @@ def plot_fes(fes: xr.Dataset, path: str | os.PathLike[str] | None,
         x, y, e = (fes[v].values for v in ("bin_center", "pmf", "pmf_err"))
         if basin_of is not None:
             _shade_basins(ax, fes, basin_of)
-        ax.plot(x, y, color="C0", label="MBAR ± 1σ")
+        ax.plot(x, y, color="C0", label=f"{_estimator_label(fes)} ± 1σ")
         ax.fill_between(x, y - e, y + e, color="C0", alpha=0.3)
         if exact is not None and "bin" in exact["pmf"].dims:
             ax.plot(exact["bin_center"].values, exact["pmf"].values, color="k", ls="--",
@@ -208,7 +208,8 @@ def plot_fes(fes: xr.Dataset, path: str | os.PathLike[str] | None,
     elif exact is not None and "bin_x" in exact["pmf"].dims:
         mesh = ax.pcolormesh(fes["bin_center_x"].values, fes["bin_center_y"].values,
                              fes["pmf"].values.T, shading="auto", cmap="viridis")
-        fig.colorbar(mesh, ax=ax, label="F (eV): MBAR; white contours: exact")
+        fig.colorbar(mesh, ax=ax, label=f"F (eV): {_estimator_label(fes)}; white contours: "
+                                        "exact")
         levels = np.arange(0.0, float(np.nanmax(exact["pmf"].values)), 0.1)
         ax.contour(exact["bin_center_x"].values, exact["bin_center_y"].values,
                    exact["pmf"].values.T, levels=levels, colors="w", linewidths=0.6)
@@ -334,3 +335,9 @@ def _annotate_transition(ax: Any, fes: xr.Dataset, row: dict[str, Any]) -> None:
         v = row.get(key)
         if v is not None and np.isfinite(v):
             ax.hlines(f0 + v, x0 - width, x0 + width, colors=color, lw=2.0, label=label)
+
+
+def _estimator_label(fes: Any) -> str:
+    """The estimator that made ``fes`` as a legend label ("MBAR", "reweight", ...)."""
+    name = str(fes.attrs.get("estimator", "estimate"))
+    return "MBAR" if name == "mbar" else name

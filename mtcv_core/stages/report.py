@@ -78,7 +78,8 @@ def run_report(ctx: RunContext) -> None:
 
 #: one-line caption of each figure the stages write (file stem -> caption)
 CAPTIONS = {
-    "fes": "Free energy along the learned CV xi (MBAR, band: 1 sigma), with the exact PMF "
+    "fes": "Free energy along the learned CV xi (the run's estimator, band: 1 sigma), with "
+           "the exact PMF "
            "along the same CV where the system has quadrature, the basins as the run "
            "assigns them, the first transition's barrier and dF, and the reference "
            "barrier levels (quadrature, along the true CVs).",
