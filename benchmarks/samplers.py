@@ -18,11 +18,15 @@ same CV of the 5D Muller-Brown quick demo (issue #21).
    that is within 0.05 eV (its umbrella + estimate wall time).
 
 Usage: python benchmarks/samplers.py [--out DIR] [--base RUN] [--only opes,metad,umbrella]
+       [--alanine-base RUN]
+With ``--alanine-base`` (a finished ``examples/alanine_dipeptide.toml`` run at 50 K),
+metaD and OPES also run along its xi, against its phi reference.
 Writes the "samplers" section of docs/results.md and docs/figures/samplers_convergence.png.
 Last line: JSON with ``mb_opes_barrier_err_eV``, ``mb_opes_dF_err_eV``,
 ``mb_metad_barrier_err_eV``, ``mb_metad_dF_err_eV``, ``opes_time_to_accuracy_s``,
 ``metad_time_to_accuracy_s``, ``umbrella_time_to_accuracy_s`` (None: not reached),
-``ala_opes_barrier_err_eV`` (None: alanine not run here) and the wall times.
+``ala_opes_barrier_err_eV`` and ``ala_metad_barrier_err_eV`` (None: alanine not run) and
+the wall times.
 """
 
 from __future__ import annotations
@@ -51,6 +55,14 @@ HISTORY = {
              "barrier_eV": 1.0, "sigma": 0.05, "starts": "basins"},
 }
 UMBRELLA_STEPS = (2500, 5000, 10000)
+ALANINE = ROOT / "examples" / "alanine_dipeptide.toml"
+#: alanine at 50 K along xi (0.5 fs steps: 100 ps per walker)
+ALANINE_HISTORY = {
+    "metad": {"n_walkers": 16, "n_steps": 200000, "pace": 200, "stride": 50,
+              "biasfactor": 30.0, "starts": "basins"},
+    "opes": {"n_walkers": 16, "n_steps": 200000, "pace": 200, "stride": 50,
+             "barrier_eV": 0.45, "starts": "basins"},
+}
 
 
 def base_text() -> str:
@@ -69,6 +81,64 @@ def config_text(sampler: str, options: dict[str, Any]) -> str:
     else:
         text += '\n[estimate]\nestimator = "reweight"\noptions = { n_bins = 50 }\n'
     return text
+
+
+def alanine_text(sampler: str, options: dict[str, Any]) -> str:
+    """The alanine example with ``sampler`` along xi, no reference, no rates."""
+    text = ALANINE.read_text().split("\n[umbrella]")[0]
+    text += '\n[umbrella]\ntransitions = [["C7eq", "C7ax"]]\nreference = false\n'
+    text += f'sampler = "{sampler}"\n\n[umbrella.sampler_options]\n'
+    for k, v in options.items():
+        text += f"{k} = {json.dumps(v)}\n"
+    return text + '\n[estimate]\nestimator = "reweight"\noptions = { n_bins = 50 }\n'
+
+
+def alanine_cases(base: Path, out: Path, only: list[str]) -> dict[str, dict[str, Any]]:
+    """metaD / OPES along the 50 K xi of the finished alanine run ``base``,
+    against its umbrella along xi and its phi reference."""
+    ref = next(r for r in json.loads((base / "summary.json").read_text())["transitions"]
+               if (r["from"], r["to"]) == ("C7eq", "C7ax"))
+    cases = {}
+    for name in ("metad", "opes"):
+        if name not in only:
+            continue
+        dst = out / f"alanine_{name}"
+        reuse(base, dst)
+        cfg = dst.with_suffix(".toml")
+        cfg.write_text(alanine_text(name, ALANINE_HISTORY[name]))
+        summary = run_pipeline(cfg, out=dst, until="estimate", resume=True, progress=False)
+        row = summary["transitions"][0]
+        cases[name] = {"row": row, "wall": summary["timings_s"]["umbrella"]
+                       + summary["timings_s"]["estimate"],
+                       "barrier_err": row["barrier_eV"] - ref["true_cv_barrier_eV"]
+                       if row["barrier_eV"] is not None else None,
+                       "dF_err": row["delta_F_eV"] - ref["true_cv_delta_F_eV"]
+                       if row["delta_F_eV"] is not None else None}
+    cases["umbrella"] = {"row": ref, "wall": None,
+                         "barrier_err": ref["barrier_eV"] - ref["true_cv_barrier_eV"],
+                         "dF_err": ref["delta_F_eV"] - ref["true_cv_delta_F_eV"]}
+    return cases
+
+
+def alanine_table(cases: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    for name, c in cases.items():
+        r = c["row"]
+        rows.append({"sampler along xi": name,
+                     "barrier (eV)": fmt(r["barrier_eV"], r["barrier_err_eV"]),
+                     "minus phi": fmt(c["barrier_err"]),
+                     "dF (eV)": fmt(r["delta_F_eV"], r["delta_F_err_eV"]),
+                     "dF minus phi": fmt(c["dF_err"]),
+                     "wall (s)": "-" if c["wall"] is None else f"{c['wall']:.0f}"})
+    ref = cases["umbrella"]["row"]
+    return (f"Alanine dipeptide at 50 K along the example's xi (`--alanine-base`: a finished "
+            f"`examples/alanine_dipeptide.toml` run whose data and CV are reused), against "
+            f"its umbrella windows along phi: barrier "
+            f"{fmt(ref['true_cv_barrier_eV'], ref['true_cv_barrier_err_eV'])}, dF "
+            f"{fmt(ref['true_cv_delta_F_eV'], ref['true_cv_delta_F_err_eV'])} eV. "
+            f"metaD and OPES: {ALANINE_HISTORY['metad']['n_walkers']} walkers x "
+            f"{ALANINE_HISTORY['metad']['n_steps'] // 2000} ps; umbrella: the run's own "
+            f"windows along xi.\n\n" + table(rows, list(rows[0])))
 
 
 def umbrella_options(n_steps: int) -> dict[str, Any]:
@@ -177,6 +247,9 @@ def main() -> None:
                         help="a finished quick run to take data and CV from (default: "
                              "DIR/base, run here)")
     parser.add_argument("--only", default="metad,opes,umbrella")
+    parser.add_argument("--alanine-base", default=None,
+                        help="a finished alanine example run (50 K): also run metaD and "
+                             "OPES along its xi (about 5 min each)")
     args = parser.parse_args()
     out = Path(args.out)
     only = args.only.split(",")
@@ -200,6 +273,7 @@ def main() -> None:
                    and abs(c["barrier_err"]) < TOLERANCE and abs(c["dF_err"]) < TOLERANCE]
         cases["umbrella"] = umbrella_runs[-1]
         cases["umbrella"]["time_to_accuracy"] = reached[0]["wall"] if reached else None
+    ala = (alanine_cases(Path(args.alanine_base), out, only) if args.alanine_base else {})
     rows = []
     for name, c in cases.items():
         r = c["row"]
@@ -240,7 +314,9 @@ both errors under {TOLERANCE} eV from then on ({ratio_text}).
 
 {table(rows, list(rows[0]))}
 
-![barrier and dF against simulated time](figures/samplers_convergence.png)"""
+![barrier and dF against simulated time](figures/samplers_convergence.png)
+
+{alanine_table(ala) if ala else "(alanine not run: `--alanine-base RUN`)"}"""
     write_section("samplers", "## Samplers on the learned CV: OPES, metaD, umbrella\n\n" + text)
 
     def err(name: str, key: str) -> float | None:
@@ -254,7 +330,12 @@ both errors under {TOLERANCE} eV from then on ({ratio_text}).
           "opes_time_to_accuracy_s": err("opes", "time_to_accuracy"),
           "metad_time_to_accuracy_s": err("metad", "time_to_accuracy"),
           "umbrella_time_to_accuracy_s": err("umbrella", "time_to_accuracy"),
-          "ala_opes_barrier_err_eV": None,
+          "ala_opes_barrier_err_eV": (round(ala["opes"]["barrier_err"], 4)
+                                      if ala.get("opes", {}).get("barrier_err") is not None
+                                      else None),
+          "ala_metad_barrier_err_eV": (round(ala["metad"]["barrier_err"], 4)
+                                       if ala.get("metad", {}).get("barrier_err") is not None
+                                       else None),
           "wall_s": {k: round(v["wall"], 1) for k, v in cases.items()}})
 
 
