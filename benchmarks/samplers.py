@@ -17,7 +17,8 @@ same CV of the 5D Muller-Brown quick demo (issue #21).
    ``n_steps`` of 2500, 5000 and 10000 per walker (the demo's), the first
    that is within 0.05 eV (its umbrella + estimate wall time).
 
-Usage: python benchmarks/samplers.py [--out DIR] [--base RUN] [--only opes,metad,umbrella]
+Usage: python benchmarks/samplers.py [--out DIR] [--base RUN]
+       [--only metad,opes,opes_metad,umbrella]
        [--alanine-base RUN]
 With ``--alanine-base`` (a finished ``examples/alanine_dipeptide.toml`` run at 50 K),
 metaD and OPES also run along its xi, against its phi reference.
@@ -47,22 +48,34 @@ from mtcv_core.pipeline import run_pipeline  # noqa: E402
 
 QUICK = ROOT / "mtcv_core" / "examples" / "quick.toml"
 TOLERANCE = 0.05
-#: the history-dependent samplers' options (16 walkers, 200 ps each)
+#: the history-dependent samplers' options (16 walkers, 200 ps each); case name ->
+#: (sampler, options). "opes" is OPES-explore; "opes_metad" the plain OPES-metaD,
+#: shown for what it does on this CV
 HISTORY = {
-    "metad": {"n_walkers": 16, "n_steps": 200000, "pace": 200, "stride": 50,
-              "biasfactor": 20.0, "sigma": 0.05, "starts": "basins"},
-    "opes": {"n_walkers": 16, "n_steps": 200000, "pace": 200, "stride": 50,
-             "barrier_eV": 1.0, "sigma": 0.05, "starts": "basins"},
+    "metad": ("metad", {"n_walkers": 16, "n_steps": 200000, "pace": 200, "stride": 50,
+                        "biasfactor": 20.0, "sigma": 0.05, "starts": "basins"}),
+    "opes": ("opes", {"n_walkers": 16, "n_steps": 200000, "pace": 200, "stride": 50,
+                      "barrier_eV": 1.0, "biasfactor": 20.0, "explore": True, "sigma": 0.05,
+                      "starts": "basins"}),
+    "opes_metad": ("opes", {"n_walkers": 16, "n_steps": 200000, "pace": 200, "stride": 50,
+                            "barrier_eV": 1.0, "sigma": 0.05, "starts": "basins"}),
 }
+#: directory of each case (the plain OPES-metaD ran as "opes" first)
+CASE_DIRS = {"metad": "metad", "opes": "opes_explore", "opes_metad": "opes"}
 UMBRELLA_STEPS = (2500, 5000, 10000)
 ALANINE = ROOT / "examples" / "alanine_dipeptide.toml"
 #: alanine at 50 K along xi (0.5 fs steps: 100 ps per walker)
 ALANINE_HISTORY = {
-    "metad": {"n_walkers": 16, "n_steps": 200000, "pace": 200, "stride": 50,
-              "biasfactor": 30.0, "starts": "basins"},
-    "opes": {"n_walkers": 16, "n_steps": 200000, "pace": 200, "stride": 50,
-             "barrier_eV": 0.45, "starts": "basins"},
+    "metad": ("metad", {"n_walkers": 16, "n_steps": 200000, "pace": 200, "stride": 50,
+                        "biasfactor": 30.0, "starts": "basins"}),
+    "opes": ("opes", {"n_walkers": 16, "n_steps": 200000, "pace": 200, "stride": 50,
+                      "barrier_eV": 0.45, "biasfactor": 30.0, "explore": True,
+                      "starts": "basins"}),
+    "opes_metad": ("opes", {"n_walkers": 16, "n_steps": 200000, "pace": 200, "stride": 50,
+                            "barrier_eV": 0.45, "starts": "basins"}),
 }
+ALANINE_DIRS = {"metad": "alanine_metad", "opes": "alanine_opes_explore",
+                "opes_metad": "alanine_opes"}
 
 
 def base_text() -> str:
@@ -99,13 +112,13 @@ def alanine_cases(base: Path, out: Path, only: list[str]) -> dict[str, dict[str,
     ref = next(r for r in json.loads((base / "summary.json").read_text())["transitions"]
                if (r["from"], r["to"]) == ("C7eq", "C7ax"))
     cases = {}
-    for name in ("metad", "opes"):
+    for name, (sampler, options) in ALANINE_HISTORY.items():
         if name not in only:
             continue
-        dst = out / f"alanine_{name}"
+        dst = out / ALANINE_DIRS[name]
         reuse(base, dst)
         cfg = dst.with_suffix(".toml")
-        cfg.write_text(alanine_text(name, ALANINE_HISTORY[name]))
+        cfg.write_text(alanine_text(sampler, options))
         summary = run_pipeline(cfg, out=dst, until="estimate", resume=True, progress=False)
         row = summary["transitions"][0]
         cases[name] = {"row": row, "wall": summary["timings_s"]["umbrella"]
@@ -136,8 +149,8 @@ def alanine_table(cases: dict[str, dict[str, Any]]) -> str:
             f"its umbrella windows along phi: barrier "
             f"{fmt(ref['true_cv_barrier_eV'], ref['true_cv_barrier_err_eV'])}, dF "
             f"{fmt(ref['true_cv_delta_F_eV'], ref['true_cv_delta_F_err_eV'])} eV. "
-            f"metaD and OPES: {ALANINE_HISTORY['metad']['n_walkers']} walkers x "
-            f"{ALANINE_HISTORY['metad']['n_steps'] // 2000} ps; umbrella: the run's own "
+            f"metaD and OPES: {ALANINE_HISTORY['metad'][1]['n_walkers']} walkers x "
+            f"{ALANINE_HISTORY['metad'][1]['n_steps'] // 2000} ps; umbrella: the run's own "
             f"windows along xi.\n\n" + table(rows, list(rows[0])))
 
 
@@ -246,7 +259,7 @@ def main() -> None:
     parser.add_argument("--base", default=None,
                         help="a finished quick run to take data and CV from (default: "
                              "DIR/base, run here)")
-    parser.add_argument("--only", default="metad,opes,umbrella")
+    parser.add_argument("--only", default="metad,opes,opes_metad,umbrella")
     parser.add_argument("--alanine-base", default=None,
                         help="a finished alanine example run (50 K): also run metaD and "
                              "OPES along its xi (about 5 min each)")
@@ -259,9 +272,9 @@ def main() -> None:
         base = out / "base"
         run_pipeline(QUICK, out=base, until="train", resume=True, progress=False)
     cases: dict[str, dict[str, Any]] = {}
-    for name in ("metad", "opes"):
+    for name, (sampler, options) in HISTORY.items():
         if name in only:
-            cases[name] = run_case(base, out / name, name, HISTORY[name])
+            cases[name] = run_case(base, out / CASE_DIRS[name], sampler, options)
             cases[name]["time_to_accuracy"] = time_to_accuracy(cases[name])
     umbrella_runs = []
     if "umbrella" in only:
@@ -298,7 +311,7 @@ def main() -> None:
     figure({k: v for k, v in cases.items() if k != "umbrella"}, fig_path)
     t_umb = cases.get("umbrella", {}).get("time_to_accuracy")
     ratios = []
-    for name in ("metad", "opes"):
+    for name in HISTORY:
         t = cases.get(name, {}).get("time_to_accuracy")
         if t is not None and t_umb:
             ratios.append(f"{name} / umbrella {t / t_umb:.2f}")
@@ -306,8 +319,9 @@ def main() -> None:
     text = f"""`python benchmarks/samplers.py` ({machine()}): the quick demo's CV (5D
 Muller-Brown, 300 K), sampled along xi by each sampler through the pipeline
 (`[umbrella] sampler = ...`), against the exact barrier and dF along the same CV
-by quadrature. metaD and OPES: {HISTORY['metad']['n_walkers']} walkers sharing one
-bias, {HISTORY['metad']['n_steps'] // 1000} ps each, estimator `reweight`; umbrella:
+by quadrature. metaD and OPES: {HISTORY['metad'][1]['n_walkers']} walkers sharing one
+bias, {HISTORY['metad'][1]['n_steps'] // 1000} ps each, estimator `reweight` ("opes" is
+OPES-explore, "opes_metad" the plain OPES-metaD); umbrella:
 the demo's windows with {', '.join(str(n) for n in UMBRELLA_STEPS)} steps per walker,
 MBAR. Wall times are the umbrella and estimate stages on 2 cores. Time to accuracy:
 both errors under {TOLERANCE} eV from then on ({ratio_text}).
@@ -328,6 +342,8 @@ both errors under {TOLERANCE} eV from then on ({ratio_text}).
           "mb_metad_barrier_err_eV": err("metad", "barrier_err"),
           "mb_metad_dF_err_eV": err("metad", "dF_err"),
           "opes_time_to_accuracy_s": err("opes", "time_to_accuracy"),
+          "mb_opes_metad_barrier_err_eV": err("opes_metad", "barrier_err"),
+          "mb_opes_metad_dF_err_eV": err("opes_metad", "dF_err"),
           "metad_time_to_accuracy_s": err("metad", "time_to_accuracy"),
           "umbrella_time_to_accuracy_s": err("umbrella", "time_to_accuracy"),
           "ala_opes_barrier_err_eV": (round(ala["opes"]["barrier_err"], 4)

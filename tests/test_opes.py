@@ -55,7 +55,9 @@ def _basins(s: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("sampler", [
     OpesSampler(n_walkers=4, n_steps=40000, pace=100, stride=10, barrier_eV=0.2),
     MetadSampler(n_walkers=4, n_steps=40000, pace=100, stride=10, biasfactor=6.0),
-], ids=["opes", "metad"])
+    OpesSampler(n_walkers=4, n_steps=40000, pace=100, stride=10, barrier_eV=0.2,
+                biasfactor=6.0, explore=True),
+], ids=["opes", "metad", "opes_explore"])
 def test_reweighted_pmf_matches_the_analytic_double_well(sampler):
     """F(x) of the tilted double well by reweighting agrees with V(x) within
     the block-bootstrap errors; dF between the wells within 3 sigma of
@@ -196,6 +198,27 @@ def test_metad_grid_matches_the_sum_over_kernels(periods):
     np.testing.assert_allclose(v, ve, atol=2e-3 * scale)
     np.testing.assert_allclose(g, ge, atol=2e-2 * np.abs(ge).max())
     assert np.isfinite(bias.c_t) and bias.c_t > 0
+
+
+def test_opes_explore_estimates_the_sampled_distribution():
+    """OPES-explore: every kernel weighs 1 whatever the bias, the density is
+    normalised by their number, and V = (gamma - 1) kT ln(P/Z + eps) with
+    eps = exp(-dE / ((gamma - 1) kT))."""
+    bias = OpesBias(dim=1, kT=KT, barrier_eV=0.3, sigma=0.2, biasfactor=5.0, explore=True,
+                    compression_threshold=0.0)
+    for x in (0.0, 0.4, 1.5):
+        bias.update(np.array([[x]]))
+    assert bias.sum_w == 3.0 and bias.n_deposited == 3
+    assert bias.prefactor == pytest.approx(4.0 * KT)
+    assert bias.epsilon == pytest.approx(np.exp(-0.3 / (4.0 * KT)))
+    # heights: 1 times the width ratio of the moment of deposit, not exp(beta V)
+    ratios = [np.prod(bias.sigma0 / s) for s in bias.sigmas]
+    np.testing.assert_allclose(bias.heights, ratios, rtol=1e-12)
+    s = np.linspace(-1, 2.5, 15)[:, None]
+    k, _ = kernel_sum(s, bias.centers, bias.sigmas, bias.heights, bias.periods, bias.cutoff)
+    v, _ = bias.evaluate(s)
+    np.testing.assert_allclose(v, 4.0 * KT * np.log(k / 3.0 / bias.zed + bias.epsilon),
+                               rtol=1e-12)
 
 
 def test_periodic_cv_kernels_wrap():

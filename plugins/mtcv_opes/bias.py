@@ -153,15 +153,26 @@ class OpesBias(HistoryBias):
     widths, CV units; biasfactor: gamma (None: beta dE); epsilon (None:
     exp(-beta dE / (1 - 1/gamma))); cutoff: truncation in widths (None: the
     default); compression_threshold: merge distance in widths (0: never);
-    fixed_sigma: do not shrink the widths."""
+    fixed_sigma: do not shrink the widths.
+
+    explore: the OPES-explore variant (Invernizzi, Piaggi & Parrinello, PRX
+    12, 041034 (2022); PLUMED's ``OPES_METAD_EXPLORE``): the kernels estimate
+    the *sampled* distribution (every kernel weight 1, normalised by their
+    number, widths shrinking with it) and V = (gamma - 1) kT ln(P/Z + eps),
+    eps = exp(-beta dE / (gamma - 1)); the sampled distribution tends to the
+    well-tempered p^(1/gamma). Early kernels then carry no weight from a bias
+    that was still wrong, at the price of a slower convergence of the bias
+    itself; reweighting is the same, exp(beta V_t(s_t))."""
 
     method = "opes"
 
     def __init__(self, *, dim: int, kT: float, barrier_eV: float, sigma: Any,
                  periods: Any = None, biasfactor: float | None = None,
                  epsilon: float | None = None, cutoff: float | None = None,
-                 compression_threshold: float = 1.0, fixed_sigma: bool = False) -> None:
+                 compression_threshold: float = 1.0, fixed_sigma: bool = False,
+                 explore: bool = False) -> None:
         super().__init__(dim=dim, kT=kT, periods=periods)
+        self.explore = bool(explore)
         if not barrier_eV > 0:
             raise ValueError(f"opes: barrier_eV must be > 0, got {barrier_eV!r}")
         self.barrier = float(barrier_eV)
@@ -170,7 +181,8 @@ class OpesBias(HistoryBias):
             raise ValueError(f"opes: the bias factor must be > 1, got {self.gamma!r} (a barrier "
                              f"parameter of {self.barrier} eV is {self.barrier / self.kT:.2f} kT; "
                              "raise it or give biasfactor)")
-        self.prefactor = (1.0 - 1.0 / self.gamma) * self.kT  # eV
+        self.prefactor = ((self.gamma - 1.0) if self.explore
+                          else (1.0 - 1.0 / self.gamma)) * self.kT  # eV
         self.epsilon = (float(epsilon) if epsilon is not None
                         else math.exp(-self.barrier / self.prefactor))
         self.cutoff = (float(cutoff) if cutoff is not None
@@ -214,7 +226,8 @@ class OpesBias(HistoryBias):
     def update(self, s: np.ndarray) -> None:
         s = self._check(s)
         v, _ = self.evaluate(s)
-        w = np.exp(v / self.kT)
+        # explore: the kernels estimate the sampled distribution, every one weight 1
+        w = np.ones(len(s)) if self.explore else np.exp(v / self.kT)
         self.sum_w += float(w.sum())
         self.sum_w2 += float((w**2).sum())
         sigma = self.current_sigma()

@@ -548,6 +548,10 @@ class OpesSampler(HistorySampler):
     fixed_sigma: bool = field(default=False, metadata={
         "doc": "keep the kernel width (default: it shrinks as the effective sample size "
                "grows, as in OPES)"})
+    explore: bool = field(default=False, metadata={
+        "doc": "OPES-explore (PLUMED's OPES_METAD_EXPLORE): the kernels estimate the sampled "
+               "distribution, so early kernels deposited under a still-wrong bias weigh "
+               "no more than later ones; more robust with a CV that misses slow modes"})
 
     def make_bias(self, *, dim: int, kT: float, sigma: np.ndarray, periods: np.ndarray,
                   cv_range: np.ndarray) -> HistoryBias:
@@ -558,12 +562,13 @@ class OpesSampler(HistorySampler):
                         periods=periods, biasfactor=self.biasfactor, epsilon=self.epsilon,
                         cutoff=self.kernel_cutoff,
                         compression_threshold=self.compression_threshold,
-                        fixed_sigma=self.fixed_sigma)
+                        fixed_sigma=self.fixed_sigma, explore=self.explore)
 
     def plumed_action(self, bias: HistoryBias, arg: str) -> str:
         assert isinstance(bias, OpesBias)
         kj = 96.485332  # kJ/mol per eV
-        parts = [f"opes: OPES_METAD ARG={arg} PACE={self.pace}",
+        action = "OPES_METAD_EXPLORE" if self.explore else "OPES_METAD"
+        parts = [f"opes: {action} ARG={arg} PACE={self.pace}",
                  f"BARRIER={bias.barrier * kj:.6g}",
                  "SIGMA=" + ",".join(f"{s:.6g}" for s in bias.sigma0)]
         if self.biasfactor is not None:
