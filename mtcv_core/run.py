@@ -210,6 +210,11 @@ class Run:
 
         samples = self.umbrella_reference if reference else self.umbrella
         period = cv_periods(samples)
+        if window is not None and "window" not in samples.sizes:
+            raise ValueError(f"bias: {self.path} sampled with {samples.attrs.get('method')!r}: "
+                             f"walkers under one history-dependent bias "
+                             f"({samples.attrs.get('mtcv_schema')}), no windows; give center "
+                             "and spring_constant for a harmonic restraint of your own")
         if window is not None:
             n = samples.sizes["window"]
             if not 0 <= int(window) < n:

@@ -384,3 +384,19 @@ def test_spectator_moves_need_periodic_spectators_and_the_batched_engine():
 
     mb = build_component(load_plugins(), "system", "muller_brown_5d", {}, "system")
     OpesSampler(spectator_moves=10).check(mb)   # the 5D models have two periodic angles
+
+
+def test_run_bias_names_a_walker_run_instead_of_failing_on_windows(tmp_path):
+    """`Run.bias(window=...)` on a run sampled by walkers says so."""
+    from mtcv_core.io import write_dataset
+    from mtcv_core.run import Run
+
+    ds = OpesSampler(n_walkers=2, n_steps=400, pace=100, stride=20, barrier_eV=0.2).run(
+        DoubleWell(), _cv(), frames=start_frames(), transitions=[(0, 1)], md=MD, seed=1)
+    write_dataset(ds, tmp_path / "umbrella.nc")
+    (tmp_path / "summary.json").write_text(json.dumps({"config": {"system": "muller_brown_5d"},
+                                                       "stages_done": ["umbrella"]}))
+    run = Run(tmp_path)
+    with pytest.raises(ValueError, match="sampled with 'opes': walkers under one "
+                                         "history-dependent bias"):
+        run.bias(window=0)
