@@ -8,7 +8,7 @@ saves it as PNG, and returns the figure.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +222,38 @@ def plot_fes(fes: xr.Dataset, path: str | os.PathLike[str] | None,
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1] if len(names) > 1 else "s2")
     ax.set_title(f"PMF at {fes.attrs.get('temperature_K', '?')} K")
+    _save(fig, path)
+    return fig
+
+
+def plot_fes_convergence(fes: xr.Dataset, transitions: Sequence[Mapping[str, Any]],
+                         path: str | os.PathLike[str] | None) -> Figure:
+    """Barrier and dF of each transition against simulated time, from the
+    optional ``convergence_time`` (fs), ``convergence_barrier`` and
+    ``convergence_delta_F`` (eV; dims convergence_time, basin_from, basin_to)
+    of a free-energy dataset (estimators of walkers under a time-dependent
+    bias write them), with the exact values along xi of ``transitions`` (rows
+    of ``summary.json``) where known."""
+    fig = _figure(ncols=2, width=4.6, height=3.4)
+    axes = fig.subplots(1, 2)
+    t = fes["convergence_time"].values / 1000.0
+    for i, row in enumerate(transitions):
+        sel = {"basin_from": row["from"], "basin_to": row["to"]}
+        try:
+            series = [fes["convergence_barrier"].sel(sel).values,
+                      fes["convergence_delta_F"].sel(sel).values]
+        except KeyError:
+            continue
+        for ax, y, key in zip(axes, series, ("exact_barrier_eV", "exact_delta_F_eV"),
+                              strict=True):
+            ax.plot(t, y, "o-", color=f"C{i}", label=f"{row['from']}->{row['to']}")
+            if row.get(key) is not None:
+                ax.axhline(float(row[key]), color=f"C{i}", ls="--", lw=1)
+    for ax, title in zip(axes, ("barrier", "dF"), strict=True):
+        ax.set_xlabel("simulated time per walker (ps)")
+        ax.set_ylabel("eV")
+        ax.set_title(f"{title} from the samples up to t (dashed: exact along xi)", fontsize=8)
+    axes[0].legend(fontsize=7, frameon=False)
     _save(fig, path)
     return fig
 

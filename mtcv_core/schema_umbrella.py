@@ -307,7 +307,11 @@ def validate_fes(ds: xr.Dataset, *, where: str = "dataset") -> xr.Dataset:
     ``bin_center_x``/``_y`` and ``bin_edges_x``/``_y``. With basins
     (coordinate ``basin_from``): ``barrier``, ``barrier_err``, ``delta_F``,
     ``delta_F_err`` (eV) on ``("basin_from", "basin_to")`` and
-    ``basin_free_energy`` on ``("basin",)``."""
+    ``basin_free_energy`` on ``("basin",)``. Optional, read by the report:
+    ``convergence_barrier`` and ``convergence_delta_F`` (eV) on
+    ``("convergence_time", "basin_from", "basin_to")`` with the coordinate
+    ``convergence_time`` (fs): the estimate from the samples up to that
+    simulated time."""
     problems: list[str] = []
     if ds.attrs.get(SCHEMA_ATTR) != FES_SCHEMA:
         problems.append(f"global attribute {SCHEMA_ATTR!r} is {ds.attrs.get(SCHEMA_ATTR)!r}, "

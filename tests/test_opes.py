@@ -372,6 +372,8 @@ options = { n_bins = 20, n_bootstraps = 10 }
                                                for i in range(5)]),
                                cv(pos).detach().numpy(), rtol=1e-10, atol=1e-12)
     assert (out / "report.md").exists()
+    assert (out / "figures" / "fes_convergence.png").stat().st_size > 10000
+    assert "fes_convergence.png" in (out / "report.md").read_text()
 
 
 def test_spectator_moves_need_periodic_spectators_and_the_batched_engine():

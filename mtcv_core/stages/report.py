@@ -30,6 +30,10 @@ def run_report(ctx: RunContext) -> None:
         plot_fes(fes, figs / f"{name}.png", exact=exact if name == "fes" else None,
                  basin_of=basin_of,
                  transitions=s.get("transitions", []) if name == "fes" else ())
+        if name == "fes" and "convergence_time" in fes.coords and s.get("transitions"):
+            from mtcv_core.plots import plot_fes_convergence
+
+            plot_fes_convergence(fes, s["transitions"], figs / "fes_convergence.png")
     lines = [f"# mtcv run: {ctx.config.name}", "",
              f"System `{s['system']}` at {s['temperature_K']} K, seed {ctx.config.seed}.", "",
              *_warning_banner(s.get("warnings")),
@@ -83,6 +87,9 @@ CAPTIONS = {
            "along the same CV where the system has quadrature, the basins as the run "
            "assigns them, the first transition's barrier and dF, and the reference "
            "barrier levels (quadrature, along the true CVs).",
+    "fes_convergence": "Barrier and dF along xi from the samples up to each time (the "
+                       "estimator's record for walkers under a time-dependent bias), "
+                       "dashed: exact along xi where the system has quadrature.",
     "rates": "Rates along xi: kappa(t) of every transition with its bootstrap band, the "
              "plateau (dotted) and where it starts (dashed); the committor at xi* over the "
              "shot configurations (an ideal reaction coordinate peaks at 1/2).",
