@@ -370,6 +370,6 @@ def _annotate_transition(ax: Any, fes: xr.Dataset, row: dict[str, Any]) -> None:
 
 
 def _estimator_label(fes: Any) -> str:
-    """The estimator that made ``fes`` as a legend label ("MBAR", "reweight", ...)."""
-    name = str(fes.attrs.get("estimator", "estimate"))
-    return "MBAR" if name == "mbar" else name
+    """The estimator that made ``fes`` as a legend label: its optional
+    ``estimator_label`` attribute, else its ``estimator`` name."""
+    return str(fes.attrs.get("estimator_label", fes.attrs.get("estimator", "estimate")))

@@ -311,7 +311,8 @@ def validate_fes(ds: xr.Dataset, *, where: str = "dataset") -> xr.Dataset:
     ``convergence_barrier`` and ``convergence_delta_F`` (eV) on
     ``("convergence_time", "basin_from", "basin_to")`` with the coordinate
     ``convergence_time`` (fs): the estimate from the samples up to that
-    simulated time."""
+    simulated time; the attribute ``estimator_label`` names the estimator in
+    figures."""
     problems: list[str] = []
     if ds.attrs.get(SCHEMA_ATTR) != FES_SCHEMA:
         problems.append(f"global attribute {SCHEMA_ATTR!r} is {ds.attrs.get(SCHEMA_ATTR)!r}, "

@@ -518,6 +518,7 @@ class MBAREstimator(Estimator):
             "temperature_K": temp,
             "kT_eV": kt,
             "estimator": self.name,
+            "estimator_label": "MBAR",
             "estimator_options": json.dumps(options, sort_keys=True),
             "cv_names": " ".join(cv_names),
             "cv_units": cv_units,
