@@ -402,3 +402,31 @@ def test_run_bias_names_a_walker_run_instead_of_failing_on_windows(tmp_path):
     with pytest.raises(ValueError, match="sampled with 'opes': walkers under one "
                                          "history-dependent bias"):
         run.bias(window=0)
+
+
+def test_biased_schema_round_trip_and_named_problems(tmp_path):
+    """mtcv.biased/1 survives netCDF unchanged; a broken dataset is refused
+    on reading with every problem named."""
+    from mtcv_core.io import read_dataset, write_dataset
+    from mtcv_core.schema import SchemaError
+    from mtcv_core.schema_biased import make_biased_dataset
+
+    rng = np.random.default_rng(0)
+    ds = make_biased_dataset(rng.normal(size=(3, 10, 1)), rng.normal(size=(3, 10)),
+                             rng.normal(size=(3, 10)), np.arange(1, 11) * 5.0,
+                             temperature_K=300.0, method="test", cv_names=["xi"],
+                             energy=rng.normal(size=(3, 10)),
+                             observables=rng.normal(size=(3, 10, 2)),
+                             observable_names=["phi", "psi"], observable_units="radian",
+                             observable_periods=[2 * np.pi, 2 * np.pi], transient_fs=10.0)
+    write_dataset(ds, tmp_path / "b.nc")
+    xr.testing.assert_identical(read_dataset(tmp_path / "b.nc").load(), ds)
+    bad = ds.drop_vars("log_weight")
+    bad["bias"].attrs["units"] = "kJ/mol"
+    bad = bad.assign_coords(time=("sample", ds["time"].values[::-1]))
+    write_dataset(bad, tmp_path / "bad.nc")
+    with pytest.raises(SchemaError) as err:
+        read_dataset(tmp_path / "bad.nc")
+    text = str(err.value)
+    assert "bad.nc" in text and "'log_weight' is missing" in text
+    assert "'bias' has units 'kJ/mol', expected 'eV'" in text and "'time' must increase" in text
