@@ -52,11 +52,14 @@ def _basins(s: np.ndarray) -> np.ndarray:
     return (s[:, 0] > 0).astype(int)
 
 
+# OPES in the default suite; metaD and OPES-explore (10 s each) with the slow tests
+# (benchmarks/slow_tests.py), to keep the default suite near 10 minutes
 @pytest.mark.parametrize("sampler", [
     OpesSampler(n_walkers=4, n_steps=40000, pace=100, stride=10, barrier_eV=0.2),
-    MetadSampler(n_walkers=4, n_steps=40000, pace=100, stride=10, biasfactor=6.0),
-    OpesSampler(n_walkers=4, n_steps=40000, pace=100, stride=10, barrier_eV=0.2,
-                biasfactor=6.0, explore=True),
+    pytest.param(MetadSampler(n_walkers=4, n_steps=40000, pace=100, stride=10,
+                              biasfactor=6.0), marks=pytest.mark.slow),
+    pytest.param(OpesSampler(n_walkers=4, n_steps=40000, pace=100, stride=10, barrier_eV=0.2,
+                             biasfactor=6.0, explore=True), marks=pytest.mark.slow),
 ], ids=["opes", "metad", "opes_explore"])
 def test_reweighted_pmf_matches_the_analytic_double_well(sampler):
     """F(x) of the tilted double well by reweighting agrees with V(x) within
@@ -241,8 +244,8 @@ from mtcv_core.interfaces import CollectiveVariable, MDSettings
 from mtcv_core.io import write_dataset
 from mtcv_opes import OpesSampler
 cv = CollectiveVariable(torch.jit.script(XCoordinate()), ("x",), "angstrom")
-s = OpesSampler(n_walkers=3, n_steps=24000, pace=100, stride=20, barrier_eV=0.2,
-                checkpoint_every=2000)
+s = OpesSampler(n_walkers=3, n_steps=12000, pace=100, stride=20, barrier_eV=0.2,
+                checkpoint_every=1000)
 ds = s.run(DoubleWell(), cv, frames=start_frames(), transitions=[(0, 1)],
            md=MDSettings(300.0, 2.0, 0.01), seed=11, store={store!r})
 write_dataset(ds, {out!r})
@@ -268,7 +271,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
         if checkpoint.exists():
             with np.load(checkpoint) as data:
                 step = json.loads(str(data["meta"]))["step"]
-            if step >= 8000:
+            if step >= 4000:
                 break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
@@ -277,7 +280,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert not (tmp_path / "killed.nc").exists()
     with np.load(checkpoint) as data:   # the checkpoint on disk is whole
         killed_at = json.loads(str(data["meta"]))["step"]
-    assert 8000 <= killed_at < 24000
+    assert 4000 <= killed_at < 12000
     again = subprocess.run(script(store, tmp_path / "resumed.nc"), env=env,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
