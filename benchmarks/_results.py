@@ -63,16 +63,23 @@ def fmt(value: float | None, err: float | None = None, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if err is None else f"{value:.{digits}f} ± {err:.{digits}f}"
 
 
-def reuse_sample_stage(src: Path, dst: Path) -> None:
+def reuse_sample_stage(src: Path, dst: Path, *, with_train: bool = False) -> None:
     """Start run ``dst`` from the sample stage of run ``src`` (same data, so
-    the baselines train on exactly the multitask CV's frames)."""
+    the baselines train on exactly the multitask CV's frames); with
+    ``with_train`` from its train stage too (same CV: samplers compared on
+    it)."""
     if (dst / "summary.json").exists():
         return
     dst.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src / "data.nc", dst / "data.nc")
+    files = ["data.nc"] + (["model.pt", "cv.ts", "training.nc"] if with_train else [])
+    for name in files:
+        shutil.copy2(src / name, dst / name)
     summary = json.loads((src / "summary.json").read_text())
     keep = ("system", "temperature_K", "n_train", "n_test", "frame_counts")
+    if with_train:
+        keep += ("test_accuracy", "test_energy_mae_eV")
+    stages = ["sample", "train"] if with_train else ["sample"]
     state = {k: summary[k] for k in keep if k in summary}
-    state.update(stages_done=["sample"], timings_s={"sample": summary["timings_s"]["sample"]},
+    state.update(stages_done=stages, timings_s={k: summary["timings_s"][k] for k in stages},
                  sample_reused_from=str(src))
     (dst / "summary.json").write_text(json.dumps(state, indent=2))

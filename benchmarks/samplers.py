@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,15 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import ROOT, emit, fmt, machine, table, write_section  # noqa: E402
+from _results import (  # noqa: E402
+    ROOT,
+    emit,
+    fmt,
+    machine,
+    reuse_sample_stage,
+    table,
+    write_section,
+)
 
 from mtcv_core.pipeline import run_pipeline  # noqa: E402
 
@@ -117,7 +124,7 @@ def alanine_cases(base: Path, out: Path, only: list[str]) -> dict[str, dict[str,
         if name not in only:
             continue
         dst = out / ALANINE_DIRS[name]
-        reuse(base, dst)
+        reuse_sample_stage(base, dst, with_train=True)
         cfg = dst.with_suffix(".toml")
         cfg.write_text(alanine_text(sampler, options))
         summary = run_pipeline(cfg, out=dst, until="estimate", resume=True, progress=False)
@@ -165,25 +172,8 @@ def umbrella_options(n_steps: int) -> dict[str, Any]:
     return opts
 
 
-def reuse(base: Path, dst: Path) -> None:
-    """Start ``dst`` from ``base``'s sample and train stages."""
-    if (dst / "summary.json").exists():
-        return
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ("data.nc", "model.pt", "cv.ts", "training.nc"):
-        shutil.copy2(base / name, dst / name)
-    s = json.loads((base / "summary.json").read_text())
-    keep = ("system", "temperature_K", "n_train", "n_test", "frame_counts", "test_accuracy",
-            "test_energy_mae_eV")
-    state = {k: s[k] for k in keep if k in s}
-    state.update(stages_done=["sample", "train"],
-                 timings_s={k: s["timings_s"][k] for k in ("sample", "train")},
-                 reused_from=str(base))
-    (dst / "summary.json").write_text(json.dumps(state, indent=2))
-
-
 def run_case(base: Path, out: Path, sampler: str, options: dict[str, Any]) -> dict[str, Any]:
-    reuse(base, out)
+    reuse_sample_stage(base, out, with_train=True)
     cfg = out.with_suffix(".toml")
     cfg.write_text(config_text(sampler, options))
     summary = run_pipeline(cfg, out=out, until="estimate", resume=True, progress=False)

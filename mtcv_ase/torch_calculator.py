@@ -103,4 +103,19 @@ class TorchCalculator(Calculator):
             self.results[key] = float(arr) if arr.ndim == 0 else arr
 
 
-__all__ = ["TorchCalculator"]
+def in_dtype(module: Any, dtype: torch.dtype) -> Any:
+    """``module`` (e.g. a CV) with its floating parameters and buffers in
+    ``dtype``: itself when they already are (or it has none), else a
+    converted copy -- the caller's module is never changed."""
+    import copy
+
+    if not hasattr(module, "to"):
+        return module
+    tensors = ([*module.parameters(), *module.buffers()] if hasattr(module, "parameters")
+               else [])
+    if all(t.dtype == dtype for t in tensors if t.is_floating_point()):
+        return module
+    return copy.deepcopy(module).to(dtype)
+
+
+__all__ = ["in_dtype", "TorchCalculator"]

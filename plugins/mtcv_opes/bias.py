@@ -331,9 +331,10 @@ class MetadBias(HistoryBias):
     """Well-tempered metadynamics (see the module docstring).
 
     height_eV: initial Gaussian height, eV; sigma: (d,) widths, CV units;
-    biasfactor: gamma > 1; grid_min, grid_max: (d,) the range c(t) is
-    integrated over (a periodic dimension: its period, whatever these say);
-    grid_points: grid nodes per dimension."""
+    biasfactor: gamma > 1; grid_min, grid_max: (d,) the range of the table
+    (:attr:`table`) the bias is read from and c(t) is integrated over (a
+    periodic dimension: its period, whatever these say); grid_points: grid
+    nodes per dimension (at least; nodes are sigma / 5 apart)."""
 
     method = "metad"
 
@@ -360,7 +361,6 @@ class MetadBias(HistoryBias):
         span = np.where(self.periods > 0, self.periods, hi - lo)
         n = np.maximum(np.ceil(span / (self.sigma0 / 5.0)).astype(int) + 1, int(grid_points))
         self.table = KernelGrid(lo, hi, n, self.periods)
-        self.grid = self.table.points
         self.c_t = 0.0
 
     def evaluate(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -34,7 +33,7 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from mtcv_ase.torch_calculator import TorchCalculator
+from mtcv_ase.torch_calculator import TorchCalculator, in_dtype
 from mtcv_opes.bias import HistoryBias
 
 
@@ -52,7 +51,7 @@ class HistoryBiasCalculator(TorchCalculator):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.calc = calc
-        self.cv = _in_dtype(cv, self.dtype)
+        self.cv = in_dtype(cv, self.dtype)
         self.bias = bias
         self._version = -1
 
@@ -107,15 +106,6 @@ def deposit_callback(bias: HistoryBias, *walkers: Atoms) -> Callable[[], None]:
         bias.update(s)
 
     return deposit
-
-
-def _in_dtype(cv: Any, dtype: torch.dtype) -> Any:
-    """``cv`` with floating parameters in ``dtype`` (a converted copy when
-    needed; the caller's module is never changed)."""
-    tensors = [*cv.parameters(), *cv.buffers()] if hasattr(cv, "parameters") else []
-    if all(t.dtype == dtype for t in tensors if t.is_floating_point()):
-        return cv
-    return copy.deepcopy(cv).to(dtype)
 
 
 __all__ = ["HistoryBiasCalculator", "deposit_callback"]

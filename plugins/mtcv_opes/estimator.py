@@ -113,8 +113,8 @@ class ReweightEstimator(Estimator):
         out = self._assemble(ds, kt, edges, centers, central, reps, names, units, n_b,
                              basin_names, labels_g)
         if self.convergence_points and n_b:
-            self._convergence(out, ds, values, lw_all, time, start, basin_of, n_b, edges,
-                              periods, kt)
+            self._convergence(out, values, lw_all, time, start, basin_of, labels_g, n_b,
+                              edges, periods, kt)
         return with_index_coords(out, {"cv": names})
 
     # ----------------------------------------------------------- pieces
@@ -235,15 +235,13 @@ class ReweightEstimator(Estimator):
                 "units": "eV", "long_name": "uncertainty of barrier (block bootstrap)"})
         return out
 
-    def _convergence(self, out: xr.Dataset, ds: xr.Dataset, values: np.ndarray,
-                     lw_all: np.ndarray, time: np.ndarray, start: float, basin_of: BasinOf,
-                     n_b: int, edges: list[np.ndarray], periods: np.ndarray,
-                     kt: float) -> None:
-        """dF and barriers on growing prefixes of the run (fixed bins)."""
+    def _convergence(self, out: xr.Dataset, values: np.ndarray, lw_all: np.ndarray,
+                     time: np.ndarray, start: float, basin_of: BasinOf,
+                     labels_grid: np.ndarray, n_b: int, edges: list[np.ndarray],
+                     periods: np.ndarray, kt: float) -> None:
+        """dF and barriers on growing prefixes of the run (the full estimate's
+        bins and bin basins ``labels_grid``)."""
         ends = np.linspace(start, time[-1], self.convergence_points + 1)[1:]
-        centers = [0.5 * (e[1:] + e[:-1]) for e in edges]
-        grid = np.stack([g.ravel() for g in np.meshgrid(*centers, indexing="ij")], axis=1)
-        labels_grid = np.asarray(basin_of(grid)).astype(int).reshape(-1)
         barrier = np.full((len(ends), n_b, n_b), np.nan)
         delta = np.full((len(ends), n_b, n_b), np.nan)
         for i, end in enumerate(ends):

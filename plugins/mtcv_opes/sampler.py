@@ -605,7 +605,7 @@ class MetadSampler(HistorySampler):
     def plumed_action(self, bias: HistoryBias, arg: str) -> str:
         assert isinstance(bias, MetadBias)
         kj = 96.485332
-        lo, hi = bias.grid.min(axis=0), bias.grid.max(axis=0)
+        lo, hi = bias.table.points.min(axis=0), bias.table.points.max(axis=0)
         return (f"metad: METAD ARG={arg} PACE={self.pace} HEIGHT={bias.height * kj:.6g} "
                 "SIGMA=" + ",".join(f"{s:.6g}" for s in bias.sigma0)
                 + f" BIASFACTOR={bias.gamma:.6g} CALC_RCT "

@@ -18,7 +18,6 @@ difference ``xi - center - period * round((xi - center) / period)``.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -27,7 +26,7 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from mtcv_ase.torch_calculator import TorchCalculator
+from mtcv_ase.torch_calculator import TorchCalculator, in_dtype
 
 
 class UmbrellaBias(TorchCalculator):
@@ -52,7 +51,7 @@ class UmbrellaBias(TorchCalculator):
                  period: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.calc = calc
-        self.cv = _in_dtype(cv, self.dtype)
+        self.cv = in_dtype(cv, self.dtype)
         self.center = torch.atleast_1d(torch.as_tensor(center, dtype=self.dtype))
         self.k = torch.atleast_1d(torch.as_tensor(k, dtype=self.dtype)).expand_as(self.center)
         self.period = _periods(period, self.center.shape[-1], self.dtype)
@@ -119,7 +118,7 @@ class BatchedBias:
     def __init__(self, system: Any, cv: torch.nn.Module, centers: np.ndarray, k: np.ndarray,
                  periods: Any = None):
         self.system = system
-        self.cv = _in_dtype(cv, torch.float64)
+        self.cv = in_dtype(cv, torch.float64)
         self.centers = torch.as_tensor(np.asarray(centers, float))
         self.k = torch.as_tensor(np.asarray(k, float))
         self.periods = _periods(periods, self.centers.shape[-1], torch.float64)
@@ -141,18 +140,6 @@ class BatchedBias:
         eb, fb, xi = self.bias(x)
         self.last_cv, self.last_bias, self.last_unbiased = xi, eb, e0
         return e0 + eb, f0 + fb
-
-
-def _in_dtype(cv: Any, dtype: torch.dtype) -> Any:
-    """``cv`` with its floating parameters and buffers in ``dtype``: itself
-    when they already are (or it has none), else a converted copy -- the
-    caller's module is never changed."""
-    if not hasattr(cv, "to"):
-        return cv
-    tensors = [*cv.parameters(), *cv.buffers()] if hasattr(cv, "parameters") else []
-    if all(t.dtype == dtype for t in tensors if t.is_floating_point()):
-        return cv
-    return copy.deepcopy(cv).to(dtype)
 
 
 def _periods(period: Any, d: int, dtype: torch.dtype) -> torch.Tensor:
